@@ -1,0 +1,6 @@
+//! ovs-dbus-relay: an Open vSwitch database replica that speaks D-Bus.
+//!
+//! Data flows one way: `ovsdb` (wire protocol and session) → `replica` (pure state and
+//! change computation) → `bus` (one publisher task emitting signals and updating objects).
+
+pub mod ovsdb;

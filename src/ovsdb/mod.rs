@@ -1,0 +1,3 @@
+//! OVSDB client side: stream framing, JSON-RPC, protocol types and the monitor session.
+
+pub mod codec;
