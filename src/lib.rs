@@ -4,3 +4,4 @@
 //! change computation) → `bus` (one publisher task emitting signals and updating objects).
 
 pub mod ovsdb;
+pub mod replica;

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Sandbox demo: a private ovsdb-server and a private D-Bus daemon in a temp dir, the relay
+# between them, and dbus-monitor printing the signals while ovs-vsctl changes the switch.
+#
+#   scripts/demo.sh            (DEMO_PAUSE=seconds between steps, default 1)
+#
+# Nothing touches the system's Open vSwitch or D-Bus; everything is removed on exit.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PAUSE=${DEMO_PAUSE:-1}
+if [[ -t 1 ]]; then
+    BOLD=$'\e[1m' DIM=$'\e[2m' RESET=$'\e[0m'
+else
+    BOLD='' DIM='' RESET=''
+fi
+
+say() { printf '%s==> %s%s\n' "$BOLD" "$*" "$RESET"; }
+die() {
+    printf 'demo: error: %s\n' "$*" >&2
+    exit 1
+}
+
+# wait_for SECONDS COMMAND...: retries COMMAND every 0.1 s until it succeeds.
+wait_for() {
+    local deadline=$((SECONDS + $1))
+    shift
+    until "$@" >/dev/null 2>&1; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.1
+    done
+}
+
+# --- build ------------------------------------------------------------------------------
+say "Checking system dependencies"
+scripts/setup-deps.sh
+say "Building the relay"
+cargo build --release
+RELAY=$PWD/target/release/ovs-dbus-relay
+
+# --- sandbox ----------------------------------------------------------------------------
+# /tmp keeps socket paths short (unix sockets are limited to 108 bytes).
+DIR=$(mktemp -d /tmp/ovs-dbus-relay-demo.XXXXXX)
+PIDS=()
+
+# exited PID: true once PID is gone or a zombie waiting to be reaped.
+exited() {
+    local stat
+    stat=$(ps -o stat= -p "$1") || return 0
+    [[ $stat == Z* ]]
+}
+
+cleanup() {
+    local rc=$? pid i
+    trap - EXIT INT TERM
+    if ((rc != 0)) && [[ -s $DIR/relay.log ]]; then
+        printf '\n%s--- relay log (last 40 lines) ---%s\n' "$BOLD" "$RESET" >&2
+        tail -n 40 "$DIR/relay.log" >&2
+    fi
+    # Stop in reverse start order: monitor, relay, bus, database.
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        pid=${PIDS[i]}
+        kill -TERM "$pid" 2>/dev/null || continue
+        wait_for 3 exited "$pid" || kill -KILL "$pid" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    rm -rf "$DIR"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# With OVS_RUNDIR set, plain `ovs-vsctl` talks to unix:$DIR/db.sock, our private server.
+export OVS_RUNDIR=$DIR OVS_LOGDIR=$DIR OVS_DBDIR=$DIR
+DB=unix:$DIR/db.sock
+BUS=unix:path=$DIR/bus.sock
+
+say "Starting a private ovsdb-server on $DB"
+OVSDB_SERVER=$(PATH="$PATH:/usr/sbin:/sbin" type -P ovsdb-server) || die "ovsdb-server not found"
+ovsdb-tool create "$DIR/conf.db" /usr/share/openvswitch/vswitch.ovsschema
+"$OVSDB_SERVER" "$DIR/conf.db" \
+    --remote="punix:$DIR/db.sock" --unixctl="$DIR/ovsdb.ctl" \
+    --pidfile="$DIR/ovsdb.pid" --log-file="$DIR/ovsdb.log" 2>>"$DIR/ovsdb.log" &
+PIDS+=("$!")
+wait_for 10 ovs-vsctl --no-wait --timeout=2 init ||
+    die "ovsdb-server did not start: $(tail -n 20 "$DIR/ovsdb.log")"
+
+say "Starting a private dbus-daemon on $BUS"
+cat >"$DIR/bus.conf" <<EOF
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>$BUS</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+EOF
+dbus-daemon --config-file="$DIR/bus.conf" --nofork --nopidfile 2>"$DIR/bus.log" &
+PIDS+=("$!")
+wait_for 10 dbus-send --bus="$BUS" --print-reply --dest=org.freedesktop.DBus \
+    / org.freedesktop.DBus.GetId ||
+    die "dbus-daemon did not start: $(cat "$DIR/bus.log")"
+
+say "Starting the relay"
+printf '%s$ ovs-dbus-relay run --db %s --bus %s --metrics-listen off%s\n' \
+    "$DIM" "$DB" "$BUS" "$RESET"
+RUST_LOG=${RUST_LOG:-ovs_dbus_relay=info} \
+    "$RELAY" run --db "$DB" --bus "$BUS" --metrics-listen off >"$DIR/relay.log" 2>&1 &
+RELAY_PID=$!
+PIDS+=("$RELAY_PID")
+
+relay_state() {
+    busctl --address="$BUS" get-property \
+        org.ovsdbus.Relay1 /org/ovsdbus/Relay1 org.ovsdbus.Relay1 State 2>/dev/null || true
+}
+deadline=$((SECONDS + 15))
+until [[ $(relay_state) == 's "ready"' ]]; do
+    kill -0 "$RELAY_PID" 2>/dev/null || die "the relay exited before becoming ready"
+    ((SECONDS < deadline)) || die "the relay is not ready after 15 s (State: $(relay_state))"
+    sleep 0.1
+done
+say "Relay is ready (State = \"ready\")"
+
+say "Watching signals: dbus-monitor \"type='signal',interface='org.ovsdbus.Relay1'\""
+dbus-monitor --address "$BUS" "type='signal',interface='org.ovsdbus.Relay1'" &
+PIDS+=("$!")
+sleep 0.5
+
+# --- the show ---------------------------------------------------------------------------
+run() {
+    printf '\n%s$ %s%s\n' "$BOLD" "$*" "$RESET"
+    "$@"
+    sleep "$PAUSE"
+}
+
+run ovs-vsctl --no-wait add-br br0
+run ovs-vsctl --no-wait add-port br0 tap0 -- set interface tap0 type=internal
+run ovs-vsctl --no-wait add-port br0 tap1 -- set interface tap1 type=internal
+run ovs-vsctl --no-wait set port tap0 tag=10
+run ovs-vsctl --no-wait set interface tap1 external_ids:vm=demo
+run ovs-vsctl --no-wait clear port tap0 tag
+run ovs-vsctl --no-wait del-port tap1
+run ovs-vsctl --no-wait del-br br0
+
+sleep 1
+printf '\n'
+say "Done; cleaning up"

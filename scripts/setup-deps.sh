@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Installs the system packages the tests and the demo need, only if something is missing.
+#
+#   scripts/setup-deps.sh [EXTRA_PACKAGE...]
+#
+# Idempotent: when everything is present it changes nothing and needs no root. It never
+# starts the system's Open vSwitch services; tests and the demo run private servers.
+set -euo pipefail
+
+# command  ->  Debian package that provides it
+declare -A COMMANDS=(
+    [ovsdb-server]=openvswitch-common
+    [ovsdb-tool]=openvswitch-common
+    [ovs-vsctl]=openvswitch-switch
+    [dbus-daemon]=dbus
+    [dbus-send]=dbus
+    [dbus-monitor]=dbus
+    [busctl]=systemd
+    [setpriv]=util-linux
+    [pgrep]=procps
+    [kill]=procps
+)
+# packages checked with dpkg (no single command to look for), plus any arguments
+PACKAGES=(openvswitch-switch openvswitch-common python3-dbus "$@")
+
+have_command() {
+    # /usr/sbin and /sbin are often missing from a non-root PATH
+    PATH="$PATH:/usr/sbin:/sbin" type -P "$1" >/dev/null 2>&1
+}
+
+have_package() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+
+missing=()
+add_missing() {
+    local pkg
+    for pkg in "${missing[@]+"${missing[@]}"}"; do
+        [[ $pkg == "$1" ]] && return 0
+    done
+    missing+=("$1")
+}
+
+for cmd in "${!COMMANDS[@]}"; do
+    have_command "$cmd" || add_missing "${COMMANDS[$cmd]}"
+done
+for pkg in "${PACKAGES[@]}"; do
+    have_package "$pkg" || add_missing "$pkg"
+done
+
+if ((${#missing[@]} == 0)); then
+    echo "setup-deps: all system dependencies are installed"
+else
+    echo "setup-deps: missing packages: ${missing[*]}"
+    if ((EUID != 0)); then
+        echo "setup-deps: error: installing them needs root; run: sudo $0 $*" >&2
+        exit 1
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "setup-deps: error: apt-get not found; install the packages above by hand" >&2
+        exit 1
+    fi
+
+    # Keep maintainer scripts from starting services (e.g. the system ovsdb-server),
+    # unless the machine already has its own policy.
+    policy=/usr/sbin/policy-rc.d
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod +x "$policy"
+        trap 'rm -f "$policy"' EXIT
+    fi
+
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup-deps: error: cargo not found; install Rust with rustup: https://rustup.rs" >&2
+    exit 1
+fi

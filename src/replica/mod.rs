@@ -1,0 +1,421 @@
+//! The in-memory copy of the Bridge, Port, Interface and root tables. Pure and synchronous:
+//! it applies update messages and snapshots and says what changed, with each changed row's
+//! name and parents already resolved, in the order signals must go out.
+
+pub mod diff;
+pub mod layout;
+pub mod update;
+
+use crate::ovsdb::datum::{Atom, Datum, Uuid};
+use diff::{apply_diff, check_bounds};
+use layout::{Layout, TableId};
+use std::collections::HashMap;
+use std::sync::Arc;
+use update::{RowOp, Update};
+
+/// A row's values in the layout's column order. Shared, so changes and readers hold rows
+/// without copying them.
+pub type Row = Arc<[Datum]>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChangeKind {
+    Added { row: Row },
+    Changed { old: Row, new: Row, columns: Vec<usize> },
+    Removed { row: Row },
+}
+
+impl ChangeKind {
+    fn rank(&self) -> u8 {
+        match self {
+            Self::Added { .. } => 0,
+            Self::Changed { .. } => 1,
+            Self::Removed { .. } => 2,
+        }
+    }
+}
+
+/// One row that changed, with its names resolved: for a removal, as they were before it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowChange {
+    pub table: TableId,
+    pub uuid: Uuid,
+    pub name: String,
+    /// The bridge the row belongs to (a bridge's own name); `""` when not attached.
+    pub bridge: String,
+    /// The parent port of an interface; `""` otherwise.
+    pub port: String,
+    pub kind: ChangeKind,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChangeSet {
+    /// Added Bridge→Port→Interface, Changed Bridge→Port→Interface, Removed
+    /// Interface→Port→Bridge; by name within each group.
+    pub changes: Vec<RowChange>,
+    /// The root row changed (versions, system-id).
+    pub root_changed: bool,
+}
+
+impl ChangeSet {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && !self.root_changed
+    }
+
+    fn sort(&mut self) {
+        self.changes.sort_by(|a, b| {
+            let table_order = |c: &RowChange| match c.kind {
+                ChangeKind::Removed { .. } => 3 - c.table.index(),
+                _ => c.table.index(),
+            };
+            (a.kind.rank(), table_order(a), &a.name, a.uuid)
+                .cmp(&(b.kind.rank(), table_order(b), &b.name, b.uuid))
+        });
+    }
+}
+
+/// The replica and the server disagree; the only safe answer is a full resync.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("replica inconsistent with server: {0}")]
+pub struct Inconsistency(pub String);
+
+/// Names of a row and its parents, resolved against one state of the replica.
+struct Names {
+    name: String,
+    bridge: String,
+    port: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Replica {
+    layout: Arc<Layout>,
+    tables: Vec<HashMap<Uuid, Row>>,
+    /// Port → the bridge listing it; interface → the port listing it.
+    port_bridge: HashMap<Uuid, Uuid>,
+    iface_port: HashMap<Uuid, Uuid>,
+    /// Name → uuid per table (names are unique in the Open_vSwitch schema).
+    by_name: Vec<HashMap<String, Uuid>>,
+}
+
+impl Replica {
+    pub fn new(layout: Arc<Layout>) -> Self {
+        Self {
+            layout,
+            tables: vec![HashMap::new(); TableId::ALL.len()],
+            port_bridge: HashMap::new(),
+            iface_port: HashMap::new(),
+            by_name: vec![HashMap::new(); TableId::ALL.len()],
+        }
+    }
+
+    pub fn layout(&self) -> &Arc<Layout> {
+        &self.layout
+    }
+
+    pub fn len(&self, table: TableId) -> usize {
+        self.tables[table.index()].len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tables.iter().all(HashMap::is_empty)
+    }
+
+    pub fn row(&self, table: TableId, uuid: Uuid) -> Option<&Row> {
+        self.tables[table.index()].get(&uuid)
+    }
+
+    pub fn rows(&self, table: TableId) -> impl Iterator<Item = (Uuid, &Row)> {
+        self.tables[table.index()].iter().map(|(u, r)| (*u, r))
+    }
+
+    pub fn find(&self, table: TableId, name: &str) -> Option<(Uuid, &Row)> {
+        let uuid = *self.by_name[table.index()].get(name)?;
+        Some((uuid, self.row(table, uuid)?))
+    }
+
+    /// A column's value by name, when the column is mirrored.
+    pub fn column<'r>(&self, table: TableId, row: &'r Row, column: &str) -> Option<&'r Datum> {
+        Some(&row[self.layout.table(table).column_index(column)?])
+    }
+
+    /// The bridge a port is on / the port an interface is in.
+    pub fn parent(&self, table: TableId, uuid: Uuid) -> Option<Uuid> {
+        match table {
+            TableId::Port => self.port_bridge.get(&uuid).copied(),
+            TableId::Interface => self.iface_port.get(&uuid).copied(),
+            _ => None,
+        }
+    }
+
+    /// A string column of the root row (`ovs_version`), or a key of its `external_ids`.
+    pub fn root_string(&self, column: &str, key: Option<&str>) -> String {
+        let Some((_, row)) = self.rows(TableId::Root).next() else {
+            return String::new();
+        };
+        let value = self.column(TableId::Root, row, column);
+        let atom = match (value, key) {
+            (Some(Datum::Map(map)), Some(key)) => map.get(&Atom::String(key.to_owned())),
+            (Some(datum), None) => datum.first(),
+            _ => None,
+        };
+        atom.and_then(Atom::as_str).unwrap_or_default().to_owned()
+    }
+
+    pub fn name_of(&self, table: TableId, row: &Row) -> String {
+        self.column(table, row, "name")
+            .and_then(Datum::first)
+            .and_then(Atom::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    fn names(&self, table: TableId, uuid: Uuid, row: &Row) -> Names {
+        let name = self.name_of(table, row);
+        let name_by_uuid = |table: TableId, uuid: Option<Uuid>| {
+            uuid.and_then(|u| self.row(table, u))
+                .map(|r| self.name_of(table, r))
+                .unwrap_or_default()
+        };
+        match table {
+            TableId::Bridge => Names {
+                bridge: name.clone(),
+                name,
+                port: String::new(),
+            },
+            TableId::Port => Names {
+                bridge: name_by_uuid(TableId::Bridge, self.parent(TableId::Port, uuid)),
+                name,
+                port: String::new(),
+            },
+            TableId::Interface => {
+                let port = self.parent(TableId::Interface, uuid);
+                Names {
+                    bridge: name_by_uuid(
+                        TableId::Bridge,
+                        port.and_then(|p| self.parent(TableId::Port, p)),
+                    ),
+                    port: name_by_uuid(TableId::Port, port),
+                    name,
+                }
+            }
+            TableId::Root => Names {
+                name,
+                bridge: String::new(),
+                port: String::new(),
+            },
+        }
+    }
+
+    /// Applies one update message atomically: either every row operation is consistent with
+    /// the replica and all are applied, or nothing changes and the error says why.
+    pub fn apply(&mut self, update: Update) -> Result<ChangeSet, Inconsistency> {
+        let mut planned = Vec::with_capacity(update.rows.len());
+        for row_update in update.rows {
+            let (table, uuid) = (row_update.table, row_update.uuid);
+            let columns = &self.layout.table(table).columns;
+            let old = self.row(table, uuid).cloned();
+            let fail = |what: &str| Inconsistency(format!("{what} {table} row {uuid}"));
+            let new = match (row_update.op, &old) {
+                (RowOp::Insert(_), Some(_)) => return Err(fail("insert of existing")),
+                (RowOp::Modify(_) | RowOp::Delete, None) => return Err(fail("change to missing")),
+                (RowOp::Insert(row), None) => {
+                    for (value, column) in row.iter().zip(columns) {
+                        check_bounds(&column.ty, value).map_err(|e| {
+                            fail(&format!("insert with {}: {e} in", column.name))
+                        })?;
+                    }
+                    Some(Row::from(row))
+                }
+                (RowOp::Modify(diffs), Some(old)) => {
+                    let mut new = old.to_vec();
+                    for (index, diff) in diffs {
+                        let column = &columns[index];
+                        new[index] = apply_diff(&column.ty, &old[index], diff).map_err(|e| {
+                            fail(&format!("modify of {}: {e} in", column.name))
+                        })?;
+                    }
+                    Some(Row::from(new))
+                }
+                (RowOp::Delete, Some(_)) => None,
+            };
+            planned.push((table, uuid, old, new));
+        }
+
+        // Names of removed rows are resolved before anything changes.
+        let mut changes = ChangeSet::default();
+        let mut removed_names = HashMap::new();
+        for (table, uuid, old, new) in &planned {
+            if let (Some(old), None) = (old, new) {
+                removed_names.insert((*table, *uuid), self.names(*table, *uuid, old));
+            }
+        }
+        for (table, uuid, old, new) in &planned {
+            self.commit(*table, *uuid, old.as_ref(), new.clone());
+        }
+        for (table, uuid, old, new) in planned {
+            if table == TableId::Root {
+                changes.root_changed = true;
+                continue;
+            }
+            let kind = match (old, new) {
+                (None, Some(row)) => ChangeKind::Added { row },
+                (Some(old), Some(new)) => {
+                    let columns: Vec<usize> =
+                        (0..new.len()).filter(|&i| old[i] != new[i]).collect();
+                    if columns.is_empty() {
+                        continue;
+                    }
+                    ChangeKind::Changed { old, new, columns }
+                }
+                (Some(row), None) => ChangeKind::Removed { row },
+                (None, None) => continue,
+            };
+            let names = match &kind {
+                ChangeKind::Removed { .. } => removed_names
+                    .remove(&(table, uuid))
+                    .expect("names resolved before the commit"),
+                ChangeKind::Added { row } | ChangeKind::Changed { new: row, .. } => {
+                    self.names(table, uuid, row)
+                }
+            };
+            changes.changes.push(RowChange {
+                table,
+                uuid,
+                name: names.name,
+                bridge: names.bridge,
+                port: names.port,
+                kind,
+            });
+        }
+        changes.sort();
+        Ok(changes)
+    }
+
+    /// Replaces the whole replica with a snapshot (a monitor reply, all `initial` rows) and
+    /// returns only the real differences from the previous state: after a reconnect the
+    /// subscribers hear about exactly what changed while the relay was away.
+    pub fn replace(&mut self, snapshot: Update) -> Result<ChangeSet, Inconsistency> {
+        let mut fresh = Replica::new(self.layout.clone());
+        let mut incoming = Update::default();
+        for row in snapshot.rows {
+            if !matches!(row.op, RowOp::Insert(_)) {
+                return Err(Inconsistency(format!(
+                    "snapshot has a non-initial {} row {}",
+                    row.table, row.uuid
+                )));
+            }
+            incoming.rows.push(row);
+        }
+        fresh.apply(incoming)?;
+
+        // Express the difference as an update against the current state, so that names,
+        // ordering and parent resolution follow exactly the live path.
+        let mut delta = Update::default();
+        for table in TableId::ALL {
+            for (uuid, row) in fresh.rows(table) {
+                match self.row(table, uuid) {
+                    None => delta.rows.push(update::RowUpdate {
+                        table,
+                        uuid,
+                        op: RowOp::Insert(row.to_vec()),
+                    }),
+                    Some(old) if old != row => delta.rows.push(update::RowUpdate {
+                        table,
+                        uuid,
+                        op: RowOp::Modify(self.replacing_diff(table, old, row)),
+                    }),
+                    Some(_) => {}
+                }
+            }
+            for (uuid, _) in self.rows(table) {
+                if fresh.row(table, uuid).is_none() {
+                    delta.rows.push(update::RowUpdate {
+                        table,
+                        uuid,
+                        op: RowOp::Delete,
+                    });
+                }
+            }
+        }
+        self.apply(delta)
+    }
+
+    /// A modify-diff that turns `old` into `new` under the `update2` rules.
+    fn replacing_diff(&self, table: TableId, old: &Row, new: &Row) -> Vec<(usize, Datum)> {
+        let columns = &self.layout.table(table).columns;
+        (0..new.len())
+            .filter(|&i| old[i] != new[i])
+            .map(|i| {
+                let ty = &columns[i].ty;
+                let diff = match (&old[i], &new[i]) {
+                    _ if ty.is_scalar() || ty.is_optional() => new[i].clone(),
+                    (Datum::Set(a), Datum::Set(b)) => {
+                        Datum::Set(a.symmetric_difference(b).cloned().collect())
+                    }
+                    (Datum::Map(a), Datum::Map(b)) => {
+                        let mut diff = b.clone();
+                        diff.retain(|k, v| a.get(k) != Some(v));
+                        for (k, v) in a {
+                            if !b.contains_key(k) {
+                                diff.insert(k.clone(), v.clone());
+                            }
+                        }
+                        Datum::Map(diff)
+                    }
+                    _ => new[i].clone(),
+                };
+                (i, diff)
+            })
+            .collect()
+    }
+
+    /// Stores one row's new state and keeps the parent and name indexes in step.
+    fn commit(&mut self, table: TableId, uuid: Uuid, old: Option<&Row>, new: Option<Row>) {
+        let children_column = match table {
+            TableId::Bridge => Some("ports"),
+            TableId::Port => Some("interfaces"),
+            _ => None,
+        };
+        if let Some(column) = children_column {
+            let children = |row: Option<&Row>| -> Vec<Uuid> {
+                row.and_then(|r| self.column(table, r, column))
+                    .map(|d| d.uuids().collect())
+                    .unwrap_or_default()
+            };
+            let (before, after) = (children(old), children(new.as_ref()));
+            let index = if table == TableId::Bridge {
+                &mut self.port_bridge
+            } else {
+                &mut self.iface_port
+            };
+            for child in before.iter().filter(|c| !after.contains(c)) {
+                // A child moved to another parent in the same update keeps the new one.
+                if index.get(child) == Some(&uuid) {
+                    index.remove(child);
+                }
+            }
+            for child in after {
+                index.insert(child, uuid);
+            }
+        }
+        if let Some(old) = old {
+            let name = self.name_of(table, old);
+            let names = &mut self.by_name[table.index()];
+            if names.get(&name) == Some(&uuid) {
+                names.remove(&name);
+            }
+        }
+        match new {
+            Some(row) => {
+                let name = self.name_of(table, &row);
+                self.by_name[table.index()].insert(name, uuid);
+                self.tables[table.index()].insert(uuid, row);
+            }
+            None => {
+                self.tables[table.index()].remove(&uuid);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

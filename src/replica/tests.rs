@@ -1,0 +1,333 @@
+use super::layout::ColumnSelection;
+use super::layout::tests::test_schema;
+use super::*;
+use serde_json::{Value as Json, json};
+
+const BR: &str = "b0000000-0000-0000-0000-000000000001";
+const BR2: &str = "b0000000-0000-0000-0000-000000000002";
+const P1: &str = "10000000-0000-0000-0000-000000000001";
+const P2: &str = "10000000-0000-0000-0000-000000000002";
+const I1: &str = "20000000-0000-0000-0000-000000000001";
+const I2: &str = "20000000-0000-0000-0000-000000000002";
+
+fn uuid(text: &str) -> Json {
+    json!(["uuid", text])
+}
+
+fn replica() -> Replica {
+    Replica::new(Arc::new(
+        Layout::new(&test_schema(), &ColumnSelection::default()).unwrap(),
+    ))
+}
+
+fn apply(replica: &mut Replica, json: Json) -> Result<ChangeSet, Inconsistency> {
+    let update = Update::parse(replica.layout(), &json).unwrap();
+    replica.apply(update)
+}
+
+/// br0 with port p1 holding interface i1, in one transaction as `add-br` + `add-port` do.
+fn populated() -> Replica {
+    let mut r = replica();
+    apply(
+        &mut r,
+        json!({
+            "Bridge": {BR: {"insert": {"name": "br0", "ports": uuid(P1)}}},
+            "Port": {P1: {"insert": {"name": "p1", "interfaces": uuid(I1)}}},
+            "Interface": {I1: {"insert": {"name": "i1"}}}
+        }),
+    )
+    .unwrap();
+    r
+}
+
+fn summary(changes: &ChangeSet) -> Vec<String> {
+    changes
+        .changes
+        .iter()
+        .map(|c| {
+            let op = match c.kind {
+                ChangeKind::Added { .. } => "Added",
+                ChangeKind::Changed { .. } => "Changed",
+                ChangeKind::Removed { .. } => "Removed",
+            };
+            format!("{}{op} {} bridge={} port={}", c.table, c.name, c.bridge, c.port)
+        })
+        .collect()
+}
+
+fn column(r: &Replica, table: TableId, name: &str, col: &str) -> Json {
+    let (_, row) = r.find(table, name).unwrap();
+    r.column(table, row, col).unwrap().to_json()
+}
+
+#[test]
+fn parents_resolve_when_parent_and_child_arrive_together() {
+    let mut r = replica();
+    let changes = apply(
+        &mut r,
+        json!({
+            "Interface": {I1: {"insert": {"name": "i1"}}},
+            "Port": {P1: {"insert": {"name": "p1", "interfaces": uuid(I1)}}},
+            "Bridge": {BR: {"insert": {"name": "br0", "ports": uuid(P1)}}}
+        }),
+    )
+    .unwrap();
+    assert_eq!(
+        summary(&changes),
+        [
+            "BridgeAdded br0 bridge=br0 port=",
+            "PortAdded p1 bridge=br0 port=",
+            "InterfaceAdded i1 bridge=br0 port=p1",
+        ]
+    );
+}
+
+#[test]
+fn removal_names_come_from_the_state_before_the_update() {
+    let mut r = populated();
+    let changes = apply(
+        &mut r,
+        json!({
+            "Bridge": {BR: {"delete": null}},
+            "Port": {P1: {"delete": null}},
+            "Interface": {I1: {"delete": null}}
+        }),
+    )
+    .unwrap();
+    assert_eq!(
+        summary(&changes),
+        [
+            "InterfaceRemoved i1 bridge=br0 port=p1",
+            "PortRemoved p1 bridge=br0 port=",
+            "BridgeRemoved br0 bridge=br0 port=",
+        ]
+    );
+    assert!(r.is_empty());
+    assert!(r.find(TableId::Port, "p1").is_none());
+    assert_eq!(r.parent(TableId::Interface, Uuid::parse(I1).unwrap()), None);
+}
+
+#[test]
+fn order_is_added_changed_removed_by_table() {
+    let mut r = populated();
+    let changes = apply(
+        &mut r,
+        json!({
+            "Interface": {I1: {"delete": null}, I2: {"insert": {"name": "i2"}}},
+            "Port": {P1: {"modify": {"interfaces": ["set", [uuid(I1), uuid(I2)]], "tag": 7}}},
+            "Bridge": {BR2: {"insert": {"name": "br1"}}}
+        }),
+    )
+    .unwrap();
+    assert_eq!(
+        summary(&changes),
+        [
+            "BridgeAdded br1 bridge=br1 port=",
+            "InterfaceAdded i2 bridge=br0 port=p1",
+            "PortChanged p1 bridge=br0 port=",
+            "InterfaceRemoved i1 bridge=br0 port=p1",
+        ]
+    );
+}
+
+#[test]
+fn modify_reports_changed_columns_with_old_and_new() {
+    let mut r = populated();
+    let changes = apply(
+        &mut r,
+        json!({"Port": {P1: {"modify": {
+            "tag": 10,
+            "trunks": ["set", [1, 2]],
+            "external_ids": ["map", [["a", "1"]]]
+        }}}}),
+    )
+    .unwrap();
+    let [change] = changes.changes.as_slice() else {
+        panic!("{changes:?}")
+    };
+    let ChangeKind::Changed { old, new, columns } = &change.kind else {
+        panic!("not a change")
+    };
+    let port = r.layout().table(TableId::Port);
+    let names: Vec<_> = columns.iter().map(|&i| port.columns[i].name.as_str()).collect();
+    assert_eq!(names, ["external_ids", "tag", "trunks"]);
+    let tag = port.column_index("tag").unwrap();
+    assert!(old[tag].is_empty());
+    assert_eq!(new[tag].to_json(), json!(10));
+    assert_eq!(column(&r, TableId::Port, "p1", "trunks"), json!(["set", [1, 2]]));
+}
+
+#[test]
+fn diff_rules_on_live_rows() {
+    let mut r = populated();
+    let modify = |r: &mut Replica, diff: Json| {
+        apply(r, json!({"Port": {P1: {"modify": diff}}})).unwrap()
+    };
+    modify(&mut r, json!({"trunks": ["set", [2, 3]]}));
+    modify(&mut r, json!({"trunks": ["set", [1, 3]]}));
+    assert_eq!(column(&r, TableId::Port, "p1", "trunks"), json!(["set", [1, 2]]));
+    modify(&mut r, json!({"external_ids": ["map", [["x", "1"], ["y", "2"]]]}));
+    modify(&mut r, json!({"external_ids": ["map", [["x", "5"], ["y", "2"]]]}));
+    assert_eq!(
+        column(&r, TableId::Port, "p1", "external_ids"),
+        json!(["map", [["x", "5"]]])
+    );
+    modify(&mut r, json!({"tag": 20}));
+    modify(&mut r, json!({"tag": ["set", []]}));
+    assert_eq!(column(&r, TableId::Port, "p1", "tag"), json!(["set", []]));
+}
+
+#[test]
+fn a_diff_that_changes_nothing_emits_nothing() {
+    let mut r = populated();
+    // Toggling the same element twice within one diff is impossible, but an update whose
+    // only column is unchanged after application (a map key re-set by two transactions
+    // the server coalesced) must stay silent.
+    apply(&mut r, json!({"Port": {P1: {"modify": {"tag": 5}}}})).unwrap();
+    let changes = apply(&mut r, json!({"Port": {P1: {"modify": {"tag": 5}}}})).unwrap();
+    assert!(changes.is_empty(), "{changes:?}");
+}
+
+#[test]
+fn inconsistencies_are_errors_and_change_nothing() {
+    let mut r = populated();
+    let before = format!("{:?}", r.tables);
+    let cases = [
+        json!({"Port": {P1: {"insert": {"name": "p1", "interfaces": uuid(I1)}}}}),
+        json!({"Port": {P2: {"modify": {"tag": 1}}}}),
+        json!({"Port": {P2: {"delete": null}}}),
+        // Emptying a min=1 set.
+        json!({"Port": {P1: {"modify": {"interfaces": uuid(I1)}}}}),
+        // An optional with two values.
+        json!({"Port": {P1: {"modify": {"tag": ["set", [1, 2]]}}}}),
+        // A valid change together with an invalid one: neither is applied.
+        json!({"Bridge": {BR: {"modify": {"datapath_type": "netdev"}}},
+               "Port": {P2: {"delete": null}}}),
+        // An inserted row violating its bounds.
+        json!({"Port": {P2: {"insert": {"name": "p2", "interfaces": ["set", []]}}}}),
+    ];
+    for case in cases {
+        let err = apply(&mut r, case.clone()).expect_err(&case.to_string());
+        assert!(err.0.contains("row"), "{err}");
+        assert_eq!(format!("{:?}", r.tables), before, "replica changed by {case}");
+    }
+}
+
+#[test]
+fn port_moving_between_bridges_keeps_the_new_parent() {
+    let mut r = populated();
+    apply(
+        &mut r,
+        json!({"Bridge": {BR2: {"insert": {"name": "br1"}}}}),
+    )
+    .unwrap();
+    // br1 gains p1 and br0 loses it in one update, br1 listed first (uuid order is arbitrary).
+    let changes = apply(
+        &mut r,
+        json!({"Bridge": {
+            BR2: {"modify": {"ports": uuid(P1)}},
+            BR: {"modify": {"ports": uuid(P1)}}
+        }}),
+    )
+    .unwrap();
+    assert_eq!(changes.changes.len(), 2);
+    assert_eq!(
+        r.parent(TableId::Port, Uuid::parse(P1).unwrap()),
+        Uuid::parse(BR2)
+    );
+}
+
+#[test]
+fn replace_emits_only_real_differences() {
+    let mut r = populated();
+    apply(
+        &mut r,
+        json!({
+            "Bridge": {BR: {"modify": {"ports": uuid(P2)}}},
+            "Port": {P2: {"insert": {"name": "p2", "interfaces": uuid(I2), "tag": 3}}},
+            "Interface": {I2: {"insert": {"name": "i2"}}}
+        }),
+    )
+    .unwrap();
+    // While disconnected: p1 deleted, p2's tag changed, p3 added; the bridge is the same
+    // apart from its port list.
+    let p3 = "10000000-0000-0000-0000-000000000003";
+    let i3 = "20000000-0000-0000-0000-000000000003";
+    let snapshot = Update::parse(
+        r.layout(),
+        &json!({
+            "Bridge": {BR: {"initial": {"name": "br0", "ports": ["set", [uuid(P2), uuid(p3)]]}}},
+            "Port": {
+                P2: {"initial": {"name": "p2", "interfaces": uuid(I2), "tag": 4}},
+                p3: {"initial": {"name": "p3", "interfaces": uuid(i3)}}
+            },
+            "Interface": {
+                I2: {"initial": {"name": "i2"}},
+                i3: {"initial": {"name": "i3"}}
+            }
+        }),
+    )
+    .unwrap();
+    let changes = r.replace(snapshot).unwrap();
+    assert_eq!(
+        summary(&changes),
+        [
+            "PortAdded p3 bridge=br0 port=",
+            "InterfaceAdded i3 bridge=br0 port=p3",
+            "BridgeChanged br0 bridge=br0 port=",
+            "PortChanged p2 bridge=br0 port=",
+            "InterfaceRemoved i1 bridge=br0 port=p1",
+            "PortRemoved p1 bridge=br0 port=",
+        ]
+    );
+    assert_eq!(column(&r, TableId::Port, "p2", "tag"), json!(4));
+    assert_eq!(
+        column(&r, TableId::Bridge, "br0", "ports").as_array().unwrap()[1]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn replace_with_identical_snapshot_is_silent() {
+    let mut r = populated();
+    let snapshot = Update::parse(
+        r.layout(),
+        &json!({
+            "Bridge": {BR: {"initial": {"name": "br0", "ports": uuid(P1)}}},
+            "Port": {P1: {"initial": {"name": "p1", "interfaces": uuid(I1)}}},
+            "Interface": {I1: {"initial": {"name": "i1"}}}
+        }),
+    )
+    .unwrap();
+    assert!(r.replace(snapshot).unwrap().is_empty());
+}
+
+#[test]
+fn replace_rejects_non_initial_rows() {
+    let mut r = populated();
+    let snapshot =
+        Update::parse(r.layout(), &json!({"Port": {P1: {"delete": null}}})).unwrap();
+    assert!(r.replace(snapshot).is_err());
+    assert!(r.find(TableId::Port, "p1").is_some());
+}
+
+#[test]
+fn root_row_changes_are_flagged_not_published() {
+    let mut r = replica();
+    let root = "00000000-0000-0000-0000-0000000000aa";
+    let changes = apply(
+        &mut r,
+        json!({"Open_vSwitch": {root: {"insert": {
+            "ovs_version": "3.1.0",
+            "external_ids": ["map", [["system-id", "abc"]]]
+        }}}}),
+    )
+    .unwrap();
+    assert!(changes.root_changed && changes.changes.is_empty());
+    assert_eq!(r.root_string("ovs_version", None), "3.1.0");
+    assert_eq!(r.root_string("external_ids", Some("system-id")), "abc");
+    assert_eq!(r.root_string("db_version", None), "");
+}

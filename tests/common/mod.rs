@@ -1,0 +1,653 @@
+//! Real-component test harness shared by the integration tests (`mod common;`).
+//!
+//! Every fixture runs a REAL process in its own temporary directory, talks over unix
+//! sockets only, and is torn down by `Drop` (so also when a test panics):
+//!
+//! - [`Ovsdb`]: a private `ovsdb-server` on a fresh `vswitch.ovsschema` database;
+//! - [`Bus`]: a private `dbus-daemon` with a permissive, session-like configuration;
+//! - [`Relay`]: the `ovs-dbus-relay` binary under test, its output captured to a file.
+//!
+//! A missing prerequisite panics with install instructions; tests never skip silently.
+//! Every wait is bounded. Everything is synchronous (`std::process`), so the fixtures work
+//! from both `#[test]` and `#[tokio::test]` (they block briefly; keep them out of hot
+//! async paths or wrap them in `spawn_blocking` if that matters).
+#![allow(dead_code)]
+
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// The Open vSwitch schema the server is created from.
+pub const VSWITCH_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
+
+/// How long a server may take to start accepting connections.
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Upper bound for helper commands (`ovsdb-tool`, `ovs-vsctl`, `dbus-send`, ...).
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
+
+const SETUP_HINT: &str = "run `sudo scripts/setup-deps.sh`";
+
+// ---------------------------------------------------------------------------------------
+// Prerequisites and small helpers
+// ---------------------------------------------------------------------------------------
+
+/// Asserts that `cmd` exists on `PATH` (or in `/usr/sbin`, `/sbin`, which are often not on
+/// a non-root `PATH`), else panics with install instructions. Returns the full path.
+pub fn require(cmd: &str, package: &str) -> PathBuf {
+    find_command(cmd).unwrap_or_else(|| {
+        panic!(
+            "{cmd} not found: {SETUP_HINT} or `apt-get install {package}` \
+             (integration tests need real components and never skip)"
+        )
+    })
+}
+
+fn find_command(cmd: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(cmd))
+        .find(|p| {
+            p.metadata()
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+/// A temporary directory whose paths stay short enough for unix sockets (108 bytes).
+fn short_tempdir(prefix: &str) -> TempDir {
+    let base = std::env::temp_dir();
+    let base = if base.as_os_str().len() > 60 {
+        PathBuf::from("/tmp")
+    } else {
+        base
+    };
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&base)
+        .unwrap_or_else(|e| panic!("cannot create a temporary directory in {base:?}: {e}"))
+}
+
+/// Reads a file for diagnostics; never fails.
+fn read_lossy(path: &Path) -> String {
+    match fs::read(path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) => format!("<cannot read {}: {e}>", path.display()),
+    }
+}
+
+/// The last `max` lines of `text`, for panic messages.
+fn tail(text: &str, max: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(max)..].join("\n")
+}
+
+/// Polls `child` until it exits or `timeout` passes.
+fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() >= deadline => return None,
+            Ok(None) => thread::sleep(Duration::from_millis(20)),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// SIGKILLs and reaps a child (no-op if it already exited).
+fn kill_child(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = child.kill();
+    }
+    // Reaping after SIGKILL is immediate unless the process is stuck in the kernel.
+    let _ = wait_child(child, Duration::from_secs(5));
+}
+
+/// Sends a signal by name (`"TERM"`, `"KILL"`, `"STOP"`, ...) with `kill(1)`.
+pub fn send_signal(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Runs `cmd` to completion with a bounded wait, capturing stdout and stderr.
+/// Panics if it cannot be started or does not finish within `timeout`.
+pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let mut out_pipe = child.stdout.take().expect("stdout is piped");
+    let mut err_pipe = child.stderr.take().expect("stderr is piped");
+    let out_reader = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out_pipe.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = err_pipe.read_to_end(&mut buf);
+        buf
+    });
+    let status = match wait_child(&mut child, timeout) {
+        Some(status) => status,
+        None => {
+            kill_child(&mut child);
+            panic!("{what} did not finish within {timeout:?}");
+        }
+    };
+    Output {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    }
+}
+
+/// Waits (bounded) until `sock` accepts a connection. While waiting, `alive` is asked
+/// whether the server is still running; `diagnostics` is included in any panic.
+fn wait_for_socket(
+    what: &str,
+    sock: &Path,
+    timeout: Duration,
+    mut alive: impl FnMut() -> Result<(), String>,
+    diagnostics: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if UnixStream::connect(sock).is_ok() {
+            return;
+        }
+        if let Err(exit) = alive() {
+            panic!("{what} exited during start-up ({exit}):\n{}", diagnostics());
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "{what} did not accept connections on {} within {timeout:?}:\n{}",
+                sock.display(),
+                diagnostics()
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn child_alive(child: &mut Child) -> Result<(), String> {
+    match child.try_wait() {
+        Ok(None) => Ok(()),
+        Ok(Some(status)) => Err(status.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// ovsdb-server
+// ---------------------------------------------------------------------------------------
+
+/// A private `ovsdb-server` serving a fresh Open_vSwitch database on `DIR/db.sock`.
+///
+/// The server is a direct (non-detached) child, so [`Ovsdb::kill`] is a plain SIGKILL and
+/// [`Ovsdb::restart`] reopens the same `conf.db` on the same socket.
+pub struct Ovsdb {
+    dir: TempDir,
+    server: PathBuf,
+    vsctl: PathBuf,
+    child: Option<Child>,
+}
+
+impl Ovsdb {
+    /// Creates `DIR/conf.db` from the vswitch schema, starts `ovsdb-server` on
+    /// `punix:DIR/db.sock`, waits until the socket accepts, then runs `ovs-vsctl init`.
+    pub fn start() -> Ovsdb {
+        let server = require("ovsdb-server", "openvswitch-switch");
+        let tool = require("ovsdb-tool", "openvswitch-switch");
+        let vsctl = require("ovs-vsctl", "openvswitch-switch");
+        assert!(
+            Path::new(VSWITCH_SCHEMA).is_file(),
+            "{VSWITCH_SCHEMA} not found: {SETUP_HINT} or `apt-get install openvswitch-switch`"
+        );
+
+        let dir = short_tempdir("ovsdb-");
+        let db = dir.path().join("conf.db");
+        let out = run_bounded(
+            Command::new(&tool)
+                .arg("create")
+                .arg(&db)
+                .arg(VSWITCH_SCHEMA)
+                .envs(ovs_env(dir.path())),
+            COMMAND_TIMEOUT,
+        );
+        assert!(
+            out.status.success(),
+            "ovsdb-tool create {} failed ({}): {}",
+            db.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        let mut ovsdb = Ovsdb {
+            dir,
+            server,
+            vsctl,
+            child: None,
+        };
+        ovsdb.launch();
+        ovsdb.vsctl(&["init"]);
+        ovsdb
+    }
+
+    /// The temporary directory holding `conf.db`, `db.sock`, `ovsdb.log`, ...
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The OVSDB remote for clients: `unix:DIR/db.sock`.
+    pub fn remote(&self) -> String {
+        format!("unix:{}", self.sock_path().display())
+    }
+
+    pub fn sock_path(&self) -> PathBuf {
+        self.dir().join("db.sock")
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir().join("conf.db")
+    }
+
+    /// The server's pid, if it is running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The server's log file (`DIR/ovsdb.log`) plus anything it wrote to stderr.
+    pub fn log(&self) -> String {
+        format!(
+            "{}{}",
+            read_lossy(&self.dir().join("ovsdb.log")),
+            read_lossy(&self.dir().join("ovsdb.stderr"))
+        )
+    }
+
+    /// Runs `ovs-vsctl --db=<remote> --no-wait --timeout=10 <args>`; panics with stderr on
+    /// failure; returns trimmed stdout.
+    pub fn vsctl(&self, args: &[&str]) -> String {
+        let out = self.vsctl_output(args);
+        assert!(
+            out.status.success(),
+            "ovs-vsctl {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Like [`Ovsdb::vsctl`] but returns the raw output instead of panicking on failure.
+    pub fn vsctl_output(&self, args: &[&str]) -> Output {
+        run_bounded(
+            Command::new(&self.vsctl)
+                .arg(format!("--db={}", self.remote()))
+                .arg("--no-wait")
+                .arg("--timeout=10")
+                .args(args)
+                .envs(ovs_env(self.dir())),
+            COMMAND_TIMEOUT,
+        )
+    }
+
+    /// SIGKILLs the server, keeping the database file.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_child(&mut child);
+        }
+    }
+
+    /// Starts the server again on the same database file and socket (kills it first if
+    /// it is still running).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    fn launch(&mut self) {
+        let dir = self.dir.path().to_path_buf();
+        let sock = dir.join("db.sock");
+        // ovsdb-server replaces stale files itself; removing them keeps the wait honest.
+        let _ = fs::remove_file(&sock);
+        let _ = fs::remove_file(dir.join("ovsdb.pid"));
+        let stderr = File::create(dir.join("ovsdb.stderr")).expect("create ovsdb.stderr");
+        let child = Command::new(&self.server)
+            .arg(dir.join("conf.db"))
+            .arg(format!("--remote=punix:{}", sock.display()))
+            .arg(format!("--unixctl={}", dir.join("ovsdb.ctl").display()))
+            .arg(format!("--pidfile={}", dir.join("ovsdb.pid").display()))
+            .arg(format!("--log-file={}", dir.join("ovsdb.log").display()))
+            .envs(ovs_env(&dir))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.server.display()));
+        self.child = Some(child);
+        let child = self.child.as_mut().expect("just set");
+        let log_dir = dir.clone();
+        wait_for_socket(
+            "ovsdb-server",
+            &sock,
+            START_TIMEOUT,
+            || child_alive(child),
+            || {
+                tail(
+                    &format!(
+                        "{}{}",
+                        read_lossy(&log_dir.join("ovsdb.log")),
+                        read_lossy(&log_dir.join("ovsdb.stderr"))
+                    ),
+                    40,
+                )
+            },
+        );
+    }
+}
+
+impl Drop for Ovsdb {
+    fn drop(&mut self) {
+        self.kill();
+        // TempDir removes the database, socket and logs.
+    }
+}
+
+fn ovs_env(dir: &Path) -> [(&'static str, PathBuf); 3] {
+    [
+        ("OVS_RUNDIR", dir.to_path_buf()),
+        ("OVS_LOGDIR", dir.to_path_buf()),
+        ("OVS_DBDIR", dir.to_path_buf()),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------
+// dbus-daemon
+// ---------------------------------------------------------------------------------------
+
+/// A private `dbus-daemon` listening on `unix:path=DIR/bus.sock`.
+///
+/// The configuration is session-like and permissive: every user may connect (the temp
+/// dir is made world-searchable so `setpriv`-dropped clients can reach the socket), send
+/// to anyone, eavesdrop, and own any name.
+pub struct Bus {
+    dir: TempDir,
+    daemon: PathBuf,
+    child: Option<Child>,
+}
+
+impl Bus {
+    pub fn start() -> Bus {
+        Bus::start_with_config("")
+    }
+
+    /// Like [`Bus::start`], with `extra` XML inserted into `<busconfig>` after the default
+    /// policy, e.g. `<include>/path/to/org.ovsdbus.Relay1.conf</include>` or more
+    /// `<policy>` elements.
+    pub fn start_with_config(extra: &str) -> Bus {
+        let daemon = require("dbus-daemon", "dbus");
+        let dir = short_tempdir("dbus-");
+        // Let non-root clients (tests dropping privileges with setpriv) reach the socket;
+        // dbus-daemon itself makes the socket 0777.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))
+            .expect("chmod bus temp dir");
+        let sock = dir.path().join("bus.sock");
+        let config = format!(
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={sock}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <!-- Without this only the daemon's own uid may connect. -->
+    <allow user="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+  {extra}
+</busconfig>
+"#,
+            sock = sock.display()
+        );
+        fs::write(dir.path().join("bus.conf"), config).expect("write bus.conf");
+        let mut bus = Bus {
+            dir,
+            daemon,
+            child: None,
+        };
+        bus.launch();
+        bus
+    }
+
+    /// The bus address: `unix:path=DIR/bus.sock`.
+    pub fn address(&self) -> String {
+        format!("unix:path={}", self.sock_path().display())
+    }
+
+    pub fn sock_path(&self) -> PathBuf {
+        self.dir.path().join("bus.sock")
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// What the daemon wrote to stderr.
+    pub fn log(&self) -> String {
+        read_lossy(&self.dir.path().join("bus.log"))
+    }
+
+    /// SIGKILLs the daemon; every connection drops.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_child(&mut child);
+        }
+    }
+
+    /// Starts a new daemon on the same address (kills the old one first if needed).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    fn launch(&mut self) {
+        let dir = self.dir.path().to_path_buf();
+        let sock = dir.join("bus.sock");
+        let _ = fs::remove_file(&sock);
+        let log = File::create(dir.join("bus.log")).expect("create bus.log");
+        let child = Command::new(&self.daemon)
+            .arg(format!("--config-file={}", dir.join("bus.conf").display()))
+            .arg("--nofork")
+            .arg("--nopidfile")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.daemon.display()));
+        self.child = Some(child);
+        let child = self.child.as_mut().expect("just set");
+        wait_for_socket(
+            "dbus-daemon",
+            &sock,
+            START_TIMEOUT,
+            || child_alive(child),
+            || tail(&read_lossy(&dir.join("bus.log")), 40),
+        );
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The relay under test
+// ---------------------------------------------------------------------------------------
+
+/// The `ovs-dbus-relay` binary as a child process; stdout and stderr go to a log file.
+/// If the test is panicking when the relay is dropped, the log is printed to stderr.
+pub struct Relay {
+    child: std::process::Child,
+    /// Holds the log file; removed when the relay is dropped.
+    _dir: TempDir,
+    log_path: PathBuf,
+}
+
+impl Relay {
+    /// Spawns `ovs-dbus-relay run --db <db> --bus <bus_address> --metrics-listen off
+    /// <extra...>` with `RUST_LOG=ovs_dbus_relay=debug`. Inherited `OVS_DBUS_RELAY_*`
+    /// variables are removed so the environment cannot change the flags.
+    pub fn spawn(db: &str, bus_address: &str, extra: &[&str]) -> Relay {
+        let mut args = vec![
+            "run",
+            "--db",
+            db,
+            "--bus",
+            bus_address,
+            "--metrics-listen",
+            "off",
+        ];
+        args.extend_from_slice(extra);
+        Relay::spawn_args(&args)
+    }
+
+    /// Spawns the binary with exactly `args` (e.g. for `watch`, `wait`, `show`), same
+    /// environment and logging as [`Relay::spawn`].
+    pub fn spawn_args(args: &[&str]) -> Relay {
+        let bin = relay_bin();
+        let dir = short_tempdir("relay-");
+        let log_path = dir.path().join("relay.log");
+        let log = File::create(&log_path).expect("create relay.log");
+        let log2 = log.try_clone().expect("clone relay.log handle");
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .env("RUST_LOG", "ovs_dbus_relay=debug")
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .env_remove("DBUS_SYSTEM_BUS_ADDRESS")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("OVS_DBUS_RELAY_") {
+                cmd.env_remove(key);
+            }
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        Relay {
+            child,
+            _dir: dir,
+            log_path,
+        }
+    }
+
+    /// Contents of the relay's log file (stdout and stderr interleaved).
+    pub fn log(&self) -> String {
+        read_lossy(&self.log_path)
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends a signal by name (`"TERM"`, `"INT"`, `"HUP"`, ...).
+    pub fn signal(&self, signal: &str) {
+        send_signal(self.pid(), signal);
+    }
+
+    /// Waits up to `timeout` for exit; returns the exit code. `None` on timeout (or if
+    /// the process was killed by a signal).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        wait_child(&mut self.child, timeout).and_then(|status| status.code())
+    }
+
+    /// Waits up to `timeout` until the log contains `needle`; returns whether it did.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || self.log().contains(needle))
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            send_signal(self.child.id(), "TERM");
+            if wait_child(&mut self.child, Duration::from_secs(2)).is_none() {
+                kill_child(&mut self.child);
+            }
+        }
+        if thread::panicking() {
+            eprintln!(
+                "----- ovs-dbus-relay log ({}) -----\n{}\n----- end of relay log -----",
+                self.log_path.display(),
+                tail(&self.log(), 200)
+            );
+        }
+    }
+}
+
+/// Path of the binary under test (built by cargo for integration tests).
+pub fn relay_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ovs-dbus-relay")
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes; returns the last result.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `dbus-send --bus=<address> --print-reply <args>` (bounded); returns the output.
+pub fn dbus_send(address: &str, args: &[&str]) -> Output {
+    let bin = require("dbus-send", "dbus");
+    run_bounded(
+        Command::new(bin)
+            .arg(format!("--bus={address}"))
+            .arg("--print-reply")
+            .args(args),
+        COMMAND_TIMEOUT,
+    )
+}
