@@ -54,7 +54,7 @@ exited() {
 cleanup() {
     local rc=$? pid i
     trap - EXIT INT TERM
-    if ((rc != 0)) && [[ -s $DIR/relay.log ]]; then
+    if ((rc != 0)) && [[ -e $DIR/relay.log ]]; then
         printf '\n%s--- relay log (last 40 lines) ---%s\n' "$BOLD" "$RESET" >&2
         tail -n 40 "$DIR/relay.log" >&2
     fi

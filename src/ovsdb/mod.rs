@@ -1,5 +1,8 @@
 //! OVSDB client side: stream framing, JSON-RPC, protocol types and the monitor session.
 
+pub mod client;
 pub mod codec;
 pub mod datum;
+pub mod jsonrpc;
+pub mod remote;
 pub mod schema;

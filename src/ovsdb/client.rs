@@ -1,0 +1,355 @@
+//! A cheap cloneable [`Client`] handle and the one task that owns the socket.
+//!
+//! Each request carries its own reply channel; the connection task matches replies by id,
+//! answers the server's `echo`, probes an idle TCP peer, and forwards notifications into a
+//! bounded queue. It never waits for the consumer of that queue: when the queue is full it
+//! ends the connection with [`ClientError::Overflow`] so the session resynchronises, rather
+//! than stalling the socket or dropping an update silently.
+
+use super::codec::{CodecError, Framer};
+use super::jsonrpc::Message;
+use super::remote::Transport;
+use serde_json::{Value as Json, json};
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+/// The largest single JSON value accepted from the server (a 10,000-port initial dump is
+/// about 30 MB).
+const MAX_MESSAGE: usize = 512 << 20;
+const READ_CHUNK: usize = 256 << 10;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    #[error("connection closed")]
+    Closed,
+    #[error("OVSDB error: {0}")]
+    Rpc(Json),
+    #[error("I/O error: {0}")]
+    Io(String),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("update queue full (consumer too slow)")]
+    Overflow,
+    #[error("no reply to inactivity probe within {0:?}")]
+    Inactive(Duration),
+}
+
+impl From<CodecError> for ClientError {
+    fn from(e: CodecError) -> Self {
+        Self::Protocol(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for ClientError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e.to_string())
+    }
+}
+
+/// A notification from the server, stamped when its bytes were read off the socket.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    pub method: String,
+    pub params: Json,
+    pub received: Instant,
+    /// CLOCK_REALTIME microseconds at `received`.
+    pub received_usec: u64,
+}
+
+struct Request {
+    method: String,
+    params: Json,
+    reply: oneshot::Sender<Result<Json, ClientError>>,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    requests: mpsc::Sender<Request>,
+}
+
+impl Client {
+    /// Sends one request and waits for its reply. A server-side `error` becomes
+    /// [`ClientError::Rpc`].
+    pub async fn request(&self, method: &str, params: Json) -> Result<Json, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.requests
+            .send(Request {
+                method: method.to_owned(),
+                params,
+                reply,
+            })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.requests.is_closed()
+    }
+}
+
+pub struct Options {
+    /// Send `echo` after this much silence and give up after as much again (TCP only).
+    pub inactivity_probe: Option<Duration>,
+}
+
+/// Starts the connection task on `transport`. The task ends, returning why, when the peer
+/// closes, the stream breaks, the probe fails, the notification queue overflows, or every
+/// [`Client`] is dropped.
+pub fn spawn<T: Transport>(
+    transport: T,
+    notifications: mpsc::Sender<Notification>,
+    options: Options,
+) -> (Client, tokio::task::JoinHandle<ClientError>) {
+    let (requests, commands) = mpsc::channel(64);
+    let connection = Connection {
+        transport,
+        framer: Framer::new(MAX_MESSAGE),
+        buf: Vec::with_capacity(READ_CHUNK),
+        pending: HashMap::new(),
+        next_id: 0,
+        commands,
+        notifications,
+        probe: options.inactivity_probe,
+    };
+    (Client { requests }, tokio::spawn(connection.run()))
+}
+
+struct Connection<T> {
+    transport: T,
+    framer: Framer,
+    buf: Vec<u8>,
+    pending: HashMap<u64, oneshot::Sender<Result<Json, ClientError>>>,
+    next_id: u64,
+    commands: mpsc::Receiver<Request>,
+    notifications: mpsc::Sender<Notification>,
+    probe: Option<Duration>,
+}
+
+/// The id of our own inactivity probes; the reply only matters as traffic.
+const PROBE_ID: &str = "probe";
+
+impl<T: Transport> Connection<T> {
+    async fn run(mut self) -> ClientError {
+        let error = self.serve().await;
+        for (_, reply) in self.pending.drain() {
+            let _ = reply.send(Err(error.clone()));
+        }
+        error
+    }
+
+    async fn serve(&mut self) -> ClientError {
+        let mut last_traffic = Instant::now();
+        let mut probe_sent = false;
+        loop {
+            let probe_deadline = self.probe.map(|p| last_traffic + p);
+            let idle = async {
+                match probe_deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            self.buf.reserve(READ_CHUNK);
+            tokio::select! {
+                command = self.commands.recv() => {
+                    let Some(request) = command else { return ClientError::Closed };
+                    if let Err(e) = self.send_request(request).await {
+                        return e;
+                    }
+                }
+                read = self.transport.read_buf(&mut self.buf) => {
+                    match read {
+                        Ok(0) => return ClientError::Closed,
+                        Ok(_) => {}
+                        Err(e) => return e.into(),
+                    }
+                    last_traffic = Instant::now();
+                    probe_sent = false;
+                    if let Err(e) = self.drain_messages(last_traffic).await {
+                        return e;
+                    }
+                }
+                () = idle => {
+                    let probe = self.probe.expect("idle fires only with a probe");
+                    if probe_sent {
+                        return ClientError::Inactive(probe);
+                    }
+                    let echo = Message::Request { id: json!(PROBE_ID), method: "echo".into(), params: json!([]) };
+                    if let Err(e) = self.write(&echo).await {
+                        return e;
+                    }
+                    probe_sent = true;
+                    last_traffic = Instant::now();
+                }
+            }
+        }
+    }
+
+    async fn send_request(&mut self, request: Request) -> Result<(), ClientError> {
+        if request.reply.is_closed() {
+            return Ok(());
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        let message = Message::Request {
+            id: json!(id),
+            method: request.method,
+            params: request.params,
+        };
+        self.pending.insert(id, request.reply);
+        self.write(&message).await
+    }
+
+    async fn write(&mut self, message: &Message) -> Result<(), ClientError> {
+        let bytes = super::codec::encode(&message.to_json());
+        self.transport.write_all(&bytes).await?;
+        Ok(())
+    }
+
+    async fn drain_messages(&mut self, received: Instant) -> Result<(), ClientError> {
+        let received_usec = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        while let Some(value) = self.framer.decode(&mut self.buf)? {
+            match Message::from_json(value).map_err(ClientError::Protocol)? {
+                Message::Request { id, method, params } => {
+                    let result = if method == "echo" {
+                        Ok(params)
+                    } else {
+                        Err(json!(format!("unknown method {method}")))
+                    };
+                    self.write(&Message::Response { id, result }).await?;
+                }
+                Message::Response { id, result } => {
+                    if id == json!(PROBE_ID) {
+                        continue;
+                    }
+                    let reply = id.as_u64().and_then(|id| self.pending.remove(&id));
+                    let Some(reply) = reply else {
+                        return Err(ClientError::Protocol(format!("reply to unknown id {id}")));
+                    };
+                    let _ = reply.send(result.map_err(ClientError::Rpc));
+                }
+                Message::Notification { method, params } => {
+                    let notification = Notification {
+                        method,
+                        params,
+                        received,
+                        received_usec,
+                    };
+                    match self.notifications.try_send(notification) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => return Err(ClientError::Overflow),
+                        Err(mpsc::error::TrySendError::Closed(_)) => return Err(ClientError::Closed),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::duplex;
+
+    async fn read_json(server: &mut tokio::io::DuplexStream, framer: &mut Framer) -> Json {
+        let mut buf = Vec::new();
+        loop {
+            if let Some(v) = framer.decode(&mut buf).unwrap() {
+                return v;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = server.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "client closed");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    #[tokio::test]
+    async fn matches_replies_answers_echo_and_forwards_notifications() {
+        let (client_side, mut server) = duplex(1 << 16);
+        let (tx, mut rx) = mpsc::channel(4);
+        let (client, _task) = spawn(client_side, tx, Options { inactivity_probe: None });
+        let mut framer = Framer::new(1 << 20);
+
+        let call = tokio::spawn({
+            let client = client.clone();
+            async move { client.request("get_schema", json!(["Open_vSwitch"])).await }
+        });
+        let request = read_json(&mut server, &mut framer).await;
+        assert_eq!(request["method"], "get_schema");
+        // A notification and an echo arrive before the reply, in one write.
+        let reply = json!({"id": request["id"], "result": {"ok": true}, "error": null});
+        let bytes = format!(
+            "{}{}{}",
+            json!({"id": null, "method": "update2", "params": [null, {}]}),
+            json!({"id": "e1", "method": "echo", "params": ["x"]}),
+            reply
+        );
+        server.write_all(bytes.as_bytes()).await.unwrap();
+        assert_eq!(call.await.unwrap().unwrap(), json!({"ok": true}));
+        assert_eq!(rx.recv().await.unwrap().method, "update2");
+        let echo_reply = read_json(&mut server, &mut framer).await;
+        assert_eq!(echo_reply, json!({"id": "e1", "result": ["x"], "error": null}));
+    }
+
+    #[tokio::test]
+    async fn server_errors_and_disconnects_reach_callers() {
+        let (client_side, mut server) = duplex(1 << 16);
+        let (tx, _rx) = mpsc::channel(4);
+        let (client, task) = spawn(client_side, tx, Options { inactivity_probe: None });
+        let mut framer = Framer::new(1 << 20);
+        let call = tokio::spawn({
+            let client = client.clone();
+            async move { client.request("monitor_cond_since", json!([])).await }
+        });
+        let request = read_json(&mut server, &mut framer).await;
+        let error = json!({"id": request["id"], "result": null, "error": "unknown method"});
+        server.write_all(error.to_string().as_bytes()).await.unwrap();
+        assert!(matches!(call.await.unwrap(), Err(ClientError::Rpc(e)) if e == "unknown method"));
+
+        let pending = tokio::spawn({
+            let client = client.clone();
+            async move { client.request("transact", json!([])).await }
+        });
+        read_json(&mut server, &mut framer).await;
+        drop(server);
+        assert!(matches!(pending.await.unwrap(), Err(ClientError::Closed)));
+        assert!(matches!(task.await.unwrap(), ClientError::Closed));
+    }
+
+    #[tokio::test]
+    async fn garbage_ends_the_connection_with_a_protocol_error() {
+        let (client_side, mut server) = duplex(1 << 16);
+        let (tx, _rx) = mpsc::channel(4);
+        let (_client, task) = spawn(client_side, tx, Options { inactivity_probe: None });
+        server.write_all(b"  nonsense").await.unwrap();
+        assert!(matches!(task.await.unwrap(), ClientError::Protocol(_)));
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_ends_the_connection_instead_of_blocking() {
+        let (client_side, mut server) = duplex(1 << 16);
+        let (tx, _rx) = mpsc::channel(1);
+        let (_client, task) = spawn(client_side, tx, Options { inactivity_probe: None });
+        let note = json!({"id": null, "method": "update2", "params": []}).to_string();
+        server.write_all(note.repeat(3).as_bytes()).await.unwrap();
+        assert!(matches!(task.await.unwrap(), ClientError::Overflow));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_peer_is_probed_then_dropped() {
+        let (client_side, mut server) = duplex(1 << 16);
+        let (tx, _rx) = mpsc::channel(1);
+        let probe = Duration::from_secs(5);
+        let (_client, task) = spawn(client_side, tx, Options { inactivity_probe: Some(probe) });
+        let mut framer = Framer::new(1 << 20);
+        let echo = read_json(&mut server, &mut framer).await;
+        assert_eq!(echo["method"], "echo");
+        assert!(matches!(task.await.unwrap(), ClientError::Inactive(p) if p == probe));
+    }
+}
