@@ -54,7 +54,7 @@ exited() {
 cleanup() {
     local rc=$? pid i
     trap - EXIT INT TERM
-    if ((rc != 0)) && [[ -e $DIR/relay.log ]]; then
+    if ((rc != 0 && rc != 130 && rc != 143)) && [[ -e $DIR/relay.log ]]; then
         printf '\n%s--- relay log (last 40 lines) ---%s\n' "$BOLD" "$RESET" >&2
         tail -n 40 "$DIR/relay.log" >&2
     fi
@@ -129,7 +129,9 @@ done
 say "Relay is ready (State = \"ready\")"
 
 say "Watching signals: dbus-monitor \"type='signal',interface='org.ovsdbus.Relay1'\""
-dbus-monitor --address "$BUS" "type='signal',interface='org.ovsdbus.Relay1'" &
+# (sed hides the NameAcquired/NameLost that dbus-monitor reports about itself)
+dbus-monitor --address "$BUS" "type='signal',interface='org.ovsdbus.Relay1'" \
+    > >(sed -u '/member=Name\(Acquired\|Lost\)$/,+1d') &
 PIDS+=("$!")
 sleep 0.5
 

@@ -3,5 +3,8 @@
 //! Data flows one way: `ovsdb` (wire protocol and session) → `replica` (pure state and
 //! change computation) → `bus` (one publisher task emitting signals and updating objects).
 
+pub mod bus;
+pub mod daemon;
+pub mod event;
 pub mod ovsdb;
 pub mod replica;

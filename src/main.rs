@@ -1,1 +1,128 @@
-fn main() {}
+//! The `ovs-dbus-relay` command: argument parsing and exit codes; the library does the work.
+
+use clap::{Args, Parser, Subcommand};
+use ovs_dbus_relay::bus::BusTarget;
+use ovs_dbus_relay::daemon::{self, Config};
+use ovs_dbus_relay::ovsdb::remote::Remote;
+use ovs_dbus_relay::ovsdb::session::SessionConfig;
+use ovs_dbus_relay::replica::layout::{ColumnSelection, TableId};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(version, about = "Publishes Open vSwitch database changes on D-Bus")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay daemon.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// OVSDB remote(s): unix:PATH or tcp:HOST:PORT, comma-separated for a cluster.
+    #[arg(
+        long,
+        env = "OVS_DBUS_RELAY_DB",
+        default_value = "unix:/run/openvswitch/db.sock"
+    )]
+    db: String,
+    /// system, session, or a D-Bus address.
+    #[arg(long, env = "OVS_DBUS_RELAY_BUS", default_value = "system")]
+    bus: String,
+    /// Prometheus endpoint ADDR:PORT, or `off`.
+    #[arg(
+        long,
+        env = "OVS_DBUS_RELAY_METRICS_LISTEN",
+        default_value = "127.0.0.1:9476"
+    )]
+    metrics_listen: String,
+    /// At start-up, give up (exit 2) when no OVSDB server answered for this many seconds.
+    #[arg(long, env = "OVS_DBUS_RELAY_CONNECT_TIMEOUT", default_value_t = 30.0)]
+    connect_timeout: f64,
+    /// Seconds of silence on a tcp: remote before an echo probe; as long again without an
+    /// answer drops the connection.
+    #[arg(long, env = "OVS_DBUS_RELAY_INACTIVITY_PROBE", default_value_t = 5.0)]
+    inactivity_probe: f64,
+    /// Mirror only these columns of a table (plus the ones the tree needs): TABLE:col,col.
+    #[arg(long, env = "OVS_DBUS_RELAY_INCLUDE_COLUMNS", value_delimiter = ';')]
+    include_columns: Vec<String>,
+    /// Do not mirror these columns: TABLE:col,col (statistics and rstp_statistics are
+    /// always left out).
+    #[arg(long, env = "OVS_DBUS_RELAY_EXCLUDE_COLUMNS", value_delimiter = ';')]
+    exclude_columns: Vec<String>,
+}
+
+fn seconds(name: &str, value: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(value).map_err(|_| format!("--{name}: {value} is not a duration"))
+}
+
+impl RunArgs {
+    /// Turns flags into a configuration without touching the network.
+    fn config(self) -> Result<Config, String> {
+        let remotes = Remote::parse_list(&self.db).map_err(|e| format!("--db {e}"))?;
+        let bus = BusTarget::parse(&self.bus).map_err(|e| format!("--bus {e}"))?;
+        if self.metrics_listen != "off" {
+            self.metrics_listen
+                .parse::<std::net::SocketAddr>()
+                .map_err(|_| {
+                    format!(
+                        "--metrics-listen {:?}: expected ADDR:PORT or off",
+                        self.metrics_listen
+                    )
+                })?;
+        }
+        let mut columns = ColumnSelection::default();
+        let lists: [(&mut std::collections::HashMap<TableId, Vec<String>>, _); 2] = [
+            (&mut columns.include, self.include_columns),
+            (&mut columns.exclude, self.exclude_columns),
+        ];
+        for (target, items) in lists {
+            for item in items {
+                let (table, cols) = ColumnSelection::parse_item(&item)?;
+                target.entry(table).or_default().extend(cols);
+            }
+        }
+        Ok(Config {
+            session: SessionConfig {
+                remotes,
+                columns,
+                connect_timeout: seconds("connect-timeout", self.connect_timeout)?,
+                inactivity_probe: seconds("inactivity-probe", self.inactivity_probe)?,
+                backoff_min: Duration::from_millis(100),
+                backoff_max: Duration::from_secs(4),
+            },
+            bus,
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Run(args) => args.config().and_then(|config| {
+            let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;
+            runtime
+                .block_on(daemon::run(config))
+                .map_err(|e| e.to_string())
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("ovs-dbus-relay: {message}");
+            ExitCode::from(2)
+        }
+    }
+}

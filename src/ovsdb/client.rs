@@ -241,8 +241,12 @@ impl<T: Transport> Connection<T> {
                     };
                     match self.notifications.try_send(notification) {
                         Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(_)) => return Err(ClientError::Overflow),
-                        Err(mpsc::error::TrySendError::Closed(_)) => return Err(ClientError::Closed),
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            return Err(ClientError::Overflow);
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            return Err(ClientError::Closed);
+                        }
                     }
                 }
             }
@@ -273,7 +277,13 @@ mod tests {
     async fn matches_replies_answers_echo_and_forwards_notifications() {
         let (client_side, mut server) = duplex(1 << 16);
         let (tx, mut rx) = mpsc::channel(4);
-        let (client, _task) = spawn(client_side, tx, Options { inactivity_probe: None });
+        let (client, _task) = spawn(
+            client_side,
+            tx,
+            Options {
+                inactivity_probe: None,
+            },
+        );
         let mut framer = Framer::new(1 << 20);
 
         let call = tokio::spawn({
@@ -294,14 +304,23 @@ mod tests {
         assert_eq!(call.await.unwrap().unwrap(), json!({"ok": true}));
         assert_eq!(rx.recv().await.unwrap().method, "update2");
         let echo_reply = read_json(&mut server, &mut framer).await;
-        assert_eq!(echo_reply, json!({"id": "e1", "result": ["x"], "error": null}));
+        assert_eq!(
+            echo_reply,
+            json!({"id": "e1", "result": ["x"], "error": null})
+        );
     }
 
     #[tokio::test]
     async fn server_errors_and_disconnects_reach_callers() {
         let (client_side, mut server) = duplex(1 << 16);
         let (tx, _rx) = mpsc::channel(4);
-        let (client, task) = spawn(client_side, tx, Options { inactivity_probe: None });
+        let (client, task) = spawn(
+            client_side,
+            tx,
+            Options {
+                inactivity_probe: None,
+            },
+        );
         let mut framer = Framer::new(1 << 20);
         let call = tokio::spawn({
             let client = client.clone();
@@ -309,7 +328,10 @@ mod tests {
         });
         let request = read_json(&mut server, &mut framer).await;
         let error = json!({"id": request["id"], "result": null, "error": "unknown method"});
-        server.write_all(error.to_string().as_bytes()).await.unwrap();
+        server
+            .write_all(error.to_string().as_bytes())
+            .await
+            .unwrap();
         assert!(matches!(call.await.unwrap(), Err(ClientError::Rpc(e)) if e == "unknown method"));
 
         let pending = tokio::spawn({
@@ -326,7 +348,13 @@ mod tests {
     async fn garbage_ends_the_connection_with_a_protocol_error() {
         let (client_side, mut server) = duplex(1 << 16);
         let (tx, _rx) = mpsc::channel(4);
-        let (_client, task) = spawn(client_side, tx, Options { inactivity_probe: None });
+        let (_client, task) = spawn(
+            client_side,
+            tx,
+            Options {
+                inactivity_probe: None,
+            },
+        );
         server.write_all(b"  nonsense").await.unwrap();
         assert!(matches!(task.await.unwrap(), ClientError::Protocol(_)));
     }
@@ -335,7 +363,13 @@ mod tests {
     async fn a_full_queue_ends_the_connection_instead_of_blocking() {
         let (client_side, mut server) = duplex(1 << 16);
         let (tx, _rx) = mpsc::channel(1);
-        let (_client, task) = spawn(client_side, tx, Options { inactivity_probe: None });
+        let (_client, task) = spawn(
+            client_side,
+            tx,
+            Options {
+                inactivity_probe: None,
+            },
+        );
         let note = json!({"id": null, "method": "update2", "params": []}).to_string();
         server.write_all(note.repeat(3).as_bytes()).await.unwrap();
         assert!(matches!(task.await.unwrap(), ClientError::Overflow));
@@ -346,7 +380,13 @@ mod tests {
         let (client_side, mut server) = duplex(1 << 16);
         let (tx, _rx) = mpsc::channel(1);
         let probe = Duration::from_secs(5);
-        let (_client, task) = spawn(client_side, tx, Options { inactivity_probe: Some(probe) });
+        let (_client, task) = spawn(
+            client_side,
+            tx,
+            Options {
+                inactivity_probe: Some(probe),
+            },
+        );
         let mut framer = Framer::new(1 << 20);
         let echo = read_json(&mut server, &mut framer).await;
         assert_eq!(echo["method"], "echo");

@@ -76,9 +76,17 @@ mod tests {
         let request = Message::from_json(json!({"id": "echo", "method": "echo", "params": []}));
         assert!(matches!(request, Ok(Message::Request { .. })));
         let note = Message::from_json(json!({"id": null, "method": "update2", "params": [1]}));
-        assert!(matches!(note, Ok(Message::Notification { ref method, .. }) if method == "update2"));
+        assert!(
+            matches!(note, Ok(Message::Notification { ref method, .. }) if method == "update2")
+        );
         let ok = Message::from_json(json!({"id": 3, "result": {"a": 1}, "error": null})).unwrap();
-        assert_eq!(ok, Message::Response { id: json!(3), result: Ok(json!({"a": 1})) });
+        assert_eq!(
+            ok,
+            Message::Response {
+                id: json!(3),
+                result: Ok(json!({"a": 1}))
+            }
+        );
         let err = Message::from_json(json!({"id": 4, "result": null, "error": "unknown method"}));
         assert!(matches!(err, Ok(Message::Response { result: Err(_), .. })));
     }
@@ -93,10 +101,23 @@ mod tests {
     #[test]
     fn round_trips() {
         for m in [
-            Message::Request { id: json!(1), method: "get_schema".into(), params: json!(["x"]) },
-            Message::Notification { method: "update2".into(), params: json!([]) },
-            Message::Response { id: json!("e"), result: Ok(json!([])) },
-            Message::Response { id: json!(2), result: Err(json!({"error": "x"})) },
+            Message::Request {
+                id: json!(1),
+                method: "get_schema".into(),
+                params: json!(["x"]),
+            },
+            Message::Notification {
+                method: "update2".into(),
+                params: json!([]),
+            },
+            Message::Response {
+                id: json!("e"),
+                result: Ok(json!([])),
+            },
+            Message::Response {
+                id: json!(2),
+                result: Err(json!({"error": "x"})),
+            },
         ] {
             assert_eq!(Message::from_json(m.to_json()).unwrap(), m);
         }

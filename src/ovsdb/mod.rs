@@ -6,3 +6,4 @@ pub mod datum;
 pub mod jsonrpc;
 pub mod remote;
 pub mod schema;
+pub mod session;

@@ -46,9 +46,7 @@ impl Remote {
         if text.starts_with("ssl:") {
             return Err(format!("{text:?}: ssl: remotes are not supported yet"));
         }
-        Err(format!(
-            "{text:?}: expected unix:PATH or tcp:HOST:PORT"
-        ))
+        Err(format!("{text:?}: expected unix:PATH or tcp:HOST:PORT"))
     }
 
     /// A comma-separated list, as `--db` takes for the members of a cluster.
@@ -101,7 +99,11 @@ mod tests {
 
     #[test]
     fn parses_and_prints_remotes() {
-        for text in ["unix:/run/openvswitch/db.sock", "tcp:127.0.0.1:6640", "tcp:[::1]:6641"] {
+        for text in [
+            "unix:/run/openvswitch/db.sock",
+            "tcp:127.0.0.1:6640",
+            "tcp:[::1]:6641",
+        ] {
             assert_eq!(Remote::parse(text).unwrap().to_string(), text);
         }
         let list = Remote::parse_list("tcp:127.0.0.1:1,tcp:127.0.0.1:2").unwrap();
@@ -111,7 +113,17 @@ mod tests {
 
     #[test]
     fn rejects_bad_remotes_with_a_reason() {
-        for bad in ["", "unix:", "tcp:host", "tcp::1", "tcp:h:0", "tcp:h:99999", "ssl:h:1", "/path", "tcp:[::1]6640"] {
+        for bad in [
+            "",
+            "unix:",
+            "tcp:host",
+            "tcp::1",
+            "tcp:h:0",
+            "tcp:h:99999",
+            "ssl:h:1",
+            "/path",
+            "tcp:[::1]6640",
+        ] {
             let err = Remote::parse_list(bad).unwrap_err();
             assert!(!err.is_empty(), "{bad}");
         }

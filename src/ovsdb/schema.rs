@@ -221,7 +221,10 @@ mod tests {
         assert!(port["tag"].is_optional());
         assert_eq!(port["trunks"].max, Some(4096));
         assert_eq!(port["interfaces"].max, None);
-        assert_eq!(port["interfaces"].key_ref_table.as_deref(), Some("Interface"));
+        assert_eq!(
+            port["interfaces"].key_ref_table.as_deref(),
+            Some("Interface")
+        );
         assert!(port["external_ids"].is_map());
         assert!(port["external_ids"].allows_len(0));
         assert!(!port["interfaces"].allows_len(0));

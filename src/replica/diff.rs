@@ -92,14 +92,23 @@ mod tests {
     #[test]
     fn scalar_is_replaced() {
         let ty = column(None, 1, Some(1));
-        assert_eq!(apply_diff(&ty, &ints(&[1]), ints(&[7])).unwrap(), ints(&[7]));
+        assert_eq!(
+            apply_diff(&ty, &ints(&[1]), ints(&[7])).unwrap(),
+            ints(&[7])
+        );
     }
 
     #[test]
     fn optional_is_replaced_set_and_cleared() {
         let ty = column(None, 0, Some(1));
-        assert_eq!(apply_diff(&ty, &ints(&[]), ints(&[10])).unwrap(), ints(&[10]));
-        assert_eq!(apply_diff(&ty, &ints(&[10]), ints(&[20])).unwrap(), ints(&[20]));
+        assert_eq!(
+            apply_diff(&ty, &ints(&[]), ints(&[10])).unwrap(),
+            ints(&[10])
+        );
+        assert_eq!(
+            apply_diff(&ty, &ints(&[10]), ints(&[20])).unwrap(),
+            ints(&[20])
+        );
         assert_eq!(apply_diff(&ty, &ints(&[20]), ints(&[])).unwrap(), ints(&[]));
     }
 
@@ -107,7 +116,10 @@ mod tests {
     fn set_elements_toggle() {
         let ty = column(None, 0, None);
         // {2,3} with diff {1,3} (as ovsdb-server sends for trunks=2,3 → 1,2)
-        assert_eq!(apply_diff(&ty, &ints(&[2, 3]), ints(&[1, 3])).unwrap(), ints(&[1, 2]));
+        assert_eq!(
+            apply_diff(&ty, &ints(&[2, 3]), ints(&[1, 3])).unwrap(),
+            ints(&[1, 2])
+        );
     }
 
     #[test]

@@ -71,13 +71,13 @@ impl fmt::Display for TableId {
 /// idle switch into a stream of `Changed` signals.
 pub const DEFAULT_EXCLUDED: &[&str] = &["statistics", "rstp_statistics"];
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
     pub name: String,
     pub ty: ColumnType,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableLayout {
     pub id: TableId,
     /// In column-name order.
@@ -124,7 +124,7 @@ impl ColumnSelection {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     pub schema_version: String,
     tables: Vec<TableLayout>,
@@ -166,7 +166,8 @@ impl Layout {
                 if id == TableId::Root {
                     return false;
                 }
-                let listed = |list: Option<&Vec<String>>| list.is_some_and(|l| l.iter().any(|c| c == name));
+                let listed =
+                    |list: Option<&Vec<String>>| list.is_some_and(|l| l.iter().any(|c| c == name));
                 match include {
                     Some(_) => listed(include),
                     None => !DEFAULT_EXCLUDED.contains(&name) && !listed(exclude),
@@ -260,7 +261,12 @@ pub(crate) mod tests {
         let iface = layout.table(TableId::Interface);
         assert!(iface.column_index("statistics").is_none());
         assert!(iface.column_index("options").is_some());
-        assert!(layout.table(TableId::Port).column_index("rstp_statistics").is_none());
+        assert!(
+            layout
+                .table(TableId::Port)
+                .column_index("rstp_statistics")
+                .is_none()
+        );
         let root: Vec<_> = layout.table(TableId::Root).column_names().collect();
         assert_eq!(root, ["db_version", "external_ids", "ovs_version"]);
     }

@@ -19,9 +19,17 @@ pub type Row = Arc<[Datum]>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChangeKind {
-    Added { row: Row },
-    Changed { old: Row, new: Row, columns: Vec<usize> },
-    Removed { row: Row },
+    Added {
+        row: Row,
+    },
+    Changed {
+        old: Row,
+        new: Row,
+        columns: Vec<usize>,
+    },
+    Removed {
+        row: Row,
+    },
 }
 
 impl ChangeKind {
@@ -67,8 +75,12 @@ impl ChangeSet {
                 ChangeKind::Removed { .. } => 3 - c.table.index(),
                 _ => c.table.index(),
             };
-            (a.kind.rank(), table_order(a), &a.name, a.uuid)
-                .cmp(&(b.kind.rank(), table_order(b), &b.name, b.uuid))
+            (a.kind.rank(), table_order(a), &a.name, a.uuid).cmp(&(
+                b.kind.rank(),
+                table_order(b),
+                &b.name,
+                b.uuid,
+            ))
         });
     }
 }
@@ -219,9 +231,8 @@ impl Replica {
                 (RowOp::Modify(_) | RowOp::Delete, None) => return Err(fail("change to missing")),
                 (RowOp::Insert(row), None) => {
                     for (value, column) in row.iter().zip(columns) {
-                        check_bounds(&column.ty, value).map_err(|e| {
-                            fail(&format!("insert with {}: {e} in", column.name))
-                        })?;
+                        check_bounds(&column.ty, value)
+                            .map_err(|e| fail(&format!("insert with {}: {e} in", column.name)))?;
                     }
                     Some(Row::from(row))
                 }
@@ -229,9 +240,8 @@ impl Replica {
                     let mut new = old.to_vec();
                     for (index, diff) in diffs {
                         let column = &columns[index];
-                        new[index] = apply_diff(&column.ty, &old[index], diff).map_err(|e| {
-                            fail(&format!("modify of {}: {e} in", column.name))
-                        })?;
+                        new[index] = apply_diff(&column.ty, &old[index], diff)
+                            .map_err(|e| fail(&format!("modify of {}: {e} in", column.name)))?;
                     }
                     Some(Row::from(new))
                 }

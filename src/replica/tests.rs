@@ -50,7 +50,10 @@ fn summary(changes: &ChangeSet) -> Vec<String> {
                 ChangeKind::Changed { .. } => "Changed",
                 ChangeKind::Removed { .. } => "Removed",
             };
-            format!("{}{op} {} bridge={} port={}", c.table, c.name, c.bridge, c.port)
+            format!(
+                "{}{op} {} bridge={} port={}",
+                c.table, c.name, c.bridge, c.port
+            )
         })
         .collect()
 }
@@ -149,25 +152,39 @@ fn modify_reports_changed_columns_with_old_and_new() {
         panic!("not a change")
     };
     let port = r.layout().table(TableId::Port);
-    let names: Vec<_> = columns.iter().map(|&i| port.columns[i].name.as_str()).collect();
+    let names: Vec<_> = columns
+        .iter()
+        .map(|&i| port.columns[i].name.as_str())
+        .collect();
     assert_eq!(names, ["external_ids", "tag", "trunks"]);
     let tag = port.column_index("tag").unwrap();
     assert!(old[tag].is_empty());
     assert_eq!(new[tag].to_json(), json!(10));
-    assert_eq!(column(&r, TableId::Port, "p1", "trunks"), json!(["set", [1, 2]]));
+    assert_eq!(
+        column(&r, TableId::Port, "p1", "trunks"),
+        json!(["set", [1, 2]])
+    );
 }
 
 #[test]
 fn diff_rules_on_live_rows() {
     let mut r = populated();
-    let modify = |r: &mut Replica, diff: Json| {
-        apply(r, json!({"Port": {P1: {"modify": diff}}})).unwrap()
-    };
+    let modify =
+        |r: &mut Replica, diff: Json| apply(r, json!({"Port": {P1: {"modify": diff}}})).unwrap();
     modify(&mut r, json!({"trunks": ["set", [2, 3]]}));
     modify(&mut r, json!({"trunks": ["set", [1, 3]]}));
-    assert_eq!(column(&r, TableId::Port, "p1", "trunks"), json!(["set", [1, 2]]));
-    modify(&mut r, json!({"external_ids": ["map", [["x", "1"], ["y", "2"]]]}));
-    modify(&mut r, json!({"external_ids": ["map", [["x", "5"], ["y", "2"]]]}));
+    assert_eq!(
+        column(&r, TableId::Port, "p1", "trunks"),
+        json!(["set", [1, 2]])
+    );
+    modify(
+        &mut r,
+        json!({"external_ids": ["map", [["x", "1"], ["y", "2"]]]}),
+    );
+    modify(
+        &mut r,
+        json!({"external_ids": ["map", [["x", "5"], ["y", "2"]]]}),
+    );
     assert_eq!(
         column(&r, TableId::Port, "p1", "external_ids"),
         json!(["map", [["x", "5"]]])
@@ -209,7 +226,11 @@ fn inconsistencies_are_errors_and_change_nothing() {
     for case in cases {
         let err = apply(&mut r, case.clone()).expect_err(&case.to_string());
         assert!(err.0.contains("row"), "{err}");
-        assert_eq!(format!("{:?}", r.tables), before, "replica changed by {case}");
+        assert_eq!(
+            format!("{:?}", r.tables),
+            before,
+            "replica changed by {case}"
+        );
     }
 }
 
@@ -282,7 +303,9 @@ fn replace_emits_only_real_differences() {
     );
     assert_eq!(column(&r, TableId::Port, "p2", "tag"), json!(4));
     assert_eq!(
-        column(&r, TableId::Bridge, "br0", "ports").as_array().unwrap()[1]
+        column(&r, TableId::Bridge, "br0", "ports")
+            .as_array()
+            .unwrap()[1]
             .as_array()
             .unwrap()
             .len(),
@@ -308,8 +331,7 @@ fn replace_with_identical_snapshot_is_silent() {
 #[test]
 fn replace_rejects_non_initial_rows() {
     let mut r = populated();
-    let snapshot =
-        Update::parse(r.layout(), &json!({"Port": {P1: {"delete": null}}})).unwrap();
+    let snapshot = Update::parse(r.layout(), &json!({"Port": {P1: {"delete": null}}})).unwrap();
     assert!(r.replace(snapshot).is_err());
     assert!(r.find(TableId::Port, "p1").is_some());
 }

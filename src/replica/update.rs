@@ -137,8 +137,8 @@ mod tests {
         let layout = layout();
         let update = Update::parse(&layout, &json!({"Mirror": {U1: {"delete": null}}})).unwrap();
         assert!(update.rows.is_empty());
-        let err = Update::parse(&layout, &json!({"Port": {U1: {"modify": {"bogus": 1}}}}))
-            .unwrap_err();
+        let err =
+            Update::parse(&layout, &json!({"Port": {U1: {"modify": {"bogus": 1}}}})).unwrap_err();
         assert!(err.contains("bogus"), "{err}");
         assert!(Update::parse(&layout, &json!({"Port": {"nope": {"delete": null}}})).is_err());
         assert!(Update::parse(&layout, &json!({"Port": {U1: {"upsert": {}}}})).is_err());

@@ -1,0 +1,100 @@
+//! The D-Bus side: names, the connection that owns `org.ovsdbus.Relay1`, the object tree
+//! and the single publisher.
+
+pub mod escape;
+pub mod publisher;
+pub mod relay;
+pub mod value;
+
+use relay::{RelayInterface, Shared};
+use std::fmt;
+use std::sync::Arc;
+
+pub const BUS_NAME: &str = "org.ovsdbus.Relay1";
+pub const ROOT_PATH: &str = "/org/ovsdbus/Relay1";
+pub const RELAY_INTERFACE: &str = "org.ovsdbus.Relay1";
+
+/// Which bus to join: `system`, `session`, or a D-Bus address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusTarget {
+    System,
+    Session,
+    Address(String),
+}
+
+impl BusTarget {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "system" => Ok(Self::System),
+            "session" => Ok(Self::Session),
+            "" => Err("empty --bus".into()),
+            address if address.contains(':') => Ok(Self::Address(address.to_owned())),
+            other => Err(format!(
+                "{other:?}: expected system, session or a D-Bus address such as unix:path=/run/bus"
+            )),
+        }
+    }
+
+    pub fn builder(&self) -> zbus::connection::Builder<'static> {
+        match self {
+            Self::System => zbus::connection::Builder::system(),
+            Self::Session => zbus::connection::Builder::session(),
+            Self::Address(address) => zbus::connection::Builder::address(address.as_str()),
+        }
+    }
+}
+
+impl fmt::Display for BusTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::System => f.write_str("system bus"),
+            Self::Session => f.write_str("session bus"),
+            Self::Address(a) => write!(f, "bus at {a}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("{BUS_NAME} is already owned on the {0} (is another relay running?)")]
+    NameTaken(BusTarget),
+    #[error("cannot connect to the {0}: {1}")]
+    Connect(BusTarget, zbus::Error),
+}
+
+/// Connects, serves the root object and owns the well-known name without allowing it to be
+/// taken over, and without taking it from a running instance.
+pub async fn connect(
+    target: &BusTarget,
+    shared: Arc<Shared>,
+) -> Result<zbus::Connection, BusError> {
+    target
+        .builder()
+        .serve_at(ROOT_PATH, RelayInterface { shared })
+        .name(BUS_NAME)
+        .allow_name_replacements(false)
+        .replace_existing_names(false)
+        .build()
+        .await
+        .map_err(|e| match e {
+            zbus::Error::NameTaken => BusError::NameTaken(target.clone()),
+            other => BusError::Connect(target.clone(), other),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bus_targets() {
+        assert_eq!(BusTarget::parse("system").unwrap(), BusTarget::System);
+        assert_eq!(BusTarget::parse("session").unwrap(), BusTarget::Session);
+        assert_eq!(
+            BusTarget::parse("unix:path=/tmp/x").unwrap(),
+            BusTarget::Address("unix:path=/tmp/x".into())
+        );
+        assert!(BusTarget::parse("sytem").is_err());
+        assert!(BusTarget::parse("").is_err());
+    }
+}

@@ -1,0 +1,305 @@
+//! The single publisher: applies each event to the replica and emits its D-Bus signals, in
+//! order, before taking the next event. Being the only writer of the replica and the only
+//! emitter is what makes `seq` gap-free and keeps objects and signals in step.
+
+use super::relay::{RelayInterface, Shared};
+use super::value::{VariantDict, columns_dict};
+use super::{RELAY_INTERFACE, ROOT_PATH};
+use crate::event::{Event, Received, State};
+use crate::replica::layout::{Layout, TableId};
+use crate::replica::update::Update;
+use crate::replica::{ChangeKind, ChangeSet, Inconsistency, Replica, RowChange};
+use std::sync::Arc;
+use tokio::sync::{Notify, mpsc};
+use zbus::names::BusName;
+use zbus::object_server::InterfaceRef;
+use zbus::{Connection, Variant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Live,
+    Resync,
+}
+
+impl Origin {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Resync => "resync",
+        }
+    }
+}
+
+pub struct Publisher {
+    conn: Connection,
+    relay: InterfaceRef<RelayInterface>,
+    shared: Arc<Shared>,
+    events: mpsc::Receiver<Event>,
+    /// Wakes the session to drop its connection and resynchronise from scratch.
+    resync: Arc<Notify>,
+    seq: u64,
+}
+
+impl Publisher {
+    pub async fn new(
+        conn: Connection,
+        shared: Arc<Shared>,
+        events: mpsc::Receiver<Event>,
+        resync: Arc<Notify>,
+    ) -> zbus::Result<Self> {
+        let relay = conn
+            .object_server()
+            .interface::<_, RelayInterface>(ROOT_PATH)
+            .await?;
+        Ok(Self {
+            conn,
+            relay,
+            shared,
+            events,
+            resync,
+            seq: 0,
+        })
+    }
+
+    /// Runs until the session side of the queue is gone.
+    pub async fn run(mut self) {
+        while let Some(event) = self.events.recv().await {
+            self.handle(event).await;
+        }
+    }
+
+    async fn handle(&mut self, event: Event) {
+        match event {
+            Event::State { state, remote } => {
+                let remote_changed = self.shared.status().remote != remote;
+                self.shared.update_status(|s| s.remote = remote);
+                if remote_changed {
+                    let relay = self.relay.get().await;
+                    self.emit_result(relay.remote_changed(self.relay.signal_emitter()).await);
+                }
+                self.set_state(state).await;
+            }
+            Event::Snapshot {
+                layout,
+                update,
+                received,
+            } => match self.replace(layout, update) {
+                Ok(Some(changes)) => {
+                    let counts = self.publish(&changes, Origin::Resync, &received).await;
+                    self.emit_resynced(counts).await;
+                    self.root_changed().await;
+                    self.set_state(State::Ready).await;
+                }
+                Ok(None) => {
+                    self.root_changed().await;
+                    self.set_state(State::Ready).await;
+                }
+                Err(e) => self.force_resync(e),
+            },
+            Event::Update { update, received } => {
+                let applied = self.write_replica(|replica| match replica {
+                    Some(replica) => replica.apply(update),
+                    None => Err(Inconsistency("update before the first snapshot".into())),
+                });
+                match applied {
+                    Ok(changes) => {
+                        self.publish(&changes, Origin::Live, &received).await;
+                        if changes.root_changed {
+                            self.root_changed().await;
+                        }
+                    }
+                    Err(e) => self.force_resync(e),
+                }
+            }
+        }
+    }
+
+    fn write_replica<R>(&self, write: impl FnOnce(&mut Option<Replica>) -> R) -> R {
+        write(
+            &mut self
+                .shared
+                .replica
+                .write()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
+    }
+
+    /// Installs a snapshot. Returns the differences to publish, or `None` when there was no
+    /// previous state to compare with (start-up: the state is in the objects, not signals).
+    fn replace(
+        &self,
+        layout: Arc<Layout>,
+        snapshot: Update,
+    ) -> Result<Option<ChangeSet>, Inconsistency> {
+        self.write_replica(|slot| match slot {
+            Some(replica) if **replica.layout() == *layout => replica.replace(snapshot).map(Some),
+            _ => {
+                if slot.is_some() {
+                    tracing::warn!("schema changed while disconnected; reloading without diff");
+                }
+                let mut replica = Replica::new(layout);
+                replica.replace(snapshot)?;
+                *slot = Some(replica);
+                Ok(None)
+            }
+        })
+    }
+
+    fn force_resync(&self, error: Inconsistency) {
+        tracing::error!("{error}; forcing a full resync");
+        self.resync.notify_one();
+    }
+
+    async fn set_state(&self, state: State) {
+        if self.shared.status().state == state {
+            return;
+        }
+        tracing::info!(state = state.as_str(), "state changed");
+        self.shared.update_status(|s| s.state = state);
+        let relay = self.relay.get().await;
+        self.emit_result(relay.state_changed(self.relay.signal_emitter()).await);
+    }
+
+    async fn root_changed(&self) {
+        let relay = self.relay.get().await;
+        let emitter = self.relay.signal_emitter();
+        self.emit_result(relay.ovs_version_changed(emitter).await);
+        self.emit_result(relay.system_id_changed(emitter).await);
+        self.emit_result(relay.schema_version_changed(emitter).await);
+    }
+
+    /// Emits one typed signal per change, numbering them. Returns (added, changed, removed).
+    async fn publish(
+        &mut self,
+        changes: &ChangeSet,
+        origin: Origin,
+        received: &Received,
+    ) -> (u64, u64, u64) {
+        let mut counts = (0, 0, 0);
+        let Some(layout) = self.shared.with_replica(|r| r.map(|r| r.layout().clone())) else {
+            return counts;
+        };
+        for change in &changes.changes {
+            self.seq += 1;
+            let meta = self.meta(origin, received, change);
+            let (member, result) = self.emit_change(&layout, change, meta).await;
+            match change.kind {
+                ChangeKind::Added { .. } => counts.0 += 1,
+                ChangeKind::Changed { .. } => counts.1 += 1,
+                ChangeKind::Removed { .. } => counts.2 += 1,
+            }
+            if let Err(e) = result {
+                tracing::warn!(seq = self.seq, member, "signal not sent: {e}");
+            }
+        }
+        let seq = self.seq;
+        self.shared.update_status(|s| s.last_seq = seq);
+        counts
+    }
+
+    async fn emit_change(
+        &self,
+        layout: &Layout,
+        change: &RowChange,
+        meta: VariantDict,
+    ) -> (String, zbus::Result<()>) {
+        let table = layout.table(change.table);
+        let all = 0..table.columns.len();
+        let uuid = change.uuid.to_string();
+        let head = (change.name.as_str(), change.bridge.as_str(), uuid.as_str());
+        let (op, result) = match &change.kind {
+            ChangeKind::Added { row } => (
+                "Added",
+                self.emit_row(
+                    change.table,
+                    "Added",
+                    head,
+                    columns_dict(table, row, all),
+                    meta,
+                )
+                .await,
+            ),
+            ChangeKind::Removed { row } => (
+                "Removed",
+                self.emit_row(
+                    change.table,
+                    "Removed",
+                    head,
+                    columns_dict(table, row, all),
+                    meta,
+                )
+                .await,
+            ),
+            ChangeKind::Changed { old, new, columns } => {
+                let result = async {
+                    let changed = columns_dict(table, new, columns.iter().copied())?;
+                    let old = columns_dict(table, old, columns.iter().copied())?;
+                    let body = (head.0, head.1, head.2, changed, old, meta);
+                    self.emit(&format!("{}Changed", change.table), &body).await
+                };
+                ("Changed", result.await)
+            }
+        };
+        (format!("{}{op}", change.table), result)
+    }
+
+    async fn emit_row(
+        &self,
+        table: TableId,
+        op: &str,
+        (name, bridge, uuid): (&str, &str, &str),
+        columns: zbus::Result<VariantDict>,
+        meta: VariantDict,
+    ) -> zbus::Result<()> {
+        let body = (name, bridge, uuid, columns?, meta);
+        self.emit(&format!("{table}{op}"), &body).await
+    }
+
+    async fn emit<B>(&self, member: &str, body: &B) -> zbus::Result<()>
+    where
+        B: serde::Serialize + zbus::DynamicType,
+    {
+        self.conn
+            .emit_signal(
+                None::<BusName<'_>>,
+                ROOT_PATH,
+                RELAY_INTERFACE,
+                member,
+                body,
+            )
+            .await
+    }
+
+    fn meta(&self, origin: Origin, received: &Received, change: &RowChange) -> VariantDict {
+        let mut meta = VariantDict::new();
+        meta.insert("seq".into(), Variant::from(self.seq));
+        meta.insert("origin".into(), Variant::from(origin.as_str().to_owned()));
+        meta.insert("received_usec".into(), Variant::from(received.usec));
+        if let Some(txn) = &received.txn {
+            meta.insert("txn".into(), Variant::from(txn.clone()));
+        }
+        if change.table == TableId::Interface {
+            meta.insert("port".into(), Variant::from(change.port.clone()));
+        }
+        meta
+    }
+
+    async fn emit_resynced(&self, (added, changed, removed): (u64, u64, u64)) {
+        let mut meta = VariantDict::new();
+        meta.insert("seq".into(), Variant::from(self.seq));
+        meta.insert(
+            "origin".into(),
+            Variant::from(Origin::Resync.as_str().to_owned()),
+        );
+        let result =
+            RelayInterface::resynced(self.relay.signal_emitter(), added, changed, removed, meta)
+                .await;
+        self.emit_result(result);
+    }
+
+    fn emit_result(&self, result: zbus::Result<()>) {
+        if let Err(e) = result {
+            tracing::warn!("D-Bus emit failed: {e}");
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! The monitor session: connect to one of the remotes, read the schema, subscribe with
+//! `monitor_cond_since` (falling back to `monitor_cond`), then forward every update to the
+//! publisher — and on any failure reconnect with backoff and resynchronise.
+
+use super::client::{self, Client, ClientError, Notification};
+use super::remote::Remote;
+use super::schema::DbSchema;
+use crate::event::{Event, Received, State};
+use crate::replica::layout::{ColumnSelection, Layout, TableId};
+use crate::replica::update::Update;
+use serde_json::{Value as Json, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, mpsc};
+
+pub const DATABASE: &str = "Open_vSwitch";
+const MONITOR_ID: &str = "ovs-dbus-relay";
+/// `monitor_cond_since` with this id asks for everything: there is no history to resume.
+const NO_TXN: &str = "00000000-0000-0000-0000-000000000000";
+/// Update messages buffered between the socket and the session before overflow.
+const NOTIFICATION_QUEUE: usize = 4096;
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub remotes: Vec<Remote>,
+    pub columns: ColumnSelection,
+    /// Give up (exit) if no server answered for this long at start-up.
+    pub connect_timeout: Duration,
+    pub inactivity_probe: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+/// Errors that end the relay rather than trigger a reconnect.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("cannot reach OVSDB at {remotes} within {timeout:?}: {last}")]
+    Unreachable {
+        remotes: String,
+        timeout: Duration,
+        last: String,
+    },
+    #[error("{remote}: {reason}")]
+    BadDatabase { remote: String, reason: String },
+}
+
+/// Why one connection ended; every one of them leads to a reconnect.
+#[derive(Debug, thiserror::Error)]
+enum ConnectionEnd {
+    #[error("connect failed: {0}")]
+    Connect(std::io::Error),
+    #[error("{0}")]
+    Client(#[from] ClientError),
+    #[error("bad message from server: {0}")]
+    Protocol(String),
+    #[error("resync requested")]
+    Resync,
+    #[error("publisher queue full")]
+    Overflow,
+    #[error("{0}")]
+    Fatal(String),
+    #[error("publisher stopped")]
+    Stopped,
+}
+
+pub struct Session {
+    config: SessionConfig,
+    events: mpsc::Sender<Event>,
+    resync: Arc<Notify>,
+    /// Set once a snapshot has been delivered: later snapshots are resyncs.
+    synced_once: bool,
+    last_txn: Option<String>,
+}
+
+impl Session {
+    pub fn new(config: SessionConfig, events: mpsc::Sender<Event>, resync: Arc<Notify>) -> Self {
+        Self {
+            config,
+            events,
+            resync,
+            synced_once: false,
+            last_txn: None,
+        }
+    }
+
+    /// Runs until a fatal error (wrong database, nothing reachable at start-up) or until
+    /// the publisher goes away.
+    pub async fn run(mut self) -> Result<(), SessionError> {
+        let started = Instant::now();
+        let mut backoff = self.config.backoff_min;
+        let mut attempt = 0usize;
+        loop {
+            let remote = self.config.remotes[attempt % self.config.remotes.len()].clone();
+            attempt += 1;
+            let state = if self.synced_once {
+                State::Reconnecting
+            } else {
+                State::Connecting
+            };
+            if self.state(state, &remote).await.is_err() {
+                return Ok(());
+            }
+            let began = Instant::now();
+            let end = self.connection(&remote).await;
+            match end {
+                ConnectionEnd::Stopped => return Ok(()),
+                ConnectionEnd::Fatal(reason) => {
+                    return Err(SessionError::BadDatabase {
+                        remote: remote.to_string(),
+                        reason,
+                    });
+                }
+                ConnectionEnd::Resync | ConnectionEnd::Overflow => {
+                    tracing::warn!(%remote, "{end}: full resync");
+                    self.last_txn = None;
+                    continue;
+                }
+                _ => {}
+            }
+            tracing::warn!(%remote, "OVSDB connection ended: {end}");
+            if !self.synced_once && started.elapsed() >= self.config.connect_timeout {
+                return Err(SessionError::Unreachable {
+                    remotes: self
+                        .config
+                        .remotes
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    timeout: self.config.connect_timeout,
+                    last: end.to_string(),
+                });
+            }
+            // A connection that lived a while was healthy: start the backoff over.
+            if began.elapsed() > self.config.backoff_max * 2 {
+                backoff = self.config.backoff_min;
+            }
+            if attempt % self.config.remotes.len() == 0 {
+                tokio::time::sleep(jitter(backoff)).await;
+                backoff = (backoff * 2).min(self.config.backoff_max);
+            }
+        }
+    }
+
+    async fn state(&self, state: State, remote: &Remote) -> Result<(), ()> {
+        self.events
+            .send(Event::State {
+                state,
+                remote: remote.to_string(),
+            })
+            .await
+            .map_err(|_| ())
+    }
+
+    async fn connection(&mut self, remote: &Remote) -> ConnectionEnd {
+        let transport = match tokio::time::timeout(Duration::from_secs(5), remote.connect()).await {
+            Ok(Ok(transport)) => transport,
+            Ok(Err(e)) => return ConnectionEnd::Connect(e),
+            Err(_) => {
+                return ConnectionEnd::Connect(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connect timed out",
+                ));
+            }
+        };
+        let (notifications_tx, mut notifications) = mpsc::channel(NOTIFICATION_QUEUE);
+        let probe = remote.is_tcp().then_some(self.config.inactivity_probe);
+        let (client, mut task) = client::spawn(
+            transport,
+            notifications_tx,
+            client::Options {
+                inactivity_probe: probe,
+            },
+        );
+        tracing::info!(%remote, "connected to OVSDB");
+        let subscribe = self.subscribe(&client, remote);
+        let layout = tokio::select! {
+            result = subscribe => match result {
+                Ok(layout) => layout,
+                Err(end) => return end,
+            },
+            ended = &mut task => return ended.map_or(ConnectionEnd::Stopped, ConnectionEnd::Client),
+        };
+        loop {
+            tokio::select! {
+                notification = notifications.recv() => {
+                    let Some(notification) = notification else {
+                        return ConnectionEnd::Client(ClientError::Closed);
+                    };
+                    if let Err(end) = self.forward(&layout, notification) {
+                        return end;
+                    }
+                }
+                ended = &mut task => return ended.map_or(ConnectionEnd::Stopped, ConnectionEnd::Client),
+                () = self.resync.notified() => return ConnectionEnd::Resync,
+            }
+        }
+    }
+
+    /// Reads the schema and starts the monitor; delivers the initial state to the publisher.
+    async fn subscribe(
+        &mut self,
+        client: &Client,
+        remote: &Remote,
+    ) -> Result<Arc<Layout>, ConnectionEnd> {
+        let schema_json = client
+            .request("get_schema", json!([DATABASE]))
+            .await
+            .map_err(|e| match e {
+                ClientError::Rpc(error) => {
+                    ConnectionEnd::Fatal(format!("the server has no {DATABASE} database ({error})"))
+                }
+                other => other.into(),
+            })?;
+        let schema =
+            DbSchema::parse(&schema_json).map_err(|e| ConnectionEnd::Fatal(e.to_string()))?;
+        let layout =
+            Arc::new(Layout::new(&schema, &self.config.columns).map_err(ConnectionEnd::Fatal)?);
+        self.state(State::Syncing, remote)
+            .await
+            .map_err(|()| ConnectionEnd::Stopped)?;
+
+        let requests: serde_json::Map<String, Json> = TableId::ALL
+            .into_iter()
+            .map(|t| {
+                let columns: Vec<&str> = layout.table(t).column_names().collect();
+                (t.name().to_owned(), json!([{"columns": columns}]))
+            })
+            .collect();
+        let since = self.last_txn.clone().unwrap_or_else(|| NO_TXN.to_owned());
+        let reply = client
+            .request(
+                "monitor_cond_since",
+                json!([DATABASE, MONITOR_ID, requests, since]),
+            )
+            .await;
+        let received_at = Instant::now();
+        let (found, txn, updates) = match reply {
+            Ok(reply) => {
+                let parts = reply.as_array().map(Vec::as_slice);
+                let Some([found, txn, updates]) = parts else {
+                    return Err(ConnectionEnd::Protocol(format!(
+                        "monitor_cond_since reply {reply}"
+                    )));
+                };
+                let txn = txn.as_str().filter(|t| *t != NO_TXN).map(str::to_owned);
+                (found.as_bool().unwrap_or(false), txn, updates.clone())
+            }
+            Err(ClientError::Rpc(error)) if error.to_string().contains("unknown method") => {
+                tracing::info!("server lacks monitor_cond_since; using monitor_cond");
+                let reply = client
+                    .request("monitor_cond", json!([DATABASE, MONITOR_ID, requests]))
+                    .await?;
+                (false, None, reply)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let update = Update::parse(&layout, &updates).map_err(ConnectionEnd::Protocol)?;
+        let received = Received {
+            at: received_at,
+            usec: now_usec(),
+            txn: txn.clone(),
+        };
+        self.last_txn = txn;
+        let event = if found && self.synced_once {
+            tracing::info!(
+                rows = update.rows.len(),
+                "fast resync from transaction history"
+            );
+            Event::Update { update, received }
+        } else {
+            tracing::info!(rows = update.rows.len(), "full snapshot");
+            Event::Snapshot {
+                layout: layout.clone(),
+                update,
+                received,
+            }
+        };
+        self.events
+            .send(event)
+            .await
+            .map_err(|_| ConnectionEnd::Stopped)?;
+        self.synced_once = true;
+        Ok(layout)
+    }
+
+    /// Parses one `update2`/`update3` and queues it without waiting: a full queue means the
+    /// publisher is stuck, and the way out is a resync, not a stalled socket.
+    fn forward(
+        &mut self,
+        layout: &Layout,
+        notification: Notification,
+    ) -> Result<(), ConnectionEnd> {
+        let params = notification.params.as_array().map(Vec::as_slice);
+        let (txn, updates) = match (notification.method.as_str(), params) {
+            ("update2", Some([_, updates])) => (None, updates),
+            ("update3", Some([_, txn, updates])) => (txn.as_str().map(str::to_owned), updates),
+            ("update2" | "update3", _) => {
+                return Err(ConnectionEnd::Protocol(format!(
+                    "malformed {}",
+                    notification.method
+                )));
+            }
+            (other, _) => {
+                tracing::debug!(method = other, "ignoring notification");
+                return Ok(());
+            }
+        };
+        let update = Update::parse(layout, updates).map_err(ConnectionEnd::Protocol)?;
+        let txn = txn.filter(|t| t != NO_TXN);
+        if txn.is_some() {
+            self.last_txn = txn.clone();
+        }
+        let event = Event::Update {
+            update,
+            received: Received {
+                at: notification.received,
+                usec: notification.received_usec,
+                txn,
+            },
+        };
+        match self.events.try_send(event) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(ConnectionEnd::Overflow),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(ConnectionEnd::Stopped),
+        }
+    }
+}
+
+pub fn now_usec() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// ±25% so that many relays restarted together do not reconnect in lockstep.
+fn jitter(base: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let factor = 0.75 + f64::from(nanos % 1000) / 2000.0;
+    base.mul_f64(factor)
+}
