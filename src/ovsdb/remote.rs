@@ -24,7 +24,6 @@ impl Remote {
             let (host, port) = match rest.strip_prefix('[') {
                 Some(v6) => v6
                     .split_once("]:")
-                    .map(|(h, p)| (h, p))
                     .ok_or_else(|| format!("{text:?}: expected tcp:[ADDR]:PORT"))?,
                 None => rest
                     .rsplit_once(':')

@@ -13,6 +13,8 @@
 //! async paths or wrap them in `spawn_blocking` if that matters).
 #![allow(dead_code)]
 
+pub mod signals;
+
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;

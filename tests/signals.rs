@@ -1,0 +1,360 @@
+//! Typed signals end to end (SPEC §2–§4): a real ovsdb-server driven by `ovs-vsctl`, a real
+//! private dbus-daemon, the relay binary, and a D-Bus subscriber checking every argument.
+
+mod common;
+
+use common::signals::{Signal, Subscriber, assert_consecutive};
+use common::{Bus, Ovsdb, Relay};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use zbus::{OwnedVariant, Variant};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn owned<'a>(v: impl Into<Variant<'a>>) -> OwnedVariant {
+    v.into().try_into_owned().expect("owned variant")
+}
+
+fn strmap(pairs: &[(&str, &str)]) -> OwnedVariant {
+    owned(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+    )
+}
+
+struct Setup {
+    db: Ovsdb,
+    _bus: Bus,
+    relay: Relay,
+    sub: Subscriber,
+}
+
+async fn setup() -> Setup {
+    let db = Ovsdb::start();
+    let bus = Bus::start();
+    let relay = Relay::spawn(&db.remote(), &bus.address(), &[]);
+    let sub = Subscriber::connect(&bus.address()).await;
+    sub.wait_ready(WAIT).await;
+    Setup {
+        db,
+        _bus: bus,
+        relay,
+        sub,
+    }
+}
+
+fn names(signals: &[Signal]) -> Vec<String> {
+    signals.iter().map(Signal::summary).collect()
+}
+
+fn column<'s>(signal: &'s Signal, dict: usize, name: &str) -> &'s OwnedVariant {
+    signal.dicts[dict]
+        .get(name)
+        .unwrap_or_else(|| panic!("{} has no {name} in dict {dict}", signal.summary()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_port_and_interface_lifecycle() {
+    let Setup {
+        db,
+        _bus,
+        relay,
+        mut sub,
+    } = setup().await;
+
+    // Nothing for the start-up snapshot.
+    sub.assert_quiet(Duration::from_millis(300)).await;
+
+    db.vsctl(&["add-br", "br0"]);
+    let s = sub.take(3, WAIT).await;
+    assert_eq!(
+        names(&s),
+        [
+            "BridgeAdded br0 br0",
+            "PortAdded br0 br0",
+            "InterfaceAdded br0 br0"
+        ]
+    );
+    assert_consecutive(&s, 1);
+    let br_uuid = db.vsctl(&["get", "bridge", "br0", "_uuid"]);
+    assert_eq!(s[0].uuid, br_uuid);
+    assert_eq!(s[0].uuid.len(), 36);
+    assert_eq!(column(&s[0], 0, "name"), &owned("br0"));
+    assert_eq!(column(&s[0], 0, "datapath_type"), &owned(""));
+    assert_eq!(
+        column(&s[0], 0, "fail_mode").value_signature().to_string(),
+        "as"
+    );
+    assert_eq!(column(&s[0], 0, "ports"), &owned(vec![s[1].uuid.clone()]));
+    assert_eq!(
+        column(&s[0], 0, "other_config")
+            .value_signature()
+            .to_string(),
+        "a{ss}"
+    );
+    assert!(!s[0].dicts[0].contains_key("statistics"));
+    assert_eq!(s[2].meta_str("port").as_deref(), Some("br0"));
+    assert_eq!(column(&s[2], 0, "type"), &owned("internal"));
+    assert_eq!(
+        column(&s[2], 0, "ofport").value_signature().to_string(),
+        "ax"
+    );
+    for signal in &s {
+        assert_eq!(signal.meta_str("origin").as_deref(), Some("live"));
+        let received = u64::try_from(&signal.meta["received_usec"]).unwrap();
+        assert!(received > 1_700_000_000_000_000, "received_usec {received}");
+    }
+    assert!(
+        !s[0].meta.contains_key("port"),
+        "port is for interfaces only"
+    );
+
+    // add-port: the new port and interface, and the bridge's port list.
+    db.vsctl(&[
+        "add-port",
+        "br0",
+        "tap0",
+        "--",
+        "set",
+        "interface",
+        "tap0",
+        "type=internal",
+    ]);
+    let s2 = sub.take(3, WAIT).await;
+    assert_eq!(
+        names(&s2),
+        [
+            "PortAdded tap0 br0",
+            "InterfaceAdded tap0 br0",
+            "BridgeChanged br0 br0"
+        ]
+    );
+    assert_consecutive(&s2, 4);
+    assert_eq!(
+        column(&s2[2], 0, "ports").value_signature().to_string(),
+        "as"
+    );
+    assert_eq!(
+        s2[2].dicts[0].len(),
+        1,
+        "only ports changed: {:?}",
+        s2[2].dicts[0]
+    );
+    assert_eq!(s2[2].dicts[1].len(), 1);
+    assert_eq!(column(&s2[2], 1, "ports"), &owned(vec![s[1].uuid.clone()]));
+
+    // Port tag: set, change, clear (an optional integer: always `ax`).
+    db.vsctl(&["set", "port", "tap0", "tag=10"]);
+    db.vsctl(&["set", "port", "tap0", "tag=20"]);
+    db.vsctl(&["clear", "port", "tap0", "tag"]);
+    let tags = sub.take(3, WAIT).await;
+    assert_consecutive(&tags, 7);
+    let expect: [(Vec<i64>, Vec<i64>); 3] =
+        [(vec![10], vec![]), (vec![20], vec![10]), (vec![], vec![20])];
+    for (signal, (new, old)) in tags.iter().zip(expect) {
+        assert_eq!(signal.summary(), "PortChanged tap0 br0");
+        assert_eq!(signal.dicts[0].keys().collect::<Vec<_>>(), ["tag"]);
+        assert_eq!(column(signal, 0, "tag"), &owned(new));
+        assert_eq!(column(signal, 1, "tag"), &owned(old));
+    }
+
+    // Interface external_ids: add a key, change its value, remove it.
+    db.vsctl(&["set", "interface", "tap0", "external_ids:vm=a"]);
+    db.vsctl(&[
+        "set",
+        "interface",
+        "tap0",
+        "external_ids:vm=b",
+        "external_ids:x=1",
+    ]);
+    db.vsctl(&["remove", "interface", "tap0", "external_ids", "vm"]);
+    let ids = sub.take(3, WAIT).await;
+    assert_consecutive(&ids, 10);
+    let expect = [
+        (strmap(&[("vm", "a")]), strmap(&[])),
+        (strmap(&[("vm", "b"), ("x", "1")]), strmap(&[("vm", "a")])),
+        (strmap(&[("x", "1")]), strmap(&[("vm", "b"), ("x", "1")])),
+    ];
+    for (signal, (new, old)) in ids.iter().zip(expect) {
+        assert_eq!(signal.summary(), "InterfaceChanged tap0 br0");
+        assert_eq!(signal.meta_str("port").as_deref(), Some("tap0"));
+        assert_eq!(column(signal, 0, "external_ids"), &new);
+        assert_eq!(column(signal, 1, "external_ids"), &old);
+    }
+
+    // Trunks: a set whose update2 diff toggles elements.
+    db.vsctl(&["set", "port", "tap0", "trunks=1,2"]);
+    db.vsctl(&["set", "port", "tap0", "trunks=2,3"]);
+    let trunks = sub.take(2, WAIT).await;
+    assert_consecutive(&trunks, 13);
+    assert_eq!(column(&trunks[1], 0, "trunks"), &owned(vec![2i64, 3]));
+    assert_eq!(column(&trunks[1], 1, "trunks"), &owned(vec![1i64, 2]));
+
+    // del-port: the bridge change first, then removals interface → port, named as they were.
+    db.vsctl(&["del-port", "tap0"]);
+    let del = sub.take(3, WAIT).await;
+    assert_eq!(
+        names(&del),
+        [
+            "BridgeChanged br0 br0",
+            "InterfaceRemoved tap0 br0",
+            "PortRemoved tap0 br0"
+        ]
+    );
+    assert_consecutive(&del, 15);
+    assert_eq!(del[1].meta_str("port").as_deref(), Some("tap0"));
+    assert_eq!(column(&del[2], 0, "trunks"), &owned(vec![2i64, 3]));
+    assert_eq!(column(&del[2], 0, "name"), &owned("tap0"));
+
+    db.vsctl(&["del-br", "br0"]);
+    let gone = sub.take(3, WAIT).await;
+    assert_eq!(
+        names(&gone),
+        [
+            "InterfaceRemoved br0 br0",
+            "PortRemoved br0 br0",
+            "BridgeRemoved br0 br0"
+        ]
+    );
+    assert_consecutive(&gone, 18);
+    assert_eq!(gone[2].uuid, br_uuid);
+    sub.assert_quiet(Duration::from_millis(300)).await;
+    assert_eq!(sub.property::<u64>("LastSeq").await, 20);
+    drop(relay);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_ports_in_one_transaction_arrive_in_order() {
+    let Setup {
+        db,
+        _bus,
+        relay: _relay,
+        mut sub,
+    } = setup().await;
+    db.vsctl(&["add-br", "br0"]);
+    sub.take(3, WAIT).await;
+
+    let mut args: Vec<String> = Vec::new();
+    for i in 0..1000 {
+        if i > 0 {
+            args.push("--".into());
+        }
+        args.extend(["add-port", "br0"].map(String::from));
+        args.push(format!("p{i:04}"));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    db.vsctl(&args);
+    let s = sub.take(2001, Duration::from_secs(60)).await;
+    assert_consecutive(&s, 4);
+    let ports: Vec<_> = s[..1000].iter().map(|x| x.member.as_str()).collect();
+    assert!(ports.iter().all(|m| *m == "PortAdded"), "ports first");
+    assert!(
+        s[1000..2000]
+            .iter()
+            .all(|x| x.member == "InterfaceAdded" && x.bridge == "br0")
+    );
+    assert_eq!(s[0].name, "p0000");
+    assert_eq!(s[999].name, "p0999");
+    assert_eq!(s[2000].summary(), "BridgeChanged br0 br0");
+    assert_eq!(sub.property::<u64>("LastSeq").await, 2004);
+    let counts: BTreeMap<String, u64> = sub.property("Counts").await;
+    assert_eq!(counts["port"], 1001);
+    assert_eq!(counts["interface"], 1001);
+    assert_eq!(counts["bridge"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_properties_describe_the_server() {
+    let Setup {
+        db,
+        _bus,
+        relay: _relay,
+        sub,
+    } = setup().await;
+    db.vsctl(&[
+        "set",
+        "open_vswitch",
+        ".",
+        "ovs_version=3.1.0-test",
+        "external_ids:system-id=sys-1",
+    ]);
+    let deadline = std::time::Instant::now() + WAIT;
+    while sub.property::<String>("SystemId").await != "sys-1" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SystemId never updated"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sub.property::<String>("OvsVersion").await, "3.1.0-test");
+    assert_eq!(sub.property::<String>("Remote").await, db.remote());
+    let schema = std::fs::read_to_string(common::VSWITCH_SCHEMA).unwrap();
+    let version = serde_json::from_str::<serde_json::Value>(&schema).unwrap()["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(sub.property::<String>("SchemaVersion").await, version);
+    assert_eq!(
+        sub.property::<u64>("LastSeq").await,
+        0,
+        "root changes are not typed signals"
+    );
+}
+
+/// `arg0` match rules in the real dbus-daemon select one row's signals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dbus_monitor_arg0_filter_selects_one_port() {
+    let Setup {
+        db,
+        _bus: bus,
+        relay: _relay,
+        mut sub,
+    } = setup().await;
+    db.vsctl(&["add-br", "br0"]);
+    sub.take(3, WAIT).await;
+
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut monitor = std::process::Command::new(common::require("dbus-monitor", "dbus"))
+        .args([
+            "--address",
+            &bus.address(),
+            "type='signal',interface='org.ovsdbus.Relay1',arg0='tap1'",
+        ])
+        .stdout(out.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    // dbus-monitor has subscribed once it owns its unique name; give it a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for port in ["tap0", "tap1", "tap2"] {
+        db.vsctl(&["add-port", "br0", port]);
+    }
+    db.vsctl(&["set", "port", "tap1", "tag=5"]);
+    db.vsctl(&["set", "port", "tap2", "tag=6"]);
+    sub.take(3 * 3 + 2, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    monitor.kill().unwrap();
+    monitor.wait().unwrap();
+
+    let text = std::fs::read_to_string(out.path()).unwrap();
+    let relay_signals: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("interface=org.ovsdbus.Relay1"))
+        .collect();
+    let members: Vec<&str> = relay_signals
+        .iter()
+        .filter_map(|l| l.split("member=").nth(1))
+        .collect();
+    assert_eq!(
+        members,
+        ["PortAdded", "InterfaceAdded", "PortChanged"],
+        "{text}"
+    );
+    for (i, line) in text.lines().enumerate() {
+        if line.contains("interface=org.ovsdbus.Relay1") {
+            let arg0 = text.lines().nth(i + 1).unwrap();
+            assert_eq!(arg0.trim(), "string \"tap1\"", "{text}");
+        }
+    }
+}
