@@ -182,14 +182,14 @@ impl Publisher {
         for change in &changes.changes {
             self.seq += 1;
             let meta = self.meta(origin, received, change);
-            let (member, result) = self.emit_change(&layout, change, meta).await;
+            let result = self.emit_change(&layout, change, meta).await;
             match change.kind {
                 ChangeKind::Added { .. } => counts.0 += 1,
                 ChangeKind::Changed { .. } => counts.1 += 1,
                 ChangeKind::Removed { .. } => counts.2 += 1,
             }
             if let Err(e) = result {
-                tracing::warn!(seq = self.seq, member, "signal not sent: {e}");
+                tracing::warn!(seq = self.seq, table = %change.table, "signal not sent: {e}");
             }
         }
         let seq = self.seq;
@@ -202,57 +202,24 @@ impl Publisher {
         layout: &Layout,
         change: &RowChange,
         meta: VariantDict,
-    ) -> (String, zbus::Result<()>) {
-        let table = layout.table(change.table);
-        let all = 0..table.columns.len();
-        let uuid = change.uuid.to_string();
-        let head = (change.name.as_str(), change.bridge.as_str(), uuid.as_str());
-        let (op, result) = match &change.kind {
-            ChangeKind::Added { row } => (
-                "Added",
-                self.emit_row(
-                    change.table,
-                    "Added",
-                    head,
-                    columns_dict(table, row, all),
-                    meta,
-                )
-                .await,
-            ),
-            ChangeKind::Removed { row } => (
-                "Removed",
-                self.emit_row(
-                    change.table,
-                    "Removed",
-                    head,
-                    columns_dict(table, row, all),
-                    meta,
-                )
-                .await,
-            ),
-            ChangeKind::Changed { old, new, columns } => {
-                let result = async {
-                    let changed = columns_dict(table, new, columns.iter().copied())?;
-                    let old = columns_dict(table, old, columns.iter().copied())?;
-                    let body = (head.0, head.1, head.2, changed, old, meta);
-                    self.emit(&format!("{}Changed", change.table), &body).await
-                };
-                ("Changed", result.await)
-            }
-        };
-        (format!("{}{op}", change.table), result)
-    }
-
-    async fn emit_row(
-        &self,
-        table: TableId,
-        op: &str,
-        (name, bridge, uuid): (&str, &str, &str),
-        columns: zbus::Result<VariantDict>,
-        meta: VariantDict,
     ) -> zbus::Result<()> {
-        let body = (name, bridge, uuid, columns?, meta);
-        self.emit(&format!("{table}{op}"), &body).await
+        let table = layout.table(change.table);
+        let uuid = change.uuid.to_string();
+        let (name, bridge, uuid) = (change.name.as_str(), change.bridge.as_str(), uuid.as_str());
+        let member = format!("{}{}", change.table, change.kind.op());
+        match &change.kind {
+            ChangeKind::Added { row } | ChangeKind::Removed { row } => {
+                let columns = columns_dict(table, row, 0..table.columns.len())?;
+                self.emit(&member, &(name, bridge, uuid, columns, meta))
+                    .await
+            }
+            ChangeKind::Changed { old, new, columns } => {
+                let changed = columns_dict(table, new, columns.iter().copied())?;
+                let old = columns_dict(table, old, columns.iter().copied())?;
+                self.emit(&member, &(name, bridge, uuid, changed, old, meta))
+                    .await
+            }
+        }
     }
 
     async fn emit<B>(&self, member: &str, body: &B) -> zbus::Result<()>

@@ -33,6 +33,15 @@ pub enum ChangeKind {
 }
 
 impl ChangeKind {
+    /// The signal name suffix: `Added`, `Changed` or `Removed`.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Self::Added { .. } => "Added",
+            Self::Changed { .. } => "Changed",
+            Self::Removed { .. } => "Removed",
+        }
+    }
+
     fn rank(&self) -> u8 {
         match self {
             Self::Added { .. } => 0,

@@ -45,14 +45,13 @@ fn summary(changes: &ChangeSet) -> Vec<String> {
         .changes
         .iter()
         .map(|c| {
-            let op = match c.kind {
-                ChangeKind::Added { .. } => "Added",
-                ChangeKind::Changed { .. } => "Changed",
-                ChangeKind::Removed { .. } => "Removed",
-            };
             format!(
-                "{}{op} {} bridge={} port={}",
-                c.table, c.name, c.bridge, c.port
+                "{}{} {} bridge={} port={}",
+                c.table,
+                c.kind.op(),
+                c.name,
+                c.bridge,
+                c.port
             )
         })
         .collect()

@@ -1,0 +1,211 @@
+//! Start-up failures exit 2 with one line naming what failed; never a panic or backtrace.
+
+mod common;
+
+use common::signals::Subscriber;
+use common::{Bus, Ovsdb, Relay};
+use std::time::Duration;
+
+const EXIT_WAIT: Duration = Duration::from_secs(15);
+
+/// Runs the relay to completion and returns its exit code and output.
+fn failing_run(args: &[&str]) -> (i32, String) {
+    let mut relay = Relay::spawn_args(args);
+    let code = relay.wait_exit(EXIT_WAIT).expect("relay did not exit");
+    (code, relay.log())
+}
+
+fn assert_one_line_error(log: &str, needle: &str) {
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("ovs-dbus-relay: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "exactly one error line expected:\n{log}");
+    assert!(
+        errors[0].contains(needle),
+        "error should name {needle:?}:\n{log}"
+    );
+    assert!(
+        !log.contains("panicked") && !log.contains("RUST_BACKTRACE"),
+        "{log}"
+    );
+}
+
+#[test]
+fn bad_remote_syntax_exits_2() {
+    let bus = Bus::start();
+    for db in ["tcp:localhost", "http://x", "unix:"] {
+        let (code, log) = failing_run(&[
+            "run",
+            "--db",
+            db,
+            "--bus",
+            &bus.address(),
+            "--metrics-listen",
+            "off",
+        ]);
+        assert_eq!(code, 2, "{log}");
+        assert_one_line_error(&log, "--db");
+    }
+}
+
+#[test]
+fn bad_bus_argument_and_unreachable_bus_exit_2() {
+    let db = Ovsdb::start();
+    let (code, log) = failing_run(&[
+        "run",
+        "--db",
+        &db.remote(),
+        "--bus",
+        "sytem",
+        "--metrics-listen",
+        "off",
+    ]);
+    assert_eq!(code, 2);
+    assert_one_line_error(&log, "--bus");
+
+    let dir = tempfile::tempdir().unwrap();
+    let nowhere = format!("unix:path={}/no-bus.sock", dir.path().display());
+    let (code, log) = failing_run(&[
+        "run",
+        "--db",
+        &db.remote(),
+        "--bus",
+        &nowhere,
+        "--metrics-listen",
+        "off",
+    ]);
+    assert_eq!(code, 2);
+    assert_one_line_error(&log, "cannot connect to the bus");
+}
+
+#[test]
+fn unreachable_server_exits_2_after_connect_timeout() {
+    let bus = Bus::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("unix:{}/nothing.sock", dir.path().display());
+    let started = std::time::Instant::now();
+    let (code, log) = failing_run(&[
+        "run",
+        "--db",
+        &db,
+        "--bus",
+        &bus.address(),
+        "--metrics-listen",
+        "off",
+        "--connect-timeout",
+        "1",
+    ]);
+    assert_eq!(code, 2, "{log}");
+    assert_one_line_error(&log, "cannot reach OVSDB");
+    assert!(log.contains("nothing.sock"), "{log}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn database_without_open_vswitch_schema_exits_2() {
+    common::require("ovsdb-tool", "openvswitch-common");
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("other.ovsschema");
+    std::fs::write(
+        &schema,
+        r#"{"name": "Other", "version": "1.0.0", "tables": {"T": {"columns": {"a": {"type": "integer"}}}}}"#,
+    )
+    .unwrap();
+    let db_file = dir.path().join("other.db");
+    let status = std::process::Command::new("ovsdb-tool")
+        .args([
+            "create",
+            db_file.to_str().unwrap(),
+            schema.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let sock = dir.path().join("other.sock");
+    let mut server =
+        std::process::Command::new(common::require("ovsdb-server", "openvswitch-switch"))
+            .arg(&db_file)
+            .arg(format!("--remote=punix:{}", sock.display()))
+            .arg(format!("--unixctl={}/other.ctl", dir.path().display()))
+            .arg("--no-chdir")
+            .env("OVS_RUNDIR", dir.path())
+            .env("OVS_LOGDIR", dir.path())
+            .env("OVS_DBDIR", dir.path())
+            .spawn()
+            .unwrap();
+    assert!(common::wait_until(Duration::from_secs(10), || sock.exists()));
+    let bus = Bus::start();
+    let remote = format!("unix:{}", sock.display());
+    let (code, log) = failing_run(&[
+        "run",
+        "--db",
+        &remote,
+        "--bus",
+        &bus.address(),
+        "--metrics-listen",
+        "off",
+    ]);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(code, 2, "{log}");
+    assert_one_line_error(&log, "Open_vSwitch");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_instance_cannot_take_the_name() {
+    let db = Ovsdb::start();
+    let bus = Bus::start();
+    let _first = Relay::spawn(&db.remote(), &bus.address(), &[]);
+    let sub = Subscriber::connect(&bus.address()).await;
+    sub.wait_ready(Duration::from_secs(10)).await;
+
+    let (code, log) = failing_run(&[
+        "run",
+        "--db",
+        &db.remote(),
+        "--bus",
+        &bus.address(),
+        "--metrics-listen",
+        "off",
+    ]);
+    assert_eq!(code, 2, "{log}");
+    assert_one_line_error(&log, "already owned");
+    // The first instance keeps its name and keeps answering.
+    assert_eq!(sub.property::<String>("State").await, "ready");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_for_a_server_that_appears_later() {
+    let mut db = Ovsdb::start();
+    db.kill();
+    let bus = Bus::start();
+    let mut relay = Relay::spawn(&db.remote(), &bus.address(), &["--connect-timeout", "30"]);
+    let sub = Subscriber::connect(&bus.address()).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let owned = zbus::fdo::DBusProxy::new(&sub.conn)
+            .await
+            .unwrap()
+            .name_has_owner(common::signals::BUS_NAME.try_into().unwrap())
+            .await
+            .unwrap();
+        if owned {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "relay never owned its name"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sub.property::<String>("State").await, "connecting");
+    assert!(relay.is_running());
+    db.restart();
+    sub.wait_ready(Duration::from_secs(15)).await;
+}
