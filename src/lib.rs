@@ -6,5 +6,7 @@
 pub mod bus;
 pub mod daemon;
 pub mod event;
+pub mod metrics;
+pub mod notify;
 pub mod ovsdb;
 pub mod replica;

@@ -7,3 +7,4 @@ pub mod jsonrpc;
 pub mod remote;
 pub mod schema;
 pub mod session;
+pub mod txn;

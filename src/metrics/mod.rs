@@ -1,0 +1,1 @@
+//! Prometheus metrics (SPEC §8) and the HTTP endpoint serving them.
