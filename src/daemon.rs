@@ -1,20 +1,25 @@
-//! `run`: wires the OVSDB session, the publisher and the bus connection together and
-//! decides when the process ends.
+//! `run`: wires the OVSDB session, the publisher, the bus connection, the metrics endpoint
+//! and systemd notification together, and decides when the process ends.
 
 use crate::bus::publisher::Publisher;
 use crate::bus::relay::Shared;
 use crate::bus::{self, BusError, BusTarget};
+use crate::metrics::{Metrics, http};
+use crate::notify::Notifier;
 use crate::ovsdb::session::{Session, SessionConfig, SessionError};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 
 /// Update messages waiting for the publisher before the session declares an overflow.
-const EVENT_QUEUE: usize = 1024;
+pub const EVENT_QUEUE: usize = 1024;
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub session: SessionConfig,
     pub bus: BusTarget,
+    /// `None`: no metrics endpoint (`--metrics-listen off`).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -25,12 +30,23 @@ pub enum RunError {
     Session(#[from] SessionError),
     #[error("D-Bus: {0}")]
     Dbus(#[from] zbus::Error),
+    #[error("cannot listen for metrics on {0}: {1}")]
+    Metrics(SocketAddr, std::io::Error),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
 }
 
 /// Runs the relay until SIGTERM/SIGINT (Ok) or a fatal error.
 pub async fn run(config: Config) -> Result<(), RunError> {
+    let metrics = Metrics::new(bus::METHODS);
+    let listener = match config.metrics_listen {
+        Some(addr) => Some(
+            http::bind(addr)
+                .await
+                .map_err(|e| RunError::Metrics(addr, e))?,
+        ),
+        None => None,
+    };
     let remotes = config
         .session
         .remotes
@@ -38,15 +54,45 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    let shared = Shared::new(remotes);
+    let shared = Shared::new(remotes, metrics.clone());
     let conn = bus::connect(&config.bus, shared.clone()).await?;
+    metrics.dbus_connected.set(1);
     tracing::info!(bus = %config.bus, name = bus::BUS_NAME, "owning bus name");
+
+    let notifier = Arc::new(Notifier::from_env());
+    let (stop_tx, stop) = watch::channel(false);
+    if let Some(interval) = Notifier::watchdog_interval() {
+        let notifier = notifier.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                tick.tick().await;
+                notifier.watchdog();
+            }
+        });
+    }
+    let http = listener.map(|listener| {
+        let health_shared = shared.clone();
+        let health: http::Health =
+            Arc::new(move || health_shared.status().state.as_str().to_owned());
+        let mut stop = stop.clone();
+        tokio::spawn(http::serve(listener, metrics.clone(), health, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }))
+    });
 
     let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
     let resync = Arc::new(Notify::new());
-    let publisher = Publisher::new(conn.clone(), shared, events, resync.clone()).await?;
+    let publisher = Publisher::new(
+        conn.clone(),
+        shared,
+        events,
+        resync.clone(),
+        notifier.clone(),
+    )
+    .await?;
     let publisher = tokio::spawn(publisher.run());
-    let session = Session::new(config.session, events_tx, resync).run();
+    let session = Session::new(config.session, events_tx, resync, metrics).run();
 
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
@@ -56,8 +102,13 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         _ = term.recv() => Ok(()),
         _ = int.recv() => Ok(()),
     };
-    publisher.abort();
+    notifier.stopping();
     tracing::info!("shutting down");
+    publisher.abort();
+    let _ = stop_tx.send(true);
     let _ = conn.release_name(bus::BUS_NAME).await;
+    if let Some(http) = http {
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(500), http).await;
+    }
     result
 }

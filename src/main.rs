@@ -66,16 +66,13 @@ impl RunArgs {
     fn config(self) -> Result<Config, String> {
         let remotes = Remote::parse_list(&self.db).map_err(|e| format!("--db {e}"))?;
         let bus = BusTarget::parse(&self.bus).map_err(|e| format!("--bus {e}"))?;
-        if self.metrics_listen != "off" {
-            self.metrics_listen
-                .parse::<std::net::SocketAddr>()
-                .map_err(|_| {
-                    format!(
-                        "--metrics-listen {:?}: expected ADDR:PORT or off",
-                        self.metrics_listen
-                    )
-                })?;
-        }
+        let metrics_listen = match self.metrics_listen.as_str() {
+            "off" => None,
+            addr => Some(
+                addr.parse::<std::net::SocketAddr>()
+                    .map_err(|_| format!("--metrics-listen {addr:?}: expected ADDR:PORT or off"))?,
+            ),
+        };
         let mut columns = ColumnSelection::default();
         let lists: [(&mut std::collections::HashMap<TableId, Vec<String>>, _); 2] = [
             (&mut columns.include, self.include_columns),
@@ -97,6 +94,7 @@ impl RunArgs {
                 backoff_max: Duration::from_secs(4),
             },
             bus,
+            metrics_listen,
         })
     }
 }

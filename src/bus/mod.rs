@@ -1,10 +1,14 @@
 //! The D-Bus side: names, the connection that owns `org.ovsdbus.Relay1`, the object tree
 //! and the single publisher.
 
+pub mod error;
 pub mod escape;
+pub mod objects;
 pub mod publisher;
+pub mod read;
 pub mod relay;
 pub mod value;
+pub mod waiters;
 
 use relay::{RelayInterface, Shared};
 use std::fmt;
@@ -13,6 +17,17 @@ use std::sync::Arc;
 pub const BUS_NAME: &str = "org.ovsdbus.Relay1";
 pub const ROOT_PATH: &str = "/org/ovsdbus/Relay1";
 pub const RELAY_INTERFACE: &str = "org.ovsdbus.Relay1";
+
+/// Every D-Bus method the relay serves, for per-method metrics.
+pub const METHODS: &[&str] = &[
+    "ListBridges",
+    "ListPorts",
+    "ListInterfaces",
+    "GetRow",
+    "Show",
+    "WaitFor",
+    "WaitForRemoval",
+];
 
 /// Which bus to join: `system`, `session`, or a D-Bus address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +85,13 @@ pub async fn connect(
 ) -> Result<zbus::Connection, BusError> {
     target
         .builder()
-        .serve_at(ROOT_PATH, RelayInterface { shared })
+        .serve_at(
+            ROOT_PATH,
+            RelayInterface {
+                shared: shared.clone(),
+            },
+        )
+        .serve_at(ROOT_PATH, objects::ObjectManager { shared })
         .name(BUS_NAME)
         .allow_name_replacements(false)
         .replace_existing_names(false)

@@ -2,10 +2,12 @@
 //! order, before taking the next event. Being the only writer of the replica and the only
 //! emitter is what makes `seq` gap-free and keeps objects and signals in step.
 
+use super::objects::Tree;
 use super::relay::{RelayInterface, Shared};
 use super::value::{VariantDict, columns_dict};
 use super::{RELAY_INTERFACE, ROOT_PATH};
 use crate::event::{Event, Received, State};
+use crate::notify::Notifier;
 use crate::replica::layout::{Layout, TableId};
 use crate::replica::update::Update;
 use crate::replica::{ChangeKind, ChangeSet, Inconsistency, Replica, RowChange};
@@ -37,6 +39,10 @@ pub struct Publisher {
     events: mpsc::Receiver<Event>,
     /// Wakes the session to drop its connection and resynchronise from scratch.
     resync: Arc<Notify>,
+    tree: Tree,
+    notifier: Arc<Notifier>,
+    /// READY=1 goes to systemd once, after the first snapshot.
+    announced_ready: bool,
     seq: u64,
 }
 
@@ -46,12 +52,16 @@ impl Publisher {
         shared: Arc<Shared>,
         events: mpsc::Receiver<Event>,
         resync: Arc<Notify>,
+        notifier: Arc<Notifier>,
     ) -> zbus::Result<Self> {
         let relay = conn
             .object_server()
             .interface::<_, RelayInterface>(ROOT_PATH)
             .await?;
         Ok(Self {
+            tree: Tree::new(conn.clone(), shared.clone()),
+            notifier,
+            announced_ready: false,
             conn,
             relay,
             shared,
@@ -65,6 +75,10 @@ impl Publisher {
     pub async fn run(mut self) {
         while let Some(event) = self.events.recv().await {
             self.handle(event).await;
+            self.shared
+                .metrics
+                .queue_depth
+                .set(self.events.len() as i64);
         }
     }
 
@@ -85,12 +99,17 @@ impl Publisher {
                 received,
             } => match self.replace(layout, update) {
                 Ok(Some(changes)) => {
+                    self.after_apply();
+                    self.sync_tree(self.tree.apply(&changes).await);
                     let counts = self.publish(&changes, Origin::Resync, &received).await;
                     self.emit_resynced(counts).await;
+                    self.shared.waiters.wake(&self.shared, &changes);
                     self.root_changed().await;
                     self.set_state(State::Ready).await;
                 }
                 Ok(None) => {
+                    self.after_apply();
+                    self.sync_tree(self.tree.register_all().await);
                     self.root_changed().await;
                     self.set_state(State::Ready).await;
                 }
@@ -103,7 +122,10 @@ impl Publisher {
                 });
                 match applied {
                     Ok(changes) => {
+                        self.after_apply();
+                        self.sync_tree(self.tree.apply(&changes).await);
                         self.publish(&changes, Origin::Live, &received).await;
+                        self.shared.waiters.wake(&self.shared, &changes);
                         if changes.root_changed {
                             self.root_changed().await;
                         }
@@ -150,12 +172,19 @@ impl Publisher {
         self.resync.notify_one();
     }
 
-    async fn set_state(&self, state: State) {
+    async fn set_state(&mut self, state: State) {
         if self.shared.status().state == state {
             return;
         }
         tracing::info!(state = state.as_str(), "state changed");
         self.shared.update_status(|s| s.state = state);
+        let status = format!("{state}: {}", self.shared.status().remote);
+        if state == State::Ready && !self.announced_ready {
+            self.announced_ready = true;
+            self.notifier.ready(&status);
+        } else {
+            self.notifier.status(&status);
+        }
         let relay = self.relay.get().await;
         self.emit_result(relay.state_changed(self.relay.signal_emitter()).await);
     }
@@ -183,6 +212,17 @@ impl Publisher {
             self.seq += 1;
             let meta = self.meta(origin, received, change);
             let result = self.emit_change(&layout, change, meta).await;
+            if result.is_ok() {
+                let metrics = &self.shared.metrics;
+                metrics.dbus_signals.with_label_values(&["typed"]).inc();
+                metrics.observe_event(
+                    change.table.label(),
+                    change.kind.op(),
+                    received.at.elapsed(),
+                );
+            } else {
+                self.shared.metrics.dbus_emit_errors.inc();
+            }
             match change.kind {
                 ChangeKind::Added { .. } => counts.0 += 1,
                 ChangeKind::Changed { .. } => counts.1 += 1,
@@ -261,11 +301,55 @@ impl Publisher {
         let result =
             RelayInterface::resynced(self.relay.signal_emitter(), added, changed, removed, meta)
                 .await;
+        if result.is_ok() {
+            self.shared
+                .metrics
+                .dbus_signals
+                .with_label_values(&["typed"])
+                .inc();
+        }
         self.emit_result(result);
+    }
+
+    fn sync_tree(&self, result: zbus::Result<super::objects::TreeSignals>) {
+        let metrics = &self.shared.metrics;
+        match result {
+            Ok(signals) => {
+                metrics
+                    .dbus_signals
+                    .with_label_values(&["objects"])
+                    .inc_by(signals.objects);
+                metrics
+                    .dbus_signals
+                    .with_label_values(&["properties"])
+                    .inc_by(signals.properties);
+            }
+            Err(e) => {
+                metrics.dbus_emit_errors.inc();
+                tracing::warn!("object tree update failed: {e}");
+            }
+        }
+    }
+
+    /// After every applied update: the row gauges.
+    fn after_apply(&self) {
+        self.shared.with_replica(|replica| {
+            if let Some(replica) = replica {
+                for table in TableId::PUBLISHED {
+                    let count = replica.len(table) as i64;
+                    self.shared
+                        .metrics
+                        .rows
+                        .with_label_values(&[table.label()])
+                        .set(count);
+                }
+            }
+        });
     }
 
     fn emit_result(&self, result: zbus::Result<()>) {
         if let Err(e) = result {
+            self.shared.metrics.dbus_emit_errors.inc();
             tracing::warn!("D-Bus emit failed: {e}");
         }
     }

@@ -1,21 +1,29 @@
 //! The `org.ovsdbus.Relay1` interface on the root object: the relay's own properties and
 //! the typed signals (declared here so introspection lists them; the publisher emits them).
 
+use super::error::MethodError;
+use super::read::{self, BridgeEntry, InterfaceEntry, PortEntry, table_arg};
 use super::value::VariantDict;
+use super::waiters::{Outcome, Registration, Waiters, Want};
 use crate::event::State;
+use crate::metrics::Metrics;
 use crate::replica::Replica;
+use crate::replica::condition::Condition;
 use crate::replica::layout::TableId;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 use zbus::interface;
+use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 
 /// State shared by the publisher (the only writer) and the D-Bus method handlers.
-#[derive(Debug)]
 pub struct Shared {
     /// `None` until the first snapshot arrives.
     pub replica: RwLock<Option<Replica>>,
     pub status: Mutex<Status>,
+    pub waiters: Waiters,
+    pub metrics: Arc<Metrics>,
 }
 
 #[derive(Debug, Clone)]
@@ -26,8 +34,10 @@ pub struct Status {
 }
 
 impl Shared {
-    pub fn new(remote: String) -> Arc<Self> {
+    pub fn new(remote: String, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self {
+            waiters: Waiters::default(),
+            metrics,
             replica: RwLock::new(None),
             status: Mutex::new(Status {
                 state: State::Connecting,
@@ -58,6 +68,33 @@ impl Shared {
         )
     }
 
+    /// Runs `read` on the synced replica; before the first snapshot, `NotConnected`.
+    pub fn read<R>(
+        &self,
+        read: impl FnOnce(&Replica) -> Result<R, MethodError>,
+    ) -> Result<R, MethodError> {
+        self.with_replica(|r| match r {
+            Some(replica) => read(replica),
+            None => Err(MethodError::NotConnected(
+                "the relay has not synced with OVSDB yet".into(),
+            )),
+        })
+    }
+
+    /// Counts a method call by name and outcome.
+    pub fn counted<T>(
+        &self,
+        method: &str,
+        result: Result<T, MethodError>,
+    ) -> Result<T, MethodError> {
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.metrics
+            .method_calls
+            .with_label_values(&[method, outcome])
+            .inc();
+        result
+    }
+
     fn root_string(&self, column: &str, key: Option<&str>) -> String {
         self.with_replica(|r| r.map(|r| r.root_string(column, key)).unwrap_or_default())
     }
@@ -65,6 +102,39 @@ impl Shared {
 
 pub struct RelayInterface {
     pub shared: Arc<Shared>,
+}
+
+impl RelayInterface {
+    async fn wait(
+        &self,
+        table: TableId,
+        name: &str,
+        want: Want,
+        timeout_ms: u32,
+        header: &Header<'_>,
+    ) -> Result<Outcome, MethodError> {
+        let caller = header.sender().map(|s| s.to_string()).unwrap_or_default();
+        let (id, reply) =
+            match self
+                .shared
+                .waiters
+                .register(&self.shared, table, name, want, &caller)?
+            {
+                Registration::Done(outcome) => return Ok(outcome),
+                Registration::Pending { id, reply } => (id, reply),
+            };
+        let timeout = Duration::from_millis(u64::from(timeout_ms));
+        match tokio::time::timeout(timeout, reply).await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(_)) => Err(MethodError::Failed("waiter dropped".into())),
+            Err(_) => {
+                self.shared.waiters.cancel(table, name, id);
+                Err(MethodError::Timeout(format!(
+                    "{table} {name:?}: not satisfied within {timeout_ms} ms"
+                )))
+            }
+        }
+    }
 }
 
 #[interface(name = "org.ovsdbus.Relay1")]
@@ -114,6 +184,95 @@ impl RelayInterface {
                 .map(|t| (t.label().to_owned(), r.map_or(0, |r| r.len(t) as u64)))
                 .collect()
         })
+    }
+
+    /// Every bridge: name, uuid, object path.
+    #[zbus(out_args("bridges"))]
+    fn list_bridges(&self) -> Result<Vec<BridgeEntry>, MethodError> {
+        self.shared.counted(
+            "ListBridges",
+            self.shared.read(|r| Ok(read::list_bridges(r))),
+        )
+    }
+
+    /// Ports of `bridge` (`""`: all): name, bridge, uuid, object path.
+    #[zbus(out_args("ports"))]
+    fn list_ports(&self, bridge: &str) -> Result<Vec<PortEntry>, MethodError> {
+        self.shared.counted(
+            "ListPorts",
+            self.shared.read(|r| read::list_ports(r, bridge)),
+        )
+    }
+
+    /// Interfaces of `bridge` (`""`: all): name, port, bridge, uuid, object path.
+    #[zbus(out_args("interfaces"))]
+    fn list_interfaces(&self, bridge: &str) -> Result<Vec<InterfaceEntry>, MethodError> {
+        self.shared.counted(
+            "ListInterfaces",
+            self.shared.read(|r| read::list_interfaces(r, bridge)),
+        )
+    }
+
+    /// One row's mirrored columns (plus `_uuid`).
+    #[zbus(out_args("row"))]
+    fn get_row(&self, table: &str, name: &str) -> Result<VariantDict, MethodError> {
+        let result =
+            table_arg(table).and_then(|table| self.shared.read(|r| read::get_row(r, table, name)));
+        self.shared.counted("GetRow", result)
+    }
+
+    /// Bridges → ports → interfaces with their key columns, as JSON.
+    #[zbus(out_args("json"))]
+    fn show(&self) -> Result<String, MethodError> {
+        self.shared
+            .counted("Show", self.shared.read(|r| Ok(read::show(r).to_string())))
+    }
+
+    /// Replies with the row once every condition (`ovs-vsctl wait-until` syntax) holds.
+    #[zbus(out_args("row"))]
+    async fn wait_for(
+        &self,
+        table: &str,
+        name: &str,
+        conditions: Vec<String>,
+        timeout_ms: u32,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<VariantDict, MethodError> {
+        let result = async {
+            let table = table_arg(table)?;
+            let conditions = self.shared.read(|r| {
+                let layout = r.layout().table(table);
+                conditions
+                    .iter()
+                    .map(|c| Condition::parse(layout, c).map_err(MethodError::InvalidArgs))
+                    .collect::<Result<Vec<_>, _>>()
+            })?;
+            match self
+                .wait(table, name, Want::Row(conditions), timeout_ms, &header)
+                .await?
+            {
+                Outcome::Row(row) => Ok(row),
+                Outcome::Removed => Err(MethodError::Failed("unexpected removal outcome".into())),
+            }
+        };
+        self.shared.counted("WaitFor", result.await)
+    }
+
+    /// Replies once no row of `table` is named `name`.
+    async fn wait_for_removal(
+        &self,
+        table: &str,
+        name: &str,
+        timeout_ms: u32,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), MethodError> {
+        let result = async {
+            let table = table_arg(table)?;
+            self.wait(table, name, Want::Removal, timeout_ms, &header)
+                .await
+                .map(|_| ())
+        };
+        self.shared.counted("WaitForRemoval", result.await)
     }
 
     #[zbus(signal)]

@@ -6,6 +6,7 @@ use super::client::{self, Client, ClientError, Notification};
 use super::remote::Remote;
 use super::schema::DbSchema;
 use crate::event::{Event, Received, State};
+use crate::metrics::Metrics;
 use crate::replica::layout::{ColumnSelection, Layout, TableId};
 use crate::replica::update::Update;
 use serde_json::{Value as Json, json};
@@ -67,17 +68,24 @@ pub struct Session {
     config: SessionConfig,
     events: mpsc::Sender<Event>,
     resync: Arc<Notify>,
+    metrics: Arc<Metrics>,
     /// Set once a snapshot has been delivered: later snapshots are resyncs.
     synced_once: bool,
     last_txn: Option<String>,
 }
 
 impl Session {
-    pub fn new(config: SessionConfig, events: mpsc::Sender<Event>, resync: Arc<Notify>) -> Self {
+    pub fn new(
+        config: SessionConfig,
+        events: mpsc::Sender<Event>,
+        resync: Arc<Notify>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             config,
             events,
             resync,
+            metrics,
             synced_once: false,
             last_txn: None,
         }
@@ -102,6 +110,7 @@ impl Session {
             }
             let began = Instant::now();
             let end = self.connection(&remote).await;
+            self.metrics.ovsdb_connected.set(0);
             match end {
                 ConnectionEnd::Stopped => return Ok(()),
                 ConnectionEnd::Fatal(reason) => {
@@ -262,6 +271,12 @@ impl Session {
             txn: txn.clone(),
         };
         self.last_txn = txn;
+        if self.synced_once {
+            self.metrics.ovsdb_reconnects.inc();
+            let kind = if found { "fast" } else { "full" };
+            self.metrics.resyncs.with_label_values(&[kind]).inc();
+        }
+        self.metrics.ovsdb_connected.set(1);
         let event = if found && self.synced_once {
             tracing::info!(
                 rows = update.rows.len(),
@@ -306,6 +321,7 @@ impl Session {
                 return Ok(());
             }
         };
+        self.metrics.ovsdb_updates.inc();
         let update = Update::parse(layout, updates).map_err(ConnectionEnd::Protocol)?;
         let txn = txn.filter(|t| t != NO_TXN);
         if txn.is_some() {

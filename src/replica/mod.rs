@@ -2,6 +2,7 @@
 //! it applies update messages and snapshots and says what changed, with each changed row's
 //! name and parents already resolved, in the order signals must go out.
 
+pub mod condition;
 pub mod diff;
 pub mod layout;
 pub mod update;

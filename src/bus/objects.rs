@@ -1,0 +1,680 @@
+//! The object tree (SPEC §5): one object per Bridge, Port and Interface row, and the
+//! `org.freedesktop.DBus.ObjectManager` at the root.
+//!
+//! The three row interfaces are one table-driven implementation: each property is described
+//! once (name, signature, where its value comes from), and `Get`, `GetAll`,
+//! `GetManagedObjects`, `PropertiesChanged` and introspection are all derived from that
+//! description. Values are read from the replica at call time, so an object is never older
+//! than a signal already sent.
+
+use super::ROOT_PATH;
+use super::escape::encode_label;
+use super::relay::Shared;
+use super::value::datum_variant;
+use crate::ovsdb::datum::Uuid;
+use crate::replica::layout::TableId;
+use crate::replica::{ChangeKind, ChangeSet, Replica, Row};
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use zbus::export::async_trait::async_trait;
+use zbus::message::Header;
+use zbus::names::{InterfaceName, MemberName};
+use zbus::object_server::{DispatchResult, Interface, SignalEmitter};
+use zbus::{Connection, Message, ObjectServer, OwnedObjectPath, OwnedVariant, Variant, fdo};
+
+/// Where a property's value comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Source {
+    Name,
+    Uuid,
+    /// An OVSDB column, mapped by its schema type.
+    Column(&'static str),
+    /// A uuid-set column turned into the children's object paths.
+    Children(&'static str, TableId),
+    /// The path of the bridge the row belongs to (`/` when none).
+    Bridge,
+    /// The path of an interface's port (`/` when none).
+    Port,
+    /// Every mirrored column as `a{sv}`; announced as invalidated, never sent.
+    Columns,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Property {
+    pub name: &'static str,
+    pub signature: &'static str,
+    pub source: Source,
+}
+
+const fn prop(name: &'static str, signature: &'static str, source: Source) -> Property {
+    Property {
+        name,
+        signature,
+        source,
+    }
+}
+
+/// A table's D-Bus face.
+pub trait RowKind: Send + Sync + 'static {
+    const TABLE: TableId;
+    const INTERFACE: &'static str;
+    const PROPERTIES: &'static [Property];
+}
+
+pub struct BridgeKind;
+pub struct PortKind;
+pub struct InterfaceKind;
+
+impl RowKind for BridgeKind {
+    const TABLE: TableId = TableId::Bridge;
+    const INTERFACE: &'static str = "org.ovsdbus.Bridge1";
+    const PROPERTIES: &'static [Property] = &[
+        prop("Name", "s", Source::Name),
+        prop("Uuid", "s", Source::Uuid),
+        prop("Ports", "ao", Source::Children("ports", TableId::Port)),
+        prop("DatapathType", "s", Source::Column("datapath_type")),
+        prop("FailMode", "as", Source::Column("fail_mode")),
+        prop("ExternalIds", "a{ss}", Source::Column("external_ids")),
+        prop("OtherConfig", "a{ss}", Source::Column("other_config")),
+        prop("Columns", "a{sv}", Source::Columns),
+    ];
+}
+
+impl RowKind for PortKind {
+    const TABLE: TableId = TableId::Port;
+    const INTERFACE: &'static str = "org.ovsdbus.Port1";
+    const PROPERTIES: &'static [Property] = &[
+        prop("Name", "s", Source::Name),
+        prop("Uuid", "s", Source::Uuid),
+        prop("Bridge", "o", Source::Bridge),
+        prop(
+            "Interfaces",
+            "ao",
+            Source::Children("interfaces", TableId::Interface),
+        ),
+        prop("Tag", "ax", Source::Column("tag")),
+        prop("Trunks", "ax", Source::Column("trunks")),
+        prop("VlanMode", "as", Source::Column("vlan_mode")),
+        prop("ExternalIds", "a{ss}", Source::Column("external_ids")),
+        prop("Columns", "a{sv}", Source::Columns),
+    ];
+}
+
+impl RowKind for InterfaceKind {
+    const TABLE: TableId = TableId::Interface;
+    const INTERFACE: &'static str = "org.ovsdbus.Interface1";
+    const PROPERTIES: &'static [Property] = &[
+        prop("Name", "s", Source::Name),
+        prop("Uuid", "s", Source::Uuid),
+        prop("Port", "o", Source::Port),
+        prop("Bridge", "o", Source::Bridge),
+        prop("Type", "s", Source::Column("type")),
+        prop("Ofport", "ax", Source::Column("ofport")),
+        prop("OfportRequest", "ax", Source::Column("ofport_request")),
+        prop("LinkState", "as", Source::Column("link_state")),
+        prop("AdminState", "as", Source::Column("admin_state")),
+        prop("MacInUse", "as", Source::Column("mac_in_use")),
+        prop("Mtu", "ax", Source::Column("mtu")),
+        prop("Error", "as", Source::Column("error")),
+        prop("ExternalIds", "a{ss}", Source::Column("external_ids")),
+        prop("Options", "a{ss}", Source::Column("options")),
+        prop("Columns", "a{sv}", Source::Columns),
+    ];
+}
+
+/// The interface name and properties of a published table.
+pub fn describe(table: TableId) -> Option<(&'static str, &'static [Property])> {
+    match table {
+        TableId::Bridge => Some((BridgeKind::INTERFACE, BridgeKind::PROPERTIES)),
+        TableId::Port => Some((PortKind::INTERFACE, PortKind::PROPERTIES)),
+        TableId::Interface => Some((InterfaceKind::INTERFACE, InterfaceKind::PROPERTIES)),
+        TableId::Root => None,
+    }
+}
+
+/// `/org/ovsdbus/Relay1/<table>/<escaped name>`.
+pub fn row_path(table: TableId, name: &str) -> OwnedObjectPath {
+    let path = format!("{ROOT_PATH}/{}/{}", table.label(), encode_label(name));
+    OwnedObjectPath::try_from(path).expect("escaped labels always form a valid path")
+}
+
+fn root_path() -> OwnedObjectPath {
+    OwnedObjectPath::try_from("/").expect("/ is a path")
+}
+
+fn path_of(replica: &Replica, table: TableId, uuid: Option<Uuid>) -> OwnedObjectPath {
+    uuid.and_then(|u| replica.row(table, u))
+        .map(|row| row_path(table, &replica.name_of(table, row)))
+        .unwrap_or_else(root_path)
+}
+
+/// The value of one property of a row. Columns left out of the mirror give the type's
+/// empty value, so the signature never changes.
+pub fn property_value(
+    replica: &Replica,
+    table: TableId,
+    uuid: Uuid,
+    row: &Row,
+    property: &Property,
+) -> zbus::Result<Variant<'static>> {
+    let layout = replica.layout().table(table);
+    Ok(match property.source {
+        Source::Name => Variant::from(replica.name_of(table, row)),
+        Source::Uuid => Variant::from(uuid.to_string()),
+        Source::Column(column) => match layout.column_index(column) {
+            Some(i) => datum_variant(&layout.columns[i].ty, &row[i])?,
+            None => empty_value(property.signature)?,
+        },
+        Source::Children(column, child_table) => {
+            let paths: Vec<OwnedObjectPath> = replica
+                .column(table, row, column)
+                .map(|d| {
+                    d.uuids()
+                        .map(|u| path_of(replica, child_table, Some(u)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Variant::from(paths)
+        }
+        Source::Bridge => {
+            let port = match table {
+                TableId::Interface => replica.parent(TableId::Interface, uuid),
+                _ => Some(uuid),
+            };
+            let bridge = port.and_then(|p| replica.parent(TableId::Port, p));
+            Variant::from(path_of(replica, TableId::Bridge, bridge))
+        }
+        Source::Port => Variant::from(path_of(
+            replica,
+            TableId::Port,
+            replica.parent(TableId::Interface, uuid),
+        )),
+        Source::Columns => Variant::from(super::value::columns_dict(
+            layout,
+            row,
+            0..layout.columns.len(),
+        )?),
+    })
+}
+
+fn empty_value(signature: &str) -> zbus::Result<Variant<'static>> {
+    Ok(match signature {
+        "s" => Variant::from(String::new()),
+        "a{ss}" => Variant::from(HashMap::<String, String>::new()),
+        other => {
+            let signature = zbus::Signature::try_from(other).map_err(zbus::Error::from)?;
+            match signature {
+                zbus::Signature::Array(child) => {
+                    Variant::Array(zbus::Array::new(child.signature()))
+                }
+                _ => return Err(zbus::Error::Failure(format!("no empty value for {other}"))),
+            }
+        }
+    })
+}
+
+/// All properties of a row, as `GetAll` and `GetManagedObjects` return them.
+pub fn all_properties(
+    replica: &Replica,
+    table: TableId,
+    uuid: Uuid,
+) -> fdo::Result<HashMap<String, OwnedVariant>> {
+    let (_, properties) =
+        describe(table).ok_or_else(|| fdo::Error::Failed("no such table".into()))?;
+    let row = replica
+        .row(table, uuid)
+        .ok_or_else(|| fdo::Error::UnknownObject(format!("{table} row {uuid} is gone")))?;
+    properties
+        .iter()
+        .map(|p| {
+            Ok((
+                p.name.to_owned(),
+                owned(property_value(replica, table, uuid, row, p)?)?,
+            ))
+        })
+        .collect()
+}
+
+fn owned(value: Variant<'static>) -> fdo::Result<OwnedVariant> {
+    value
+        .try_into_owned()
+        .map_err(|e| fdo::Error::Failed(e.to_string()))
+}
+
+/// One row object. It holds the row's uuid and reads everything else from the replica.
+pub struct RowObject<K> {
+    uuid: Uuid,
+    shared: Arc<Shared>,
+    kind: PhantomData<K>,
+}
+
+impl<K: RowKind> RowObject<K> {
+    pub fn new(uuid: Uuid, shared: Arc<Shared>) -> Self {
+        Self {
+            uuid,
+            shared,
+            kind: PhantomData,
+        }
+    }
+}
+
+#[async_trait]
+impl<K: RowKind> Interface for RowObject<K> {
+    fn name() -> InterfaceName<'static> {
+        InterfaceName::from_static_str_unchecked(K::INTERFACE)
+    }
+
+    fn spawn_tasks_for_methods(&self) -> bool {
+        false
+    }
+
+    async fn get(
+        &self,
+        property_name: &str,
+        _server: &ObjectServer,
+        _connection: &Connection,
+        _header: Option<&Header<'_>>,
+        _emitter: &SignalEmitter<'_>,
+    ) -> Option<Result<OwnedVariant, zbus::BoxDBusError>> {
+        let property = K::PROPERTIES.iter().find(|p| p.name == property_name)?;
+        let value = self.shared.with_replica(|replica| {
+            let replica = replica.ok_or_else(|| fdo::Error::Failed("not synced".into()))?;
+            let row = replica
+                .row(K::TABLE, self.uuid)
+                .ok_or_else(|| fdo::Error::UnknownObject("row is gone".into()))?;
+            owned(property_value(replica, K::TABLE, self.uuid, row, property)?)
+        });
+        Some(value.map_err(Into::into))
+    }
+
+    async fn get_all(
+        &self,
+        _server: &ObjectServer,
+        _connection: &Connection,
+        _header: Option<&Header<'_>>,
+        _emitter: &SignalEmitter<'_>,
+    ) -> fdo::Result<HashMap<String, OwnedVariant>> {
+        self.shared.with_replica(|replica| {
+            let replica = replica.ok_or_else(|| fdo::Error::Failed("not synced".into()))?;
+            all_properties(replica, K::TABLE, self.uuid)
+        })
+    }
+
+    async fn set_mut(
+        &mut self,
+        property_name: &str,
+        _value: &Variant<'_>,
+        _server: &ObjectServer,
+        _connection: &Connection,
+        _header: Option<&Header<'_>>,
+        _emitter: &SignalEmitter<'_>,
+    ) -> Option<Result<(), zbus::BoxDBusError>> {
+        K::PROPERTIES.iter().find(|p| p.name == property_name)?;
+        let error = fdo::Error::PropertyReadOnly(format!("{property_name} is read-only"));
+        Some(Err(error.into()))
+    }
+
+    fn call<'call>(
+        &'call self,
+        _server: &'call ObjectServer,
+        _connection: &'call Connection,
+        _msg: &'call Message,
+        _name: MemberName<'call>,
+    ) -> DispatchResult<'call> {
+        DispatchResult::NotFound
+    }
+
+    fn call_mut<'call>(
+        &'call mut self,
+        _server: &'call ObjectServer,
+        _connection: &'call Connection,
+        _msg: &'call Message,
+        _name: MemberName<'call>,
+    ) -> DispatchResult<'call> {
+        DispatchResult::NotFound
+    }
+
+    fn introspect_to_writer(&self, writer: &mut dyn std::fmt::Write, level: usize) {
+        write_introspection(writer, level, K::INTERFACE, K::PROPERTIES);
+    }
+}
+
+fn write_introspection(
+    writer: &mut dyn std::fmt::Write,
+    level: usize,
+    name: &str,
+    properties: &[Property],
+) {
+    let pad = " ".repeat(level);
+    let _ = writeln!(writer, "{pad}<interface name=\"{name}\">");
+    for p in properties {
+        let emits = match p.source {
+            Source::Name | Source::Uuid => "const",
+            Source::Columns => "invalidates",
+            _ => "true",
+        };
+        let _ = writeln!(
+            writer,
+            "{pad}  <property name=\"{}\" type=\"{}\" access=\"read\">\n{pad}    <annotation name=\"org.freedesktop.DBus.Property.EmitsChangedSignal\" value=\"{emits}\"/>\n{pad}  </property>",
+            p.name, p.signature
+        );
+    }
+    let _ = writeln!(writer, "{pad}</interface>");
+}
+
+/// `GetManagedObjects` result: path → interface → property → value.
+pub type ManagedObjects = HashMap<OwnedObjectPath, HashMap<String, HashMap<String, OwnedVariant>>>;
+
+/// `org.freedesktop.DBus.ObjectManager` at the root. zbus's own implementation lists every
+/// intermediate node (`/org/ovsdbus/Relay1/port`) as an empty object; this one answers from
+/// the replica and lists only the row objects. Because it carries the standard interface
+/// name, zbus still emits `InterfacesAdded`/`InterfacesRemoved` as rows are registered.
+pub struct ObjectManager {
+    pub shared: Arc<Shared>,
+}
+
+#[zbus::interface(name = "org.freedesktop.DBus.ObjectManager")]
+impl ObjectManager {
+    fn get_managed_objects(&self) -> fdo::Result<ManagedObjects> {
+        self.shared.with_replica(|replica| {
+            let Some(replica) = replica else {
+                return Ok(ManagedObjects::new());
+            };
+            let mut objects = ManagedObjects::new();
+            for table in TableId::PUBLISHED {
+                let (interface, _) = describe(table).expect("published tables are described");
+                for (uuid, row) in replica.rows(table) {
+                    let properties = all_properties(replica, table, uuid)?;
+                    objects.insert(
+                        row_path(table, &replica.name_of(table, row)),
+                        HashMap::from([(interface.to_owned(), properties)]),
+                    );
+                }
+            }
+            Ok(objects)
+        })
+    }
+
+    #[zbus(signal)]
+    async fn interfaces_added(
+        emitter: &SignalEmitter<'_>,
+        object_path: zbus::ObjectPath<'_>,
+        interfaces_and_properties: HashMap<&str, HashMap<&str, Variant<'_>>>,
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    async fn interfaces_removed(
+        emitter: &SignalEmitter<'_>,
+        object_path: zbus::ObjectPath<'_>,
+        interfaces: Vec<&str>,
+    ) -> zbus::Result<()>;
+}
+
+/// Keeps the registered objects in step with the replica. Runs in the publisher, before the
+/// update's typed signals go out, so a subscriber reacting to `PortAdded` finds the object.
+pub struct Tree {
+    conn: Connection,
+    shared: Arc<Shared>,
+}
+
+/// How many object-level signals one update produced, for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TreeSignals {
+    pub objects: u64,
+    pub properties: u64,
+}
+
+impl Tree {
+    pub fn new(conn: Connection, shared: Arc<Shared>) -> Self {
+        Self { conn, shared }
+    }
+
+    /// Registers an object for every row (after the first snapshot).
+    pub async fn register_all(&self) -> zbus::Result<TreeSignals> {
+        let rows: Vec<(TableId, Uuid, String)> = self.shared.with_replica(|replica| {
+            let Some(replica) = replica else {
+                return Vec::new();
+            };
+            TableId::PUBLISHED
+                .into_iter()
+                .flat_map(|t| {
+                    replica
+                        .rows(t)
+                        .map(move |(u, row)| (t, u, replica.name_of(t, row)))
+                })
+                .collect()
+        });
+        let mut signals = TreeSignals::default();
+        for (table, uuid, name) in rows {
+            self.add(table, uuid, &name).await?;
+            signals.objects += 1;
+        }
+        Ok(signals)
+    }
+
+    /// Applies one change set: removals, then additions (a re-created row reuses its path),
+    /// then one batched `PropertiesChanged` per changed object.
+    pub async fn apply(&self, changes: &ChangeSet) -> zbus::Result<TreeSignals> {
+        let mut signals = TreeSignals::default();
+        for change in &changes.changes {
+            if let ChangeKind::Removed { .. } = change.kind {
+                let (interface, _) = describe(change.table).expect("published table");
+                let path = row_path(change.table, &change.name);
+                let name = InterfaceName::from_static_str_unchecked(interface);
+                self.conn.object_server().remove_named(&path, name).await?;
+                signals.objects += 1;
+            }
+        }
+        for change in &changes.changes {
+            if let ChangeKind::Added { .. } = change.kind {
+                self.add(change.table, change.uuid, &change.name).await?;
+                signals.objects += 1;
+            }
+        }
+        for (table, uuid, name, properties) in self.changed_properties(changes) {
+            self.emit_changed(table, uuid, &name, &properties).await?;
+            signals.properties += 1;
+        }
+        Ok(signals)
+    }
+
+    async fn add(&self, table: TableId, uuid: Uuid, name: &str) -> zbus::Result<()> {
+        let path = row_path(table, name);
+        let server = self.conn.object_server();
+        let shared = self.shared.clone();
+        let added = match table {
+            TableId::Bridge => server
+                .at(&path, RowObject::<BridgeKind>::new(uuid, shared))
+                .await?
+                .is_none(),
+            TableId::Port => server
+                .at(&path, RowObject::<PortKind>::new(uuid, shared))
+                .await?
+                .is_none(),
+            TableId::Interface => server
+                .at(&path, RowObject::<InterfaceKind>::new(uuid, shared))
+                .await?
+                .is_none(),
+            TableId::Root => true,
+        };
+        if !added {
+            tracing::warn!(%path, "object already registered");
+        }
+        Ok(())
+    }
+
+    /// Objects whose properties changed in this update, with the names of those properties.
+    /// Besides the rows' own columns, a row whose parent changed (a port moved to another
+    /// bridge) has new `Bridge`/`Port` paths even though its own columns did not change.
+    fn changed_properties(
+        &self,
+        changes: &ChangeSet,
+    ) -> Vec<(TableId, Uuid, String, Vec<&'static str>)> {
+        let mut out: Vec<(TableId, Uuid, String, Vec<&'static str>)> = Vec::new();
+        let fresh: std::collections::HashSet<Uuid> = changes
+            .changes
+            .iter()
+            .filter(|c| !matches!(c.kind, ChangeKind::Changed { .. }))
+            .map(|c| c.uuid)
+            .collect();
+        let mut reparented: Vec<(TableId, Uuid)> = Vec::new();
+        self.shared.with_replica(|replica| {
+            let Some(replica) = replica else { return };
+            let layout = replica.layout();
+            for change in &changes.changes {
+                let ChangeKind::Changed { old, new, columns } = &change.kind else {
+                    continue;
+                };
+                let (_, properties) = describe(change.table).expect("published table");
+                let table_layout = layout.table(change.table);
+                let changed_names: Vec<&str> = columns
+                    .iter()
+                    .map(|&i| table_layout.columns[i].name.as_str())
+                    .collect();
+                let names: Vec<&'static str> = properties
+                    .iter()
+                    .filter(|p| match p.source {
+                        Source::Column(c) | Source::Children(c, _) => changed_names.contains(&c),
+                        Source::Columns => true,
+                        _ => false,
+                    })
+                    .map(|p| p.name)
+                    .collect();
+                out.push((change.table, change.uuid, change.name.clone(), names));
+                let child_table = match change.table {
+                    TableId::Bridge => TableId::Port,
+                    TableId::Port => TableId::Interface,
+                    _ => continue,
+                };
+                let Some(children_column) = properties.iter().find_map(|p| match p.source {
+                    Source::Children(c, _) => Some(c),
+                    _ => None,
+                }) else {
+                    continue;
+                };
+                let Some(index) = table_layout.column_index(children_column) else {
+                    continue;
+                };
+                if !columns.contains(&index) {
+                    continue;
+                }
+                let before: std::collections::HashSet<Uuid> = old[index].uuids().collect();
+                let after: std::collections::HashSet<Uuid> = new[index].uuids().collect();
+                for child in before.symmetric_difference(&after) {
+                    if !fresh.contains(child) && replica.row(child_table, *child).is_some() {
+                        reparented.push((child_table, *child));
+                        if child_table == TableId::Port {
+                            let interfaces = replica
+                                .row(TableId::Port, *child)
+                                .and_then(|r| replica.column(TableId::Port, r, "interfaces"))
+                                .map(|d| d.uuids().collect::<Vec<_>>())
+                                .unwrap_or_default();
+                            reparented
+                                .extend(interfaces.into_iter().map(|i| (TableId::Interface, i)));
+                        }
+                    }
+                }
+            }
+            for (table, uuid) in reparented {
+                let Some(row) = replica.row(table, uuid) else {
+                    continue;
+                };
+                let names = match table {
+                    TableId::Port => vec!["Bridge"],
+                    _ => vec!["Port", "Bridge"],
+                };
+                out.push((table, uuid, replica.name_of(table, row), names));
+            }
+        });
+        out
+    }
+
+    async fn emit_changed(
+        &self,
+        table: TableId,
+        uuid: Uuid,
+        name: &str,
+        properties: &[&'static str],
+    ) -> zbus::Result<()> {
+        let (interface, specs) = describe(table).expect("published table");
+        let values: Vec<(&'static str, Variant<'static>)> =
+            self.shared.with_replica(|replica| {
+                let Some(replica) = replica else {
+                    return Ok(Vec::new());
+                };
+                let Some(row) = replica.row(table, uuid) else {
+                    return Ok(Vec::new());
+                };
+                specs
+                    .iter()
+                    .filter(|p| {
+                        properties.contains(&p.name) && !matches!(p.source, Source::Columns)
+                    })
+                    .map(|p| Ok((p.name, property_value(replica, table, uuid, row, p)?)))
+                    .collect::<zbus::Result<_>>()
+            })?;
+        let changed: HashMap<&str, Variant<'_>> = values.into_iter().collect();
+        let invalidated: Vec<&str> = properties
+            .iter()
+            .copied()
+            .filter(|p| *p == "Columns")
+            .collect();
+        let emitter = SignalEmitter::new(&self.conn, row_path(table, name))?;
+        fdo::Properties::properties_changed(
+            &emitter,
+            InterfaceName::from_static_str_unchecked(interface),
+            changed,
+            invalidated.into(),
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_use_the_escaped_name() {
+        assert_eq!(
+            row_path(TableId::Port, "br-int.1").as_str(),
+            "/org/ovsdbus/Relay1/port/br_2dint_2e1"
+        );
+        assert_eq!(
+            row_path(TableId::Interface, "").as_str(),
+            "/org/ovsdbus/Relay1/interface/_"
+        );
+    }
+
+    #[test]
+    fn empty_values_have_the_declared_signature() {
+        for kind in [
+            BridgeKind::PROPERTIES,
+            PortKind::PROPERTIES,
+            InterfaceKind::PROPERTIES,
+        ] {
+            for p in kind {
+                if matches!(p.source, Source::Column(_)) {
+                    let v = empty_value(p.signature).unwrap();
+                    assert_eq!(v.value_signature().to_string(), p.signature, "{}", p.name);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn introspection_lists_every_property_with_its_annotation() {
+        let mut xml = String::new();
+        write_introspection(&mut xml, 0, PortKind::INTERFACE, PortKind::PROPERTIES);
+        assert!(
+            xml.contains(r#"<property name="Tag" type="ax" access="read">"#),
+            "{xml}"
+        );
+        assert!(xml.contains(r#"value="invalidates""#));
+        assert_eq!(
+            xml.matches("<property ").count(),
+            PortKind::PROPERTIES.len()
+        );
+    }
+}

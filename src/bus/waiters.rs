@@ -1,0 +1,202 @@
+//! `WaitFor` / `WaitForRemoval` waiters.
+//!
+//! A waiter is checked against the replica and registered under one lock; the publisher
+//! takes the same lock after applying each update to wake the waiters of the rows it
+//! touched. So a change either happens before the check (and the check sees it) or after
+//! the registration (and the wake-up sees the waiter): there is no window in between.
+
+use super::error::MethodError;
+use super::read::row_dict;
+use super::relay::Shared;
+use super::value::VariantDict;
+use crate::replica::condition::Condition;
+use crate::replica::layout::TableId;
+use crate::replica::{ChangeSet, Replica};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use tokio::sync::oneshot;
+
+/// Waiters in the whole relay, and per D-Bus caller, before new ones are refused.
+pub const MAX_WAITERS: usize = 4096;
+pub const MAX_WAITERS_PER_CALLER: usize = 512;
+
+pub enum Want {
+    /// Every condition holds (none: the row exists).
+    Row(Vec<Condition>),
+    Removal,
+}
+
+pub enum Outcome {
+    Row(VariantDict),
+    Removed,
+}
+
+pub enum Registration {
+    Done(Outcome),
+    Pending {
+        id: u64,
+        reply: oneshot::Receiver<Outcome>,
+    },
+}
+
+type Key = (TableId, String);
+
+struct Waiter {
+    id: u64,
+    caller: String,
+    want: Want,
+    reply: oneshot::Sender<Outcome>,
+}
+
+#[derive(Default)]
+struct Inner {
+    next_id: u64,
+    by_row: HashMap<Key, Vec<Waiter>>,
+    per_caller: HashMap<String, usize>,
+    total: usize,
+}
+
+impl Inner {
+    fn forget(&mut self, caller: &str) {
+        self.total -= 1;
+        if let Some(n) = self.per_caller.get_mut(caller) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_caller.remove(caller);
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Waiters {
+    inner: Mutex<Inner>,
+}
+
+/// Whether `want` is met by the replica now.
+fn check(
+    replica: &Replica,
+    table: TableId,
+    name: &str,
+    want: &Want,
+) -> zbus::Result<Option<Outcome>> {
+    let row = replica.find(table, name);
+    Ok(match (want, row) {
+        (Want::Removal, None) => Some(Outcome::Removed),
+        (Want::Row(conditions), Some((uuid, row))) if conditions.iter().all(|c| c.holds(row)) => {
+            Some(Outcome::Row(row_dict(replica, table, uuid, row)?))
+        }
+        _ => None,
+    })
+}
+
+impl Waiters {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn register(
+        &self,
+        shared: &Shared,
+        table: TableId,
+        name: &str,
+        want: Want,
+        caller: &str,
+    ) -> Result<Registration, MethodError> {
+        let mut inner = self.lock();
+        let now = shared.with_replica(|replica| {
+            let replica = replica.ok_or_else(|| {
+                MethodError::NotConnected("the relay has not synced with OVSDB yet".into())
+            })?;
+            Ok::<_, MethodError>(check(replica, table, name, &want)?)
+        })?;
+        if let Some(outcome) = now {
+            return Ok(Registration::Done(outcome));
+        }
+        if inner.total >= MAX_WAITERS {
+            return Err(MethodError::LimitsExceeded(format!(
+                "{MAX_WAITERS} waiters already pending"
+            )));
+        }
+        if inner.per_caller.get(caller).copied().unwrap_or(0) >= MAX_WAITERS_PER_CALLER {
+            return Err(MethodError::LimitsExceeded(format!(
+                "{caller} already has {MAX_WAITERS_PER_CALLER} waiters pending"
+            )));
+        }
+        inner.next_id += 1;
+        let id = inner.next_id;
+        let (tx, rx) = oneshot::channel();
+        inner.total += 1;
+        *inner.per_caller.entry(caller.to_owned()).or_default() += 1;
+        inner
+            .by_row
+            .entry((table, name.to_owned()))
+            .or_default()
+            .push(Waiter {
+                id,
+                caller: caller.to_owned(),
+                want,
+                reply: tx,
+            });
+        Ok(Registration::Pending { id, reply: rx })
+    }
+
+    /// Drops a waiter that timed out or whose caller went away.
+    pub fn cancel(&self, table: TableId, name: &str, id: u64) {
+        let mut inner = self.lock();
+        let key = (table, name.to_owned());
+        let Some(list) = inner.by_row.get_mut(&key) else {
+            return;
+        };
+        let Some(pos) = list.iter().position(|w| w.id == id) else {
+            return;
+        };
+        let waiter = list.swap_remove(pos);
+        if list.is_empty() {
+            inner.by_row.remove(&key);
+        }
+        inner.forget(&waiter.caller);
+    }
+
+    pub fn pending(&self) -> usize {
+        self.lock().total
+    }
+
+    /// Wakes the waiters of every row the change set touched whose wish is now met.
+    pub fn wake(&self, shared: &Shared, changes: &ChangeSet) {
+        let mut inner = self.lock();
+        if inner.total == 0 {
+            return;
+        }
+        shared.with_replica(|replica| {
+            let Some(replica) = replica else { return };
+            for change in &changes.changes {
+                let key = (change.table, change.name.clone());
+                let Some(mut list) = inner.by_row.remove(&key) else {
+                    continue;
+                };
+                let mut kept = Vec::with_capacity(list.len());
+                let mut woken = Vec::new();
+                for waiter in list.drain(..) {
+                    match check(replica, key.0, &key.1, &waiter.want) {
+                        Ok(Some(outcome)) => {
+                            woken.push(waiter.caller.clone());
+                            let _ = waiter.reply.send(outcome);
+                        }
+                        Ok(None) => kept.push(waiter),
+                        Err(e) => {
+                            tracing::warn!("waiter check failed: {e}");
+                            kept.push(waiter);
+                        }
+                    }
+                }
+                for caller in woken {
+                    inner.forget(&caller);
+                }
+                if !kept.is_empty() {
+                    inner.by_row.insert(key, kept);
+                }
+            }
+        });
+    }
+}

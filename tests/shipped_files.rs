@@ -1,0 +1,951 @@
+//! The files under `dbus/` and `systemd/` exactly as they ship (SPEC §9, issue 5), checked
+//! by their real consumers:
+//!
+//! - `systemd-analyze verify` for the unit (only `ExecStart=` is pointed at the binary
+//!   cargo built, because verify insists that the command exists);
+//! - a system-bus-like `dbus-daemon` for the policies and the activation file: default-deny
+//!   like `/usr/share/dbus-1/system.conf`, with the shipped files included by their paths in
+//!   the source tree, and clients that drop privileges with `setpriv` to `nobody`, with and
+//!   without the `ovsdbus` group.
+//!
+//! The policy is checked twice: against a stand-in service that answers every call (so the
+//! whole matrix, including the openQA name, is covered independently of the write methods),
+//! and against the real relay on a real ovsdb-server.
+//!
+//! These tests need root (to create the `ovsdbus` group and to drop privileges), like
+//! the rest of the integration suite.
+
+mod common;
+
+use common::{COMMAND_TIMEOUT, Ovsdb, Relay, START_TIMEOUT, require, run_bounded, wait_until};
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+const RELAY_NAME: &str = "org.ovsdbus.Relay1";
+const RELAY_PATH: &str = "/org/ovsdbus/Relay1";
+const OPENQA_NAME: &str = "org.opensuse.os_autoinst.switch";
+const OPENQA_PATH: &str = "/switch";
+const UNIT_NAME: &str = "ovs-dbus-relay.service";
+const NOBODY: u32 = 65534;
+
+/// A file of the source tree, as it ships.
+fn shipped(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+// ---------------------------------------------------------------------------------------
+// Unit and activation files: a minimal reader for systemd's INI dialect
+// ---------------------------------------------------------------------------------------
+
+/// `[section] key` → every value in file order (keys such as `After=` may repeat).
+type Ini = BTreeMap<(String, String), Vec<String>>;
+
+/// Enough of systemd.syntax(7) for the shipped files: sections, `key=value`, `#`/`;`
+/// comments. Line continuations are rejected so that a value is never misread.
+fn parse_ini(text: &str) -> Ini {
+    let mut ini = Ini::new();
+    let mut section = String::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        assert!(
+            !line.ends_with('\\'),
+            "line {}: no continuation lines, please",
+            n + 1
+        );
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_owned();
+            continue;
+        }
+        let (key, value) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("line {}: not key=value: {line}", n + 1));
+        assert!(!section.is_empty(), "line {}: key outside a section", n + 1);
+        ini.entry((section.clone(), key.trim().to_owned()))
+            .or_default()
+            .push(value.trim().to_owned());
+    }
+    ini
+}
+
+/// The single value of `key` (panics if missing or repeated).
+fn one<'a>(ini: &'a Ini, section: &str, key: &str) -> &'a str {
+    match ini.get(&(section.to_owned(), key.to_owned())) {
+        Some(values) if values.len() == 1 => &values[0],
+        other => panic!("[{section}] {key}= must be set exactly once, found {other:?}"),
+    }
+}
+
+/// Every space-separated item of every `key=` line.
+fn items(ini: &Ini, section: &str, key: &str) -> Vec<String> {
+    ini.get(&(section.to_owned(), key.to_owned()))
+        .into_iter()
+        .flatten()
+        .flat_map(|v| v.split_whitespace().map(str::to_owned))
+        .collect()
+}
+
+fn unit_path() -> PathBuf {
+    shipped(&format!("systemd/{UNIT_NAME}"))
+}
+
+#[test]
+fn systemd_unit_passes_systemd_analyze_verify() {
+    let analyze = require("systemd-analyze", "systemd");
+    let original = read(&unit_path());
+
+    // verify fails when the ExecStart= command does not exist, and /usr/bin/ovs-dbus-relay
+    // is not installed here; point that one line at the binary under test and change
+    // nothing else. The unit file name is kept: verify derives the unit name (and checks
+    // Alias=) from it.
+    const EXEC: &str = "ExecStart=/usr/bin/ovs-dbus-relay run";
+    assert_eq!(
+        original.lines().filter(|l| l.trim() == EXEC).count(),
+        1,
+        "the unit must contain exactly one `{EXEC}` line"
+    );
+    let bin = common::relay_bin();
+    let rewritten = original.replace(EXEC, &format!("ExecStart={bin} run"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let unit = dir.path().join(UNIT_NAME);
+    fs::write(&unit, rewritten).expect("write unit copy");
+
+    // No stub units are needed: verify loads the unit's dependencies from the system
+    // unit path, and a unit named in Wants=/After= that does not exist (no Open vSwitch
+    // installed) is not an error. The man: reference in Documentation= is checked with
+    // man(1), which needs man-db and openvswitch-switch (for ovs-vswitchd.conf.db(5)).
+    let out = run_bounded(
+        Command::new(&analyze).arg("verify").arg(&unit),
+        COMMAND_TIMEOUT,
+    );
+    let stderr = text(&out.stderr);
+    let hint = if stderr.contains("Command 'man") {
+        "\n(man page check failed: `apt-get install man-db openvswitch-switch`)"
+    } else {
+        ""
+    };
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed ({}):\n{stderr}{}{hint}",
+        out.status,
+        text(&out.stdout)
+    );
+    // verify exits 0 on unknown keys and unparsable values ("..., ignoring."), so any
+    // diagnostic about our unit is a failure too. Lines about other units are the host's
+    // business.
+    let ours: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains(UNIT_NAME) || l.contains(&*unit.to_string_lossy()))
+        .collect();
+    assert!(
+        ours.is_empty(),
+        "systemd-analyze verify complained about the unit:\n{}",
+        ours.join("\n")
+    );
+
+    // The arguments of ExecStart= must be accepted by the binary, too.
+    let out = run_bounded(Command::new(bin).args(["run", "--help"]), COMMAND_TIMEOUT);
+    assert!(
+        out.status.success(),
+        "`{bin} run --help` failed: {}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn systemd_unit_has_the_required_settings() {
+    let ini = parse_ini(&read(&unit_path()));
+    let after = items(&ini, "Unit", "After");
+    let wants = items(&ini, "Unit", "Wants");
+    assert!(
+        after.contains(&"ovsdb-server.service".to_owned()),
+        "{after:?}"
+    );
+    assert!(
+        after.contains(&"ovs-vswitchd.service".to_owned()),
+        "{after:?}"
+    );
+    assert!(
+        wants.contains(&"ovsdb-server.service".to_owned()),
+        "{wants:?}"
+    );
+
+    // READY=1 comes from the relay after the first snapshot (tests/notify.rs).
+    assert_eq!(one(&ini, "Service", "Type"), "notify");
+    assert_eq!(one(&ini, "Service", "NotifyAccess"), "main");
+    assert_eq!(one(&ini, "Service", "BusName"), RELAY_NAME);
+    assert_eq!(
+        one(&ini, "Service", "ExecStart"),
+        "/usr/bin/ovs-dbus-relay run"
+    );
+    assert_eq!(
+        one(&ini, "Service", "EnvironmentFile"),
+        "-/etc/default/ovs-dbus-relay"
+    );
+    assert_eq!(one(&ini, "Service", "Restart"), "on-failure");
+    let watchdog: u64 = one(&ini, "Service", "WatchdogSec")
+        .parse()
+        .expect("WatchdogSec= in plain seconds");
+    assert!(watchdog >= 2, "WatchdogSec={watchdog} is too tight");
+
+    for (key, value) in [
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+        ("PrivateDevices", "yes"),
+        ("NoNewPrivileges", "yes"),
+        ("CapabilityBoundingSet", ""),
+        ("AmbientCapabilities", ""),
+        ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6"),
+        ("MemoryDenyWriteExecute", "yes"),
+        ("SystemCallFilter", "@system-service"),
+        ("User", "root"),
+    ] {
+        assert_eq!(one(&ini, "Service", key), value, "[Service] {key}=");
+    }
+    // Read-only everywhere: connecting to /run/openvswitch/db.sock needs no write access
+    // to its mount (systemd.exec(5)), so nothing is made writable.
+    assert!(
+        items(&ini, "Service", "ReadWritePaths").is_empty(),
+        "the relay writes no files"
+    );
+
+    assert_eq!(one(&ini, "Install", "WantedBy"), "multi-user.target");
+    assert_eq!(
+        one(&ini, "Install", "Alias"),
+        "dbus-org.ovsdbus.Relay1.service"
+    );
+}
+
+#[test]
+fn activation_file_names_the_unit() {
+    let path = shipped("dbus/org.ovsdbus.Relay1.service");
+    let ini = parse_ini(&read(&path));
+    let sections: Vec<&str> = ini.keys().map(|(s, _)| s.as_str()).collect();
+    assert!(
+        sections.iter().all(|s| *s == "D-BUS Service"),
+        "only [D-BUS Service]: {sections:?}"
+    );
+    let name = one(&ini, "D-BUS Service", "Name");
+    assert_eq!(name, RELAY_NAME);
+    // dbus-daemon only accepts a system service whose file is named after it.
+    assert_eq!(
+        path.file_name().and_then(|f| f.to_str()),
+        Some(format!("{name}.service").as_str())
+    );
+    assert_eq!(one(&ini, "D-BUS Service", "User"), "root");
+    let exec = one(&ini, "D-BUS Service", "Exec");
+    assert!(exec.starts_with('/'), "Exec= must be absolute: {exec}");
+    let unit = one(&ini, "D-BUS Service", "SystemdService");
+    assert_eq!(unit, UNIT_NAME);
+    assert!(
+        shipped(&format!("systemd/{unit}")).is_file(),
+        "SystemdService={unit} must be the shipped unit"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// A system-bus-like dbus-daemon
+// ---------------------------------------------------------------------------------------
+
+/// Creates the `ovsdbus` group once per test process and returns its gid. It must exist
+/// before a bus starts: dbus-daemon resolves `<policy group=...>` when it loads the
+/// configuration and ignores a group it cannot find.
+fn ovsdbus_gid() -> u32 {
+    static GID: OnceLock<u32> = OnceLock::new();
+    *GID.get_or_init(|| {
+        let groupadd = require("groupadd", "passwd");
+        // -f: succeed if the group exists already (other runs, or a real installation).
+        let out = run_bounded(
+            Command::new(groupadd).args(["-f", "--system", "ovsdbus"]),
+            COMMAND_TIMEOUT,
+        );
+        assert!(
+            out.status.success(),
+            "groupadd ovsdbus failed (the policy tests need root): {}",
+            text(&out.stderr)
+        );
+        let out = run_bounded(
+            Command::new(require("getent", "libc-bin")).args(["group", "ovsdbus"]),
+            COMMAND_TIMEOUT,
+        );
+        let line = text(&out.stdout);
+        line.split(':')
+            .nth(2)
+            .and_then(|gid| gid.trim().parse().ok())
+            .unwrap_or_else(|| panic!("cannot read the gid of ovsdbus from {line:?}"))
+    })
+}
+
+/// A private `dbus-daemon` configured like the system bus: connecting is open to all,
+/// owning names and method calls are denied unless a policy file punches a hole, and the
+/// shipped policy files are included from the source tree. The shipped `dbus/` directory
+/// is also its service directory, so the activation file is parsed by dbus-daemon itself.
+struct SystemBus {
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl SystemBus {
+    fn start() -> SystemBus {
+        let daemon = require("dbus-daemon", "dbus");
+        ovsdbus_gid();
+        // Short path (sockets are limited to 108 bytes), world-searchable so that clients
+        // running as nobody reach the socket.
+        let dir = tempfile::Builder::new()
+            .prefix("sysbus-")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+        let sock = dir.path().join("bus.sock");
+        // The default policy is /usr/share/dbus-1/system.conf's (dbus 1.14), minus what
+        // a private test bus cannot or need not do (user switch, fork, syslog, helper).
+        let config = format!(
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={sock}</listen>
+  <auth>EXTERNAL</auth>
+  <servicedir>{services}</servicedir>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus"
+           send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus"
+           send_interface="org.freedesktop.DBus.Properties"/>
+    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"
+          send_member="UpdateActivationEnvironment"/>
+  </policy>
+  <policy user="root">
+    <allow send_destination="org.freedesktop.DBus"
+           send_interface="org.freedesktop.DBus.Monitoring"/>
+  </policy>
+  <include>{relay_conf}</include>
+  <include>{openqa_conf}</include>
+</busconfig>
+"#,
+            sock = sock.display(),
+            services = shipped("dbus").display(),
+            relay_conf = shipped("dbus/org.ovsdbus.Relay1.conf").display(),
+            openqa_conf = shipped("dbus/org.opensuse.os_autoinst.switch.conf").display(),
+        );
+        let config_path = dir.path().join("system.conf");
+        fs::write(&config_path, config).expect("write system.conf");
+        let log_path = dir.path().join("bus.log");
+        let log = File::create(&log_path).expect("create bus.log");
+        let mut child = Command::new(&daemon)
+            .arg(format!("--config-file={}", config_path.display()))
+            .args(["--nofork", "--nopidfile"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", daemon.display()));
+        let up = wait_until(START_TIMEOUT, || {
+            sock.exists() || !matches!(child.try_wait(), Ok(None))
+        });
+        if !up || !matches!(child.try_wait(), Ok(None)) {
+            let _ = child.kill();
+            let _ = child.wait();
+            // A malformed or rejected policy file ends up here, with dbus-daemon's reason.
+            panic!(
+                "dbus-daemon did not start with the shipped policy files:\n{}",
+                read(&log_path)
+            );
+        }
+        SystemBus { dir, child }
+    }
+
+    fn address(&self) -> String {
+        format!("unix:path={}", self.dir.path().join("bus.sock").display())
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("bus.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for SystemBus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if thread::panicking() {
+            eprintln!("----- dbus-daemon log -----\n{}", self.log());
+        }
+    }
+}
+
+/// Who runs a client command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    Root,
+    /// uid/gid 65534, no supplementary groups.
+    Nobody,
+    /// uid/gid 65534 with `ovsdbus` as supplementary group.
+    NobodyInOvsdbus,
+}
+
+/// `program args...` run as `who` (through `setpriv` unless root).
+fn command_as(who: Who, program: &Path) -> Command {
+    let ids = [format!("--reuid={NOBODY}"), format!("--regid={NOBODY}")];
+    match who {
+        Who::Root => Command::new(program),
+        Who::Nobody => {
+            let mut cmd = Command::new(require("setpriv", "util-linux"));
+            cmd.args(ids).arg("--clear-groups").arg(program);
+            cmd
+        }
+        Who::NobodyInOvsdbus => {
+            let mut cmd = Command::new(require("setpriv", "util-linux"));
+            cmd.args(ids)
+                .arg(format!("--groups={}", ovsdbus_gid()))
+                .arg(program);
+            cmd
+        }
+    }
+}
+
+/// `dbus-send --print-reply --bus=ADDRESS --dest=DEST PATH IFACE.MEMBER ARGS...` as `who`.
+fn call_as(who: Who, address: &str, dest: &str, path: &str, method: &str, args: &[&str]) -> Output {
+    let mut cmd = command_as(who, &require("dbus-send", "dbus"));
+    cmd.arg(format!("--bus={address}"))
+        .arg("--print-reply")
+        .arg(format!("--dest={dest}"))
+        .arg(path)
+        .arg(method)
+        .args(args);
+    run_bounded(&mut cmd, COMMAND_TIMEOUT)
+}
+
+fn access_denied(out: &Output) -> bool {
+    text(&out.stderr).contains("org.freedesktop.DBus.Error.AccessDenied")
+}
+
+fn describe(who: Who, method: &str, out: &Output) -> String {
+    format!(
+        "{who:?} calling {method}: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        text(&out.stdout).trim(),
+        text(&out.stderr).trim()
+    )
+}
+
+/// Every org.ovsdbus.Switch1 method with arguments of the right types where dbus-send
+/// can express them (it cannot build `a{sv}`; the policy decides before any argument is
+/// looked at, so the denials do not depend on them).
+const SWITCH1_CALLS: &[(&str, &[&str])] = &[
+    ("org.ovsdbus.Switch1.AddBridge", &["string:br-new"]),
+    (
+        "org.ovsdbus.Switch1.DeleteBridge",
+        &["string:br-new", "boolean:true"],
+    ),
+    ("org.ovsdbus.Switch1.AddPort", &["string:br0", "string:p9"]),
+    (
+        "org.ovsdbus.Switch1.DeletePort",
+        &["string:p9", "boolean:true"],
+    ),
+    ("org.ovsdbus.Switch1.SetVlan", &["string:p1", "uint32:5"]),
+    ("org.ovsdbus.Switch1.ClearVlan", &["string:p1"]),
+    (
+        "org.ovsdbus.Switch1.SetExternalIds",
+        &[
+            "string:Port",
+            "string:p1",
+            "dict:string:string:k,v",
+            "array:string:old",
+        ],
+    ),
+];
+
+const OPENQA_CALLS: &[(&str, &[&str])] = &[
+    (
+        "org.opensuse.os_autoinst.switch.set_vlan",
+        &["string:tap0", "uint32:5"],
+    ),
+    (
+        "org.opensuse.os_autoinst.switch.unset_vlan",
+        &["string:tap0", "uint32:5"],
+    ),
+    ("org.opensuse.os_autoinst.switch.show", &[]),
+];
+
+// ---------------------------------------------------------------------------------------
+// The policy against a stand-in service
+// ---------------------------------------------------------------------------------------
+
+/// A root client owning both names and answering every method call with `"ok"`, so that
+/// a successful call proves the bus let it through and an error can only be the bus's.
+struct StandIn {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl StandIn {
+    fn start(address: &str) -> StandIn {
+        let address = address.to_owned();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            runtime.block_on(stand_in(&address, ready_tx, stop_rx));
+        });
+        match ready_rx.recv_timeout(START_TIMEOUT) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("stand-in service: {e}"),
+            Err(e) => panic!("stand-in service did not start: {e}"),
+        }
+        StandIn {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn stand_in(
+    address: &str,
+    ready: mpsc::Sender<Result<(), String>>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    use tokio_stream::StreamExt;
+    let setup = async {
+        let conn = zbus::connection::Builder::address(address).build().await?;
+        // Subscribed before the names are owned: no call can slip past.
+        let stream = zbus::MessageStream::from(&conn);
+        for name in [RELAY_NAME, OPENQA_NAME] {
+            let reply = conn
+                .request_name_with_flags(name, zbus::fdo::RequestNameFlags::DO_NOT_QUEUE)
+                .await?;
+            if reply != zbus::fdo::RequestNameReply::PrimaryOwner {
+                return Err(zbus::Error::Failure(format!("{name}: {reply:?}")));
+            }
+        }
+        Ok::<_, zbus::Error>((conn, stream))
+    };
+    let (conn, mut stream) = match setup.await {
+        Ok(ok) => {
+            let _ = ready.send(Ok(()));
+            ok
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e.to_string()));
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            message = stream.next() => match message {
+                Some(Ok(message)) if message.message_type() == zbus::message::Type::MethodCall => {
+                    let _ = conn.reply(&message.header(), &("ok",)).await;
+                }
+                Some(_) => {}
+                None => return,
+            },
+        }
+    }
+}
+
+#[test]
+fn dbus_daemon_loads_the_policies_and_the_activation_file() {
+    let bus = SystemBus::start();
+    let out = call_as(
+        Who::Nobody,
+        &bus.address(),
+        "org.freedesktop.DBus",
+        "/org/freedesktop/DBus",
+        "org.freedesktop.DBus.ListActivatableNames",
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        describe(Who::Nobody, "ListActivatableNames", &out)
+    );
+    assert!(
+        text(&out.stdout).contains(&format!("\"{RELAY_NAME}\"")),
+        "dbus-daemon did not load dbus/{RELAY_NAME}.service:\n{}\n{}",
+        text(&out.stdout),
+        bus.log()
+    );
+}
+
+#[test]
+fn policy_matrix_with_a_stand_in_service() {
+    let bus = SystemBus::start();
+    let address = bus.address();
+    // Root may own both names (StandIn::start fails otherwise).
+    let _service = StandIn::start(&address);
+
+    let allowed = |who: Who, dest: &str, path: &str, method: &str, args: &[&str]| {
+        let out = call_as(who, &address, dest, path, method, args);
+        assert!(
+            out.status.success() && text(&out.stdout).contains("\"ok\""),
+            "expected the call to be let through: {}",
+            describe(who, method, &out)
+        );
+    };
+    let denied = |who: Who, dest: &str, path: &str, method: &str, args: &[&str]| {
+        let out = call_as(who, &address, dest, path, method, args);
+        assert!(
+            access_denied(&out),
+            "expected AccessDenied: {}",
+            describe(who, method, &out)
+        );
+    };
+
+    // Reading is open to everyone, in every group.
+    let reads: &[(&str, &str, &[&str])] = &[
+        (
+            RELAY_PATH,
+            "org.freedesktop.DBus.Introspectable.Introspect",
+            &[],
+        ),
+        ("/", "org.freedesktop.DBus.Peer.Ping", &[]),
+        (
+            RELAY_PATH,
+            "org.freedesktop.DBus.Properties.Get",
+            &["string:org.ovsdbus.Relay1", "string:State"],
+        ),
+        (
+            "/org/ovsdbus/Relay1/bridge/br0",
+            "org.freedesktop.DBus.Properties.GetAll",
+            &["string:org.ovsdbus.Bridge1"],
+        ),
+        (
+            RELAY_PATH,
+            "org.freedesktop.DBus.ObjectManager.GetManagedObjects",
+            &[],
+        ),
+        (RELAY_PATH, "org.ovsdbus.Relay1.ListBridges", &[]),
+        (RELAY_PATH, "org.ovsdbus.Relay1.ListPorts", &["string:"]),
+        (
+            RELAY_PATH,
+            "org.ovsdbus.Relay1.GetRow",
+            &["string:Bridge", "string:br0"],
+        ),
+        (RELAY_PATH, "org.ovsdbus.Relay1.Show", &[]),
+        (
+            RELAY_PATH,
+            "org.ovsdbus.Relay1.WaitForRemoval",
+            &["string:Port", "string:p1", "uint32:10"],
+        ),
+    ];
+    for who in [Who::Root, Who::Nobody, Who::NobodyInOvsdbus] {
+        for (path, method, args) in reads {
+            allowed(who, RELAY_NAME, path, method, args);
+        }
+        allowed(
+            who,
+            OPENQA_NAME,
+            OPENQA_PATH,
+            "org.freedesktop.DBus.Introspectable.Introspect",
+            &[],
+        );
+    }
+
+    // Changing the switch: root and group ovsdbus only, on both names.
+    for (method, args) in SWITCH1_CALLS {
+        denied(Who::Nobody, RELAY_NAME, RELAY_PATH, method, args);
+        allowed(Who::NobodyInOvsdbus, RELAY_NAME, RELAY_PATH, method, args);
+        allowed(Who::Root, RELAY_NAME, RELAY_PATH, method, args);
+    }
+    for (method, args) in OPENQA_CALLS {
+        denied(Who::Nobody, OPENQA_NAME, OPENQA_PATH, method, args);
+        allowed(Who::NobodyInOvsdbus, OPENQA_NAME, OPENQA_PATH, method, args);
+        allowed(Who::Root, OPENQA_NAME, OPENQA_PATH, method, args);
+    }
+
+    // Properties.Set, interfaces the policy does not name, and owning the names stay
+    // closed to everyone but root, group ovsdbus included.
+    let set = [
+        "string:org.ovsdbus.Relay1",
+        "string:State",
+        "variant:string:ready",
+    ];
+    for who in [Who::Nobody, Who::NobodyInOvsdbus] {
+        denied(
+            who,
+            RELAY_NAME,
+            RELAY_PATH,
+            "org.freedesktop.DBus.Properties.Set",
+            &set,
+        );
+        denied(
+            who,
+            RELAY_NAME,
+            RELAY_PATH,
+            "org.example.Unlisted.Method",
+            &[],
+        );
+        for name in [RELAY_NAME, OPENQA_NAME] {
+            denied(
+                who,
+                "org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus.RequestName",
+                &[&format!("string:{name}"), "uint32:4"],
+            );
+        }
+    }
+    allowed(
+        Who::Root,
+        RELAY_NAME,
+        RELAY_PATH,
+        "org.freedesktop.DBus.Properties.Set",
+        &set,
+    );
+
+    // A method call may omit the interface; a service may then dispatch it by member
+    // name alone. Such calls must not be a way around the Switch1 rule.
+    for (who, expect_denied) in [
+        (Who::Nobody, true),
+        (Who::NobodyInOvsdbus, true),
+        (Who::Root, false),
+    ] {
+        let out = call_without_interface(who, &address, "SetVlan");
+        assert_eq!(
+            access_denied(&out),
+            expect_denied,
+            "interface-less SetVlan: {}",
+            describe(who, "SetVlan (no interface)", &out)
+        );
+    }
+}
+
+/// dbus-send and gdbus always set the interface; dbus-python leaves it out when asked
+/// to (python3-dbus is one of the project's test dependencies, see scripts/setup-deps.sh).
+fn call_without_interface(who: Who, address: &str, member: &str) -> Output {
+    const SCRIPT: &str = r#"
+import sys, dbus
+bus = dbus.bus.BusConnection(sys.argv[1])
+try:
+    print(bus.call_blocking(sys.argv[2], sys.argv[3], None, sys.argv[4], "", ()))
+except dbus.exceptions.DBusException as e:
+    sys.exit(e.get_dbus_name())
+"#;
+    // The system interpreter: python3-dbus is a Debian package, invisible to a pyenv or
+    // virtualenv python3 that may come first on PATH.
+    let python = Path::new("/usr/bin/python3");
+    assert!(
+        python.is_file(),
+        "/usr/bin/python3 not found: `apt-get install python3-dbus`"
+    );
+    let mut cmd = command_as(who, python);
+    cmd.args(["-c", SCRIPT, address, RELAY_NAME, RELAY_PATH, member]);
+    let out = run_bounded(&mut cmd, COMMAND_TIMEOUT);
+    assert!(
+        !text(&out.stderr).contains("No module named"),
+        "python3-dbus missing: `apt-get install python3-dbus`\n{}",
+        text(&out.stderr)
+    );
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// The policy with the real relay
+// ---------------------------------------------------------------------------------------
+
+/// A child process killed (and reaped) on drop.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `State` of the relay as root sees it, or `None` if it cannot be read yet.
+fn relay_state(address: &str) -> Option<String> {
+    let out = call_as(
+        Who::Root,
+        address,
+        RELAY_NAME,
+        RELAY_PATH,
+        "org.freedesktop.DBus.Properties.Get",
+        &["string:org.ovsdbus.Relay1", "string:State"],
+    );
+    let stdout = text(&out.stdout);
+    out.status
+        .success()
+        .then(|| stdout.split('"').nth(1).map(str::to_owned))
+        .flatten()
+}
+
+#[test]
+fn policy_with_the_real_relay() {
+    let db = Ovsdb::start();
+    db.vsctl(&["add-br", "br0"]);
+    db.vsctl(&["add-port", "br0", "p1"]);
+    let bus = SystemBus::start();
+    let address = bus.address();
+    // The relay runs as root, like the shipped unit, and must be able to own its name.
+    let mut relay = Relay::spawn(&db.remote(), &address, &[]);
+    let ready = wait_until(Duration::from_secs(20), || {
+        relay_state(&address).as_deref() == Some("ready")
+    });
+    assert!(
+        ready && relay.is_running(),
+        "relay did not become ready on the system-like bus:\n{}\n{}",
+        relay.log(),
+        bus.log()
+    );
+
+    // An unprivileged user reads state, rows and objects.
+    let read = |path: &str, method: &str, args: &[&str], expect: &str| {
+        let out = call_as(Who::Nobody, &address, RELAY_NAME, path, method, args);
+        assert!(
+            out.status.success() && text(&out.stdout).contains(expect),
+            "expected {expect:?}: {}",
+            describe(Who::Nobody, method, &out)
+        );
+    };
+    read(
+        RELAY_PATH,
+        "org.freedesktop.DBus.Properties.Get",
+        &["string:org.ovsdbus.Relay1", "string:State"],
+        "\"ready\"",
+    );
+    read(
+        RELAY_PATH,
+        "org.freedesktop.DBus.Properties.GetAll",
+        &["string:org.ovsdbus.Relay1"],
+        "State",
+    );
+    read(RELAY_PATH, "org.ovsdbus.Relay1.ListBridges", &[], "\"br0\"");
+    read(
+        RELAY_PATH,
+        "org.freedesktop.DBus.ObjectManager.GetManagedObjects",
+        &[],
+        "/org/ovsdbus/Relay1/port/p1",
+    );
+    read(
+        RELAY_PATH,
+        "org.freedesktop.DBus.Introspectable.Introspect",
+        &[],
+        "org.ovsdbus.Relay1",
+    );
+
+    // ... and receives the typed signals. dbus-monitor cannot become a monitor or
+    // eavesdrop as nobody; it then falls back to an ordinary match rule, which is exactly
+    // what an unprivileged subscriber uses.
+    let monitor_log = bus.dir.path().join("monitor.log");
+    let monitor_out = File::create(&monitor_log).expect("monitor log");
+    let monitor = command_as(Who::Nobody, &require("dbus-monitor", "dbus"))
+        .arg(format!("--address={address}"))
+        .arg(format!(
+            "type='signal',sender='{RELAY_NAME}',interface='org.ovsdbus.Relay1'"
+        ))
+        .stdin(Stdio::null())
+        .stdout(monitor_out)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start dbus-monitor");
+    let _monitor = Reaped(monitor);
+    // The match rule is in place at some unknown moment after the spawn: add bridges
+    // until one is seen (bounded), rather than guessing a delay.
+    let seen = (0..20).any(|n| {
+        db.vsctl(&["add-br", &format!("br-sig{n}")]);
+        wait_until(Duration::from_millis(500), || {
+            fs::read_to_string(&monitor_log)
+                .unwrap_or_default()
+                .contains("member=BridgeAdded")
+        })
+    });
+    assert!(
+        seen,
+        "nobody received no BridgeAdded signal:\n{}",
+        fs::read_to_string(&monitor_log).unwrap_or_default()
+    );
+
+    // Writes are refused to an unprivileged user, and Set is refused to everyone.
+    for (method, args) in SWITCH1_CALLS {
+        let out = call_as(Who::Nobody, &address, RELAY_NAME, RELAY_PATH, method, args);
+        assert!(
+            access_denied(&out),
+            "expected AccessDenied: {}",
+            describe(Who::Nobody, method, &out)
+        );
+    }
+    let out = call_as(
+        Who::Nobody,
+        &address,
+        RELAY_NAME,
+        RELAY_PATH,
+        "org.freedesktop.DBus.Properties.Set",
+        &[
+            "string:org.ovsdbus.Relay1",
+            "string:State",
+            "variant:string:x",
+        ],
+    );
+    assert!(
+        access_denied(&out),
+        "{}",
+        describe(Who::Nobody, "Set", &out)
+    );
+
+    // A member of group ovsdbus gets through the bus. TODO(issue 5): tighten to "the
+    // call succeeds and `tag` is 5" once org.ovsdbus.Switch1 is implemented; until then
+    // the relay itself may answer UnknownInterface/UnknownMethod, which still proves the
+    // policy let the call through.
+    let out = call_as(
+        Who::NobodyInOvsdbus,
+        &address,
+        RELAY_NAME,
+        RELAY_PATH,
+        "org.ovsdbus.Switch1.SetVlan",
+        &["string:p1", "uint32:5"],
+    );
+    assert!(
+        !access_denied(&out),
+        "group ovsdbus must pass the policy: {}",
+        describe(Who::NobodyInOvsdbus, "SetVlan", &out)
+    );
+    if out.status.success() {
+        assert_eq!(db.vsctl(&["get", "Port", "p1", "tag"]), "5");
+    }
+    assert!(relay.is_running(), "{}", relay.log());
+}
