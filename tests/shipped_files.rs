@@ -296,8 +296,7 @@ fn ovsdbus_gid() -> u32 {
 
 /// A private `dbus-daemon` configured like the system bus: connecting is open to all,
 /// owning names and method calls are denied unless a policy file punches a hole, and the
-/// shipped policy files are included from the source tree. The shipped `dbus/` directory
-/// is also its service directory, so the activation file is parsed by dbus-daemon itself.
+/// shipped policy files are included from the source tree.
 struct SystemBus {
     dir: tempfile::TempDir,
     child: Child,
@@ -305,6 +304,20 @@ struct SystemBus {
 
 impl SystemBus {
     fn start() -> SystemBus {
+        SystemBus::launch("")
+    }
+
+    /// Also with the shipped `dbus/` directory as service directory, so that dbus-daemon
+    /// itself parses the activation file. Not for tests that start the relay: a call
+    /// racing its start-up would activate Exec=/bin/false.
+    fn start_with_activation() -> SystemBus {
+        SystemBus::launch(&format!(
+            "<servicedir>{}</servicedir>",
+            shipped("dbus").display()
+        ))
+    }
+
+    fn launch(extra: &str) -> SystemBus {
         let daemon = require("dbus-daemon", "dbus");
         ovsdbus_gid();
         // Short path (sockets are limited to 108 bytes), world-searchable so that clients
@@ -324,7 +337,7 @@ impl SystemBus {
   <type>system</type>
   <listen>unix:path={sock}</listen>
   <auth>EXTERNAL</auth>
-  <servicedir>{services}</servicedir>
+  {extra}
   <policy context="default">
     <allow user="*"/>
     <deny own="*"/>
@@ -353,7 +366,6 @@ impl SystemBus {
 </busconfig>
 "#,
             sock = sock.display(),
-            services = shipped("dbus").display(),
             relay_conf = shipped("dbus/org.ovsdbus.Relay1.conf").display(),
             openqa_conf = shipped("dbus/org.opensuse.os_autoinst.switch.conf").display(),
         );
@@ -589,7 +601,7 @@ async fn stand_in(
 
 #[test]
 fn dbus_daemon_loads_the_policies_and_the_activation_file() {
-    let bus = SystemBus::start();
+    let bus = SystemBus::start_with_activation();
     let out = call_as(
         Who::Nobody,
         &bus.address(),
@@ -874,13 +886,14 @@ fn policy_with_the_real_relay() {
     let monitor_log = bus.dir.path().join("monitor.log");
     let monitor_out = File::create(&monitor_log).expect("monitor log");
     let monitor = command_as(Who::Nobody, &require("dbus-monitor", "dbus"))
-        .arg(format!("--address={address}"))
+        // dbus-monitor takes `--address ADDRESS`, not `--address=ADDRESS`.
+        .args(["--address", &address])
         .arg(format!(
             "type='signal',sender='{RELAY_NAME}',interface='org.ovsdbus.Relay1'"
         ))
         .stdin(Stdio::null())
-        .stdout(monitor_out)
-        .stderr(Stdio::null())
+        .stdout(monitor_out.try_clone().expect("monitor log handle"))
+        .stderr(monitor_out)
         .spawn()
         .expect("start dbus-monitor");
     let _monitor = Reaped(monitor);

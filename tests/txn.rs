@@ -14,7 +14,7 @@ use common::{COMMAND_TIMEOUT, Ovsdb, require, run_bounded};
 use ovs_dbus_relay::ovsdb::datum::Uuid;
 use ovs_dbus_relay::ovsdb::txn::{self, AddBridge, AddPort};
 use serde_json::{Value as Json, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::Command;
 
 // ---------------------------------------------------------------------------------------
@@ -56,8 +56,9 @@ fn apply(db: &Ovsdb, params: &Json) -> Json {
 fn apply_err(db: &Ovsdb, params: &Json) -> String {
     let before = snapshot(db);
     let reply = transact(db, params);
-    let err = txn::check_reply(&reply)
-        .expect_err(&format!("transaction {params} should fail, reply: {reply}"));
+    let Err(err) = txn::check_reply(&reply) else {
+        panic!("transaction {params} should fail, reply: {reply}");
+    };
     assert_eq!(
         before,
         snapshot(db),
@@ -169,7 +170,7 @@ fn assert_same(ours: &Ovsdb, theirs: &Ovsdb) {
             match (a.get(key), b.get(key)) {
                 (Some(x), Some(y)) if x == y => {}
                 (Some(x), Some(y)) => {
-                    for col in x.keys().chain(y.keys()) {
+                    for col in x.keys().chain(y.keys()).collect::<BTreeSet<_>>() {
                         if x.get(col) != y.get(col) {
                             diff.push_str(&format!(
                                 "{key}.{col}: relay {:?} vs ovs-vsctl {:?}\n",

@@ -9,8 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_stream::StreamExt;
 use zbus::message::Type as MessageType;
-use zbus::zvariant::OwnedObjectPath;
-use zbus::{Connection, MatchRule, MessageStream, OwnedVariant};
+use zbus::{Connection, MatchRule, MessageStream, OwnedObjectPath, OwnedVariant};
 
 pub const BUS_NAME: &str = "org.ovsdbus.Relay1";
 pub const ROOT: &str = "/org/ovsdbus/Relay1";
@@ -80,7 +79,10 @@ pub fn subscriber_main(address: &str) -> Result<(), String> {
                     .map(|(name, .., meta)| (Some(name), meta))
             };
             let (name, meta) = decoded.map_err(|e| format!("{member}: {e}"))?;
-            let seq = meta.get("seq").and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
+            let seq = meta
+                .get("seq")
+                .and_then(|v| u64::try_from(v).ok())
+                .unwrap_or(0);
             match name {
                 Some(name) => sink.event(at, seq, &member, &name),
                 None => sink.resync(at, seq),
@@ -116,9 +118,7 @@ impl Observer {
             while let Some(Ok(message)) = stream.next().await {
                 let at = now_usec();
                 let Ok((iface, changed, _)) =
-                    message
-                        .body()
-                        .deserialize::<(String, Dict, Vec<String>)>()
+                    message.body().deserialize::<(String, Dict, Vec<String>)>()
                 else {
                     continue;
                 };
@@ -127,7 +127,9 @@ impl Observer {
                     .and_then(|v| String::try_from(v.clone()).ok())
                     .is_some_and(|s| s == "ready");
                 if iface == IFACE && ready {
-                    seen.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(at);
+                    seen.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_or_insert(at);
                 }
             }
         });
@@ -181,7 +183,10 @@ impl Observer {
 
     /// Times `GetManagedObjects` on the root (until the reply is in; decoding it to
     /// count the objects is not timed). `Err` says why there is no number.
-    pub async fn get_managed_objects(&self, timeout: Duration) -> Result<(Duration, usize), String> {
+    pub async fn get_managed_objects(
+        &self,
+        timeout: Duration,
+    ) -> Result<(Duration, usize), String> {
         let started = Instant::now();
         let call = self.conn.call_method(
             Some(BUS_NAME),

@@ -88,7 +88,14 @@ impl Client {
                     error => Err(error.to_string()),
                 };
                 let id = message["id"].as_u64().unwrap_or(u64::MAX);
-                if tx.send(Reply { id, at_usec, result }).is_err() {
+                if tx
+                    .send(Reply {
+                        id,
+                        at_usec,
+                        result,
+                    })
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -205,8 +212,10 @@ pub fn add_ports_ops(bridge: &str, ports: &[NewPort]) -> Vec<Json> {
     let mut ops = Vec::with_capacity(2 * ports.len() + 1);
     let mut refs = Vec::with_capacity(ports.len());
     for (i, port) in ports.iter().enumerate() {
-        ops.push(json!({"op": "insert", "table": "Interface", "uuid-name": format!("i{i}"),
-                        "row": {"name": port.name}}));
+        ops.push(
+            json!({"op": "insert", "table": "Interface", "uuid-name": format!("i{i}"),
+                        "row": {"name": port.name}}),
+        );
         let row = json!({"name": port.name, "interfaces": ["named-uuid", format!("i{i}")]});
         // ovsdb-server resolves a forward named-uuid reference before it sees an explicit
         // uuid, so a port with a fixed uuid is referenced by that uuid instead.
@@ -222,15 +231,19 @@ pub fn add_ports_ops(bridge: &str, ports: &[NewPort]) -> Vec<Json> {
             }
         }
     }
-    ops.push(json!({"op": "mutate", "table": "Bridge", "where": where_name(bridge),
-                    "mutations": [["ports", "insert", ["set", refs]]]}));
+    ops.push(
+        json!({"op": "mutate", "table": "Bridge", "where": where_name(bridge),
+                    "mutations": [["ports", "insert", ["set", refs]]]}),
+    );
     ops
 }
 
 /// Detaches a port by uuid; ovsdb-server garbage-collects the Port and its Interface.
 pub fn delete_port_ops(bridge: &str, uuid: &str) -> Vec<Json> {
-    vec![json!({"op": "mutate", "table": "Bridge", "where": where_name(bridge),
-                "mutations": [["ports", "delete", ["set", [["uuid", uuid]]]]]})]
+    vec![
+        json!({"op": "mutate", "table": "Bridge", "where": where_name(bridge),
+                "mutations": [["ports", "delete", ["set", [["uuid", uuid]]]]]}),
+    ]
 }
 
 pub fn set_tag_op(port: &str, tag: u16) -> Json {
@@ -252,8 +265,10 @@ pub fn set_external_id_op(table: &str, name: &str, value: &str) -> Json {
 pub fn monitor_main(sock: &Path) -> Result<(), String> {
     let mut out = UnixStream::connect(sock).map_err(|e| format!("{}: {e}", sock.display()))?;
     let stream = out.try_clone().map_err(|e| e.to_string())?;
-    let requests: serde_json::Map<String, Json> =
-        TABLES.iter().map(|t| (t.to_string(), json!([{}]))).collect();
+    let requests: serde_json::Map<String, Json> = TABLES
+        .iter()
+        .map(|t| (t.to_string(), json!([{}])))
+        .collect();
     out.write_all(&request(
         json!("monitor"),
         "monitor_cond",

@@ -20,7 +20,10 @@ pub fn require(cmd: &str) -> PathBuf {
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
         .map(|dir| dir.join(cmd))
-        .find(|p| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
         .unwrap_or_else(|| panic!("{cmd} not found: {SETUP_HINT}"))
 }
 
@@ -102,10 +105,19 @@ fn wait_for_socket(guard: &mut Guard, sock: &Path, log: &Path) {
     while UnixStream::connect(sock).is_err() {
         let tail = || fs::read_to_string(log).unwrap_or_default();
         if let Some(status) = guard.exited() {
-            panic!("{} exited during start-up ({status}):\n{}", guard.name, tail());
+            panic!(
+                "{} exited during start-up ({status}):\n{}",
+                guard.name,
+                tail()
+            );
         }
         if Instant::now() >= deadline {
-            panic!("{} not listening on {} after {START_TIMEOUT:?}:\n{}", guard.name, sock.display(), tail());
+            panic!(
+                "{} not listening on {} after {START_TIMEOUT:?}:\n{}",
+                guard.name,
+                sock.display(),
+                tail()
+            );
         }
         thread::sleep(Duration::from_millis(10));
     }
@@ -115,7 +127,10 @@ fn wait_for_socket(guard: &mut Guard, sock: &Path, log: &Path) {
 pub fn start_ovsdb(dir: &Path) -> (Guard, PathBuf) {
     let server = require("ovsdb-server");
     let tool = require("ovsdb-tool");
-    assert!(Path::new(VSWITCH_SCHEMA).is_file(), "{VSWITCH_SCHEMA} missing: {SETUP_HINT}");
+    assert!(
+        Path::new(VSWITCH_SCHEMA).is_file(),
+        "{VSWITCH_SCHEMA} missing: {SETUP_HINT}"
+    );
     fs::create_dir_all(dir).expect("create the ovsdb directory");
     let env = [("OVS_RUNDIR", dir), ("OVS_LOGDIR", dir), ("OVS_DBDIR", dir)];
     let db = dir.join("conf.db");
@@ -184,7 +199,13 @@ pub fn start_bus(dir: &Path) -> (Guard, String) {
 
 /// Starts the relay as a user would, logging to `log`. Inherited `OVS_DBUS_RELAY_*`
 /// variables are dropped so the environment cannot change what is measured.
-pub fn start_relay(bin: &Path, db_sock: &Path, bus: &str, notify: Option<&Path>, log: &Path) -> Guard {
+pub fn start_relay(
+    bin: &Path,
+    db_sock: &Path,
+    bus: &str,
+    notify: Option<&Path>,
+    log: &Path,
+) -> Guard {
     let mut cmd = Command::new(bin);
     cmd.arg("run")
         .arg("--db")
@@ -209,7 +230,11 @@ pub fn start_relay(bin: &Path, db_sock: &Path, bus: &str, notify: Option<&Path>,
 /// This benchmark binary again, in one of its hidden subscriber modes.
 pub fn spawn_self(name: &'static str, args: &[&str]) -> Guard {
     let exe = std::env::current_exe().expect("path of the benchmark binary");
-    Guard::spawn(name, Command::new(exe).args(args).stdout(Stdio::piped()), false)
+    Guard::spawn(
+        name,
+        Command::new(exe).args(args).stdout(Stdio::piped()),
+        false,
+    )
 }
 
 /// The release relay. `cargo bench` builds the benchmark, not necessarily a current
@@ -226,7 +251,11 @@ pub fn relay_binary() -> PathBuf {
         .stderr(Stdio::inherit())
         .output()
         .expect("run cargo build");
-    assert!(output.status.success(), "cargo build --release failed: {}", output.status);
+    assert!(
+        output.status.success(),
+        "cargo build --release failed: {}",
+        output.status
+    );
     let executable = String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
@@ -256,8 +285,15 @@ fn clock_ticks_per_second() -> u64 {
 pub fn cpu_time(pid: u32) -> Duration {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised command name, which may itself contain spaces.
-    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
     Duration::from_nanos(ticks * 1_000_000_000 / clock_ticks_per_second())
 }
 

@@ -138,11 +138,23 @@ impl Row {
 
 /// Markdown table (readable in a terminal, pasteable into BENCHMARKS.md).
 pub fn table(rows: &[Row]) -> String {
-    let header = ["row", "metric", "relay (a)", "direct (b)", "a/b", "target", "status"];
+    let header = [
+        "row",
+        "metric",
+        "relay (a)",
+        "direct (b)",
+        "a/b",
+        "target",
+        "status",
+    ];
     let mut lines: Vec<[String; 7]> = Vec::new();
     for row in rows {
         for (i, m) in row.metrics.iter().enumerate() {
-            let title = if i == 0 { row.title.clone() } else { String::new() };
+            let title = if i == 0 {
+                row.title.clone()
+            } else {
+                String::new()
+            };
             let name = if m.unit.is_empty() {
                 m.name.clone()
             } else {
@@ -154,7 +166,9 @@ pub fn table(rows: &[Row]) -> String {
                 m.a.text(),
                 m.b.text(),
                 m.ratio().map_or_else(String::new, |r| format!("{r:.2}")),
-                m.target.as_ref().map_or_else(String::new, |t| t.text.clone()),
+                m.target
+                    .as_ref()
+                    .map_or_else(String::new, |t| t.text.clone()),
                 m.status().to_owned(),
             ]);
         }
