@@ -20,6 +20,8 @@ use std::collections::HashMap;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 use support::dbus::Observer;
@@ -145,6 +147,18 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Runs one phase with progress on stderr, so a slow or stuck phase is easy to spot.
+fn timed<T>(what: &str, phase: impl FnOnce() -> T) -> T {
+    eprintln!("bench: {what} ...");
+    let began = Instant::now();
+    let result = phase();
+    eprintln!(
+        "bench: {what} done in {:.1} s",
+        began.elapsed().as_secs_f64()
+    );
+    result
+}
+
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -200,19 +214,17 @@ fn run(scale: Scale, json_path: &Path) {
     );
 
     let (latency, throughput, burst, idle) = {
-        let mut live = Live::start(&ctx);
-        eprintln!("bench: 1/5 light-load latency");
-        let latency = light_latency(&ctx, &mut live);
-        eprintln!("bench: 2/5 sustained throughput");
-        let throughput = sustained_throughput(&ctx, &mut live);
-        eprintln!("bench: 3/5 burst");
-        let burst = burst(&ctx, &mut live);
-        eprintln!("bench: 5/5 idle");
-        let idle = idle(&ctx, &mut live);
-        (latency, throughput, burst, idle)
+        let mut live = timed("set-up", || Live::start(&ctx));
+        (
+            timed("1/5 light-load latency", || light_latency(&ctx, &mut live)),
+            timed("2/5 sustained throughput", || {
+                sustained_throughput(&ctx, &mut live)
+            }),
+            timed("3/5 burst", || burst(&ctx, &mut live)),
+            timed("5/5 idle", || idle(&ctx, &mut live)),
+        )
     };
-    eprintln!("bench: 4/5 start-up");
-    let startup = startup(&ctx);
+    let startup = timed("4/5 start-up", || startup(&ctx));
     let rows = [latency, throughput, burst, startup, idle];
 
     let table = report::table(&rows);
@@ -729,24 +741,49 @@ fn idle(ctx: &Ctx, live: &mut Live) -> Row {
 // Row 4: start-up
 // ---------------------------------------------------------------------------------------
 
-/// Listens on a `NOTIFY_SOCKET` and records when `READY=1` arrives, until `deadline`.
-fn listen_for_ready(sock: UnixDatagram, deadline: Instant) -> thread::JoinHandle<Option<u64>> {
-    thread::spawn(move || {
-        let mut buf = vec![0u8; 4096];
-        let _ = sock.set_read_timeout(Some(Duration::from_millis(50)));
-        while Instant::now() < deadline {
-            if let Ok(n) = sock.recv(&mut buf) {
-                let at = now_usec();
-                if String::from_utf8_lossy(&buf[..n])
-                    .lines()
-                    .any(|l| l == "READY=1")
-                {
-                    return Some(at);
+/// Listens on a `NOTIFY_SOCKET` for `READY=1`, as systemd would.
+struct ReadyListener {
+    stop: Arc<AtomicBool>,
+    ready: mpsc::Receiver<u64>,
+    thread: thread::JoinHandle<()>,
+}
+
+impl ReadyListener {
+    fn start(sock: UnixDatagram) -> ReadyListener {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, ready) = mpsc::channel();
+        let stopped = stop.clone();
+        let thread = thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            // The timeout only bounds how late the thread notices `stop`.
+            let _ = sock.set_read_timeout(Some(Duration::from_millis(50)));
+            while !stopped.load(Ordering::Relaxed) {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    let at = now_usec();
+                    if String::from_utf8_lossy(&buf[..n])
+                        .lines()
+                        .any(|l| l == "READY=1")
+                    {
+                        let _ = tx.send(at);
+                        return;
+                    }
                 }
             }
+        });
+        ReadyListener {
+            stop,
+            ready,
+            thread,
         }
-        None
-    })
+    }
+
+    /// When `READY=1` arrived, waiting at most `timeout` more for it.
+    fn finish(self, timeout: Duration) -> Option<u64> {
+        let at = self.ready.recv_timeout(timeout).ok();
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+        at
+    }
 }
 
 fn startup(ctx: &Ctx) -> Row {
@@ -767,11 +804,7 @@ fn startup(ctx: &Ctx) -> Row {
     let notify = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
     let relay_log = dir.join("relay.log");
     let ready_timeout = Duration::from_secs(30);
-    // READY=1 may come a little after State=ready, or not at all before sd_notify support.
-    let notified = listen_for_ready(
-        notify,
-        Instant::now() + ready_timeout + Duration::from_secs(3),
-    );
+    let notified = ReadyListener::start(notify);
     ctx.observer.reset();
     let spawned = now_usec();
     let mut relay = procs::start_relay(
@@ -789,7 +822,8 @@ fn startup(ctx: &Ctx) -> Row {
         );
     }
     let rss_ready = procs::peak_rss_mb(relay.pid());
-    let notified = notified.join().ok().flatten();
+    // READY=1 may come a little after State=ready, or not at all before sd_notify support.
+    let notified = notified.finish(Duration::from_secs(2));
     let gmo = ctx
         .runtime
         .block_on(ctx.observer.get_managed_objects(Duration::from_secs(30)));

@@ -20,6 +20,8 @@ pub struct Config {
     pub bus: BusTarget,
     /// `None`: no metrics endpoint (`--metrics-listen off`).
     pub metrics_listen: Option<SocketAddr>,
+    /// `Some(bridge)` with `--openqa-compat`: also serve the openQA switch API for it.
+    pub openqa_bridge: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +57,12 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         .collect::<Vec<_>>()
         .join(",");
     let shared = Shared::new(remotes, metrics.clone());
-    let conn = bus::connect(&config.bus, shared.clone()).await?;
+    let (client_tx, client) = watch::channel(None);
+    let writer = bus::switch::Writer {
+        shared: shared.clone(),
+        client,
+    };
+    let conn = bus::connect(&config.bus, writer, config.openqa_bridge).await?;
     metrics.dbus_connected.set(1);
     tracing::info!(bus = %config.bus, name = bus::BUS_NAME, "owning bus name");
 
@@ -92,7 +99,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     )
     .await?;
     let publisher = tokio::spawn(publisher.run());
-    let session = Session::new(config.session, events_tx, resync, metrics).run();
+    let session = Session::new(config.session, events_tx, resync, metrics, client_tx).run();
 
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(RunError::Signals)?;

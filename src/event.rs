@@ -41,6 +41,9 @@ pub struct Received {
     pub usec: u64,
     /// The server's transaction id (`update3`, monitor_cond_since), when it gives one.
     pub txn: Option<String>,
+    /// Position in the process-wide notification stream; once applied, every reply with
+    /// a watermark up to it is reflected in the replica.
+    pub index: u64,
 }
 
 #[derive(Debug)]

@@ -4,6 +4,7 @@
 //! change computation) → `bus` (one publisher task emitting signals and updating objects).
 
 pub mod bus;
+pub mod cli;
 pub mod daemon;
 pub mod event;
 pub mod metrics;

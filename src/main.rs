@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use ovs_dbus_relay::bus::BusTarget;
+use ovs_dbus_relay::cli;
 use ovs_dbus_relay::daemon::{self, Config};
 use ovs_dbus_relay::ovsdb::remote::Remote;
 use ovs_dbus_relay::ovsdb::session::SessionConfig;
@@ -20,6 +21,12 @@ struct Cli {
 enum Command {
     /// Run the relay daemon.
     Run(RunArgs),
+    /// Print the relay's signals as they arrive (Ctrl-C to stop).
+    Watch(cli::watch::WatchArgs),
+    /// Wait until a row meets conditions (exit 0), or time out (exit 1).
+    Wait(cli::wait::WaitArgs),
+    /// Show bridges, ports and interfaces like `ovs-vsctl show`.
+    Show(cli::show::ShowArgs),
 }
 
 #[derive(Args)]
@@ -55,6 +62,12 @@ struct RunArgs {
     /// always left out).
     #[arg(long, env = "OVS_DBUS_RELAY_EXCLUDE_COLUMNS", value_delimiter = ';')]
     exclude_columns: Vec<String>,
+    /// Also serve os-autoinst-openvswitch's API (org.opensuse.os_autoinst.switch on /switch).
+    #[arg(long, env = "OVS_DBUS_RELAY_OPENQA_COMPAT")]
+    openqa_compat: bool,
+    /// The bridge whose taps the openQA API manages.
+    #[arg(long, env = "OVS_DBUS_RELAY_OPENQA_BRIDGE", default_value = "br0")]
+    openqa_bridge: String,
 }
 
 fn seconds(name: &str, value: f64) -> Result<Duration, String> {
@@ -95,20 +108,29 @@ impl RunArgs {
             },
             bus,
             metrics_listen,
+            openqa_bridge: self.openqa_compat.then_some(self.openqa_bridge),
         })
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The daemon logs at info; the client commands keep stderr for their own messages.
+    let default_level = match cli.command {
+        Command::Run(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
+        Command::Watch(args) => return cli::execute(cli::watch::run(args)),
+        Command::Wait(args) => return cli::execute(cli::wait::run(args)),
+        Command::Show(args) => return cli::execute(cli::show::run(args)),
         Command::Run(args) => args.config().and_then(|config| {
             let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;
             runtime

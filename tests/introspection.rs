@@ -50,7 +50,7 @@ async fn shipped_introspection_matches_the_service() {
     .unwrap();
     let db = Ovsdb::start();
     let bus = Bus::start();
-    let _relay = Relay::spawn(&db.remote(), &bus.address(), &[]);
+    let _relay = Relay::spawn(&db.remote(), &bus.address(), &["--openqa-compat"]);
     let sub = Subscriber::connect(&bus.address()).await;
     sub.wait_ready(Duration::from_secs(10)).await;
     db.vsctl(&["add-br", "br0"]);
@@ -68,8 +68,19 @@ async fn shipped_introspection_matches_the_service() {
     }
 
     let root = introspect(&sub.conn, ROOT).await;
+    let openqa = zbus::fdo::IntrospectableProxy::builder(&sub.conn)
+        .destination("org.opensuse.os_autoinst.switch")
+        .path("/switch")
+        .build()
+        .await
+        .unwrap()
+        .introspect()
+        .await
+        .unwrap();
     let cases = [
         ("org.ovsdbus.Relay1", root.clone()),
+        ("org.ovsdbus.Switch1", root.clone()),
+        ("org.opensuse.os_autoinst.switch", openqa),
         ("org.ovsdbus.Bridge1", introspect(&sub.conn, &bridge).await),
         (
             "org.ovsdbus.Port1",
@@ -92,7 +103,10 @@ async fn shipped_introspection_matches_the_service() {
         .filter(|l| l.trim_start().starts_with("<interface name="))
     {
         let name = line.split('"').nth(1).unwrap();
-        assert!(name.starts_with("org.ovsdbus."), "{name}");
+        assert!(
+            name.starts_with("org.ovsdbus.") || name == "org.opensuse.os_autoinst.switch",
+            "{name}"
+        );
     }
     assert!(root.contains("org.freedesktop.DBus.ObjectManager"));
 }

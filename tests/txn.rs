@@ -297,11 +297,7 @@ fn delete_bridge_matches_del_br() {
     ];
     let (ours, theirs) = pair(setup);
     let br0 = uuid_of(&ours, "Bridge", "br0");
-    let ports: Vec<Uuid> = ["br0", "p1", "p2"]
-        .iter()
-        .map(|p| uuid_of(&ours, "Port", p))
-        .collect();
-    apply(&ours, &txn::delete_bridge(root(&ours), br0, &ports));
+    apply(&ours, &txn::delete_bridge(root(&ours), br0));
     theirs.vsctl(&["del-br", "br0"]);
     assert_same(&ours, &theirs);
     // The bridge's ports and interfaces were garbage-collected.
@@ -345,7 +341,7 @@ fn delete_bridge_also_drops_its_flow_sample_collector_sets() {
     ];
     let (ours, theirs) = pair(setup);
     let br0 = uuid_of(&ours, "Bridge", "br0");
-    apply(&ours, &txn::delete_bridge(root(&ours), br0, &[]));
+    apply(&ours, &txn::delete_bridge(root(&ours), br0));
     let fscs = theirs.vsctl(&[
         "--bare",
         "--columns=_uuid",
@@ -412,11 +408,11 @@ fn delete_bridge_with_stale_uuid_fails() {
     let (ours, _) = pair(&[&["add-br", "br0"], &["add-br", "br1"]]);
     let br0 = uuid_of(&ours, "Bridge", "br0");
     ours.vsctl(&["del-br", "br0"]);
-    let err = apply_err(&ours, &txn::delete_bridge(root(&ours), br0, &[]));
+    let err = apply_err(&ours, &txn::delete_bridge(root(&ours), br0));
     assert_eq!(err, "timed out: \"where\" clause test failed");
     // Re-created under the same name: the old uuid is still stale.
     ours.vsctl(&["add-br", "br0"]);
-    let err = apply_err(&ours, &txn::delete_bridge(root(&ours), br0, &[]));
+    let err = apply_err(&ours, &txn::delete_bridge(root(&ours), br0));
     assert!(err.starts_with("timed out"), "{err}");
 }
 
@@ -868,7 +864,7 @@ fn life_cycle_from_relay_transactions_only() {
     theirs.vsctl(&["del-port", "br0", "tap1"]);
     assert_same(&ours, &theirs);
 
-    apply(&ours, &txn::delete_bridge(root(&ours), br0, &[tap0]));
+    apply(&ours, &txn::delete_bridge(root(&ours), br0));
     theirs.vsctl(&["del-br", "br0"]);
     assert_same(&ours, &theirs);
     assert!(names(&ours, "Interface").is_empty());

@@ -4,15 +4,16 @@
 pub mod error;
 pub mod escape;
 pub mod objects;
+pub mod openqa;
 pub mod publisher;
 pub mod read;
 pub mod relay;
+pub mod switch;
 pub mod value;
 pub mod waiters;
 
-use relay::{RelayInterface, Shared};
+use relay::RelayInterface;
 use std::fmt;
-use std::sync::Arc;
 
 pub const BUS_NAME: &str = "org.ovsdbus.Relay1";
 pub const ROOT_PATH: &str = "/org/ovsdbus/Relay1";
@@ -27,6 +28,16 @@ pub const METHODS: &[&str] = &[
     "Show",
     "WaitFor",
     "WaitForRemoval",
+    "AddBridge",
+    "DeleteBridge",
+    "AddPort",
+    "DeletePort",
+    "SetVlan",
+    "ClearVlan",
+    "SetExternalIds",
+    "set_vlan",
+    "unset_vlan",
+    "show",
 ];
 
 /// Which bus to join: `system`, `session`, or a D-Bus address.
@@ -75,15 +86,28 @@ pub enum BusError {
     NameTaken(BusTarget),
     #[error("cannot connect to the {0}: {1}")]
     Connect(BusTarget, zbus::Error),
+    #[error("{name} is already owned on the {target} (is os-autoinst-openvswitch running?)")]
+    OpenQaNameTaken {
+        name: &'static str,
+        target: BusTarget,
+    },
+    #[error("cannot serve {name} on the {target}: {error}")]
+    OpenQa {
+        name: &'static str,
+        target: BusTarget,
+        error: zbus::Error,
+    },
 }
 
 /// Connects, serves the root object and owns the well-known name without allowing it to be
 /// taken over, and without taking it from a running instance.
 pub async fn connect(
     target: &BusTarget,
-    shared: Arc<Shared>,
+    writer: switch::Writer,
+    openqa_bridge: Option<String>,
 ) -> Result<zbus::Connection, BusError> {
-    target
+    let shared = writer.shared.clone();
+    let conn = target
         .builder()
         .serve_at(
             ROOT_PATH,
@@ -92,6 +116,12 @@ pub async fn connect(
             },
         )
         .serve_at(ROOT_PATH, objects::ObjectManager { shared })
+        .serve_at(
+            ROOT_PATH,
+            switch::SwitchInterface {
+                writer: writer.clone(),
+            },
+        )
         .name(BUS_NAME)
         .allow_name_replacements(false)
         .replace_existing_names(false)
@@ -100,7 +130,40 @@ pub async fn connect(
         .map_err(|e| match e {
             zbus::Error::NameTaken => BusError::NameTaken(target.clone()),
             other => BusError::Connect(target.clone(), other),
-        })
+        })?;
+    if let Some(bridge) = openqa_bridge {
+        serve_openqa(&conn, target, writer, bridge).await?;
+    }
+    Ok(conn)
+}
+
+/// Serves `org.opensuse.os_autoinst.switch` at `/switch` and owns that name as well, with
+/// the same no-replacement rule as the main name.
+async fn serve_openqa(
+    conn: &zbus::Connection,
+    target: &BusTarget,
+    writer: switch::Writer,
+    bridge: String,
+) -> Result<(), BusError> {
+    let name = openqa::OPENQA_NAME;
+    let error = |error| BusError::OpenQa {
+        name,
+        target: target.clone(),
+        error,
+    };
+    conn.object_server()
+        .at(openqa::OPENQA_PATH, openqa::OpenQaSwitch { writer, bridge })
+        .await
+        .map_err(error)?;
+    let flags = zbus::fdo::RequestNameFlags::DO_NOT_QUEUE;
+    match conn.request_name_with_flags(name, flags).await {
+        Ok(_) => Ok(()),
+        Err(zbus::Error::NameTaken) => Err(BusError::OpenQaNameTaken {
+            name,
+            target: target.clone(),
+        }),
+        Err(e) => Err(error(e)),
+    }
 }
 
 #[cfg(test)]

@@ -83,6 +83,19 @@ impl Publisher {
     }
 
     async fn handle(&mut self, event: Event) {
+        let index = match &event {
+            Event::Snapshot { received, .. } | Event::Update { received, .. } => {
+                Some(received.index)
+            }
+            Event::State { .. } => None,
+        };
+        self.apply(event).await;
+        if let Some(index) = index {
+            self.shared.mark_applied(index);
+        }
+    }
+
+    async fn apply(&mut self, event: Event) {
         match event {
             Event::State { state, remote } => {
                 let remote_changed = self.shared.status().remote != remote;

@@ -24,6 +24,9 @@ pub struct Shared {
     pub status: Mutex<Status>,
     pub waiters: Waiters,
     pub metrics: Arc<Metrics>,
+    /// Position of the last notification applied to the replica (see
+    /// [`crate::ovsdb::client::Reply::watermark`]).
+    pub applied: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -38,6 +41,7 @@ impl Shared {
         Arc::new(Self {
             waiters: Waiters::default(),
             metrics,
+            applied: tokio::sync::watch::Sender::new(0),
             replica: RwLock::new(None),
             status: Mutex::new(Status {
                 state: State::Connecting,
@@ -79,6 +83,32 @@ impl Shared {
                 "the relay has not synced with OVSDB yet".into(),
             )),
         })
+    }
+
+    /// Records that every notification up to `index` is in the replica.
+    pub fn mark_applied(&self, index: u64) {
+        self.applied.send_if_modified(|applied| {
+            let advanced = index > *applied;
+            if advanced {
+                *applied = index;
+            }
+            advanced
+        });
+    }
+
+    /// Waits until the notifications up to `watermark` are applied.
+    pub async fn applied_up_to(
+        &self,
+        watermark: u64,
+        timeout: Duration,
+    ) -> Result<(), MethodError> {
+        let mut applied = self.applied.subscribe();
+        match tokio::time::timeout(timeout, applied.wait_for(|a| *a >= watermark)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(MethodError::Timeout(format!(
+                "the change was committed but did not reach the relay within {timeout:?}"
+            ))),
+        }
     }
 
     /// Counts a method call by name and outcome.

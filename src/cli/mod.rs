@@ -206,7 +206,8 @@ mod tests {
         let fdo = zbus::Error::FDO(Box::new(zbus::fdo::Error::ServiceUnknown("x".into())));
         let e = CallError::classify(fdo, &target);
         assert!(
-            e.message().starts_with("relay not running on the system bus"),
+            e.message()
+                .starts_with("relay not running on the system bus"),
             "{e:?}"
         );
         let invalid = zbus::Error::FDO(Box::new(zbus::fdo::Error::InvalidArgs("col".into())));

@@ -11,6 +11,8 @@ use super::jsonrpc::Message;
 use super::remote::Transport;
 use serde_json::{Value as Json, json};
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
@@ -56,12 +58,23 @@ pub struct Notification {
     pub received: Instant,
     /// CLOCK_REALTIME microseconds at `received`.
     pub received_usec: u64,
+    /// Position in the stream of notifications counted by [`Options::received`].
+    pub index: u64,
+}
+
+/// A reply, with how many notifications had arrived before it. ovsdb-server sends a
+/// monitor's update for a transaction before the transaction's reply, so once the updates
+/// up to `watermark` are applied, the replica shows the transaction's effect.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub result: Json,
+    pub watermark: u64,
 }
 
 struct Request {
     method: String,
     params: Json,
-    reply: oneshot::Sender<Result<Json, ClientError>>,
+    reply: oneshot::Sender<Result<Reply, ClientError>>,
 }
 
 #[derive(Clone)]
@@ -73,6 +86,15 @@ impl Client {
     /// Sends one request and waits for its reply. A server-side `error` becomes
     /// [`ClientError::Rpc`].
     pub async fn request(&self, method: &str, params: Json) -> Result<Json, ClientError> {
+        Ok(self.request_with_watermark(method, params).await?.result)
+    }
+
+    /// Like [`Client::request`], also telling how far the notification stream had got.
+    pub async fn request_with_watermark(
+        &self,
+        method: &str,
+        params: Json,
+    ) -> Result<Reply, ClientError> {
         let (reply, rx) = oneshot::channel();
         self.requests
             .send(Request {
@@ -93,6 +115,9 @@ impl Client {
 pub struct Options {
     /// Send `echo` after this much silence and give up after as much again (TCP only).
     pub inactivity_probe: Option<Duration>,
+    /// Counts notifications across every connection of the process, so positions stay
+    /// comparable after a reconnect.
+    pub received: Arc<AtomicU64>,
 }
 
 /// Starts the connection task on `transport`. The task ends, returning why, when the peer
@@ -113,6 +138,7 @@ pub fn spawn<T: Transport>(
         commands,
         notifications,
         probe: options.inactivity_probe,
+        received: options.received,
     };
     (Client { requests }, tokio::spawn(connection.run()))
 }
@@ -121,11 +147,12 @@ struct Connection<T> {
     transport: T,
     framer: Framer,
     buf: Vec<u8>,
-    pending: HashMap<u64, oneshot::Sender<Result<Json, ClientError>>>,
+    pending: HashMap<u64, oneshot::Sender<Result<Reply, ClientError>>>,
     next_id: u64,
     commands: mpsc::Receiver<Request>,
     notifications: mpsc::Sender<Notification>,
     probe: Option<Duration>,
+    received: Arc<AtomicU64>,
 }
 
 /// The id of our own inactivity probes; the reply only matters as traffic.
@@ -230,14 +257,21 @@ impl<T: Transport> Connection<T> {
                     let Some(reply) = reply else {
                         return Err(ClientError::Protocol(format!("reply to unknown id {id}")));
                     };
-                    let _ = reply.send(result.map_err(ClientError::Rpc));
+                    let watermark = self.received.load(Ordering::Acquire);
+                    let _ = reply.send(
+                        result
+                            .map(|result| Reply { result, watermark })
+                            .map_err(ClientError::Rpc),
+                    );
                 }
                 Message::Notification { method, params } => {
+                    let index = self.received.fetch_add(1, Ordering::AcqRel) + 1;
                     let notification = Notification {
                         method,
                         params,
                         received,
                         received_usec,
+                        index,
                     };
                     match self.notifications.try_send(notification) {
                         Ok(()) => {}
@@ -260,6 +294,13 @@ mod tests {
     use super::*;
     use tokio::io::duplex;
 
+    fn options(inactivity_probe: Option<Duration>) -> Options {
+        Options {
+            inactivity_probe,
+            received: Arc::default(),
+        }
+    }
+
     async fn read_json(server: &mut tokio::io::DuplexStream, framer: &mut Framer) -> Json {
         let mut buf = Vec::new();
         loop {
@@ -277,13 +318,7 @@ mod tests {
     async fn matches_replies_answers_echo_and_forwards_notifications() {
         let (client_side, mut server) = duplex(1 << 16);
         let (tx, mut rx) = mpsc::channel(4);
-        let (client, _task) = spawn(
-            client_side,
-            tx,
-            Options {
-                inactivity_probe: None,
-            },
-        );
+        let (client, _task) = spawn(client_side, tx, options(None));
         let mut framer = Framer::new(1 << 20);
 
         let call = tokio::spawn({
@@ -314,13 +349,7 @@ mod tests {
     async fn server_errors_and_disconnects_reach_callers() {
         let (client_side, mut server) = duplex(1 << 16);
         let (tx, _rx) = mpsc::channel(4);
-        let (client, task) = spawn(
-            client_side,
-            tx,
-            Options {
-                inactivity_probe: None,
-            },
-        );
+        let (client, task) = spawn(client_side, tx, options(None));
         let mut framer = Framer::new(1 << 20);
         let call = tokio::spawn({
             let client = client.clone();
@@ -348,13 +377,7 @@ mod tests {
     async fn garbage_ends_the_connection_with_a_protocol_error() {
         let (client_side, mut server) = duplex(1 << 16);
         let (tx, _rx) = mpsc::channel(4);
-        let (_client, task) = spawn(
-            client_side,
-            tx,
-            Options {
-                inactivity_probe: None,
-            },
-        );
+        let (_client, task) = spawn(client_side, tx, options(None));
         server.write_all(b"  nonsense").await.unwrap();
         assert!(matches!(task.await.unwrap(), ClientError::Protocol(_)));
     }
@@ -363,13 +386,7 @@ mod tests {
     async fn a_full_queue_ends_the_connection_instead_of_blocking() {
         let (client_side, mut server) = duplex(1 << 16);
         let (tx, _rx) = mpsc::channel(1);
-        let (_client, task) = spawn(
-            client_side,
-            tx,
-            Options {
-                inactivity_probe: None,
-            },
-        );
+        let (_client, task) = spawn(client_side, tx, options(None));
         let note = json!({"id": null, "method": "update2", "params": []}).to_string();
         server.write_all(note.repeat(3).as_bytes()).await.unwrap();
         assert!(matches!(task.await.unwrap(), ClientError::Overflow));
@@ -380,13 +397,7 @@ mod tests {
         let (client_side, mut server) = duplex(1 << 16);
         let (tx, _rx) = mpsc::channel(1);
         let probe = Duration::from_secs(5);
-        let (_client, task) = spawn(
-            client_side,
-            tx,
-            Options {
-                inactivity_probe: Some(probe),
-            },
-        );
+        let (_client, task) = spawn(client_side, tx, options(Some(probe)));
         let mut framer = Framer::new(1 << 20);
         let echo = read_json(&mut server, &mut framer).await;
         assert_eq!(echo["method"], "echo");

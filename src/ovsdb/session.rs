@@ -11,8 +11,9 @@ use crate::replica::layout::{ColumnSelection, Layout, TableId};
 use crate::replica::update::Update;
 use serde_json::{Value as Json, json};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 
 pub const DATABASE: &str = "Open_vSwitch";
 const MONITOR_ID: &str = "ovs-dbus-relay";
@@ -69,6 +70,10 @@ pub struct Session {
     events: mpsc::Sender<Event>,
     resync: Arc<Notify>,
     metrics: Arc<Metrics>,
+    /// Notifications received over all connections (see [`client::Reply::watermark`]).
+    received: Arc<AtomicU64>,
+    /// The client of the live connection, for writers; `None` while disconnected.
+    client: watch::Sender<Option<Client>>,
     /// Set once a snapshot has been delivered: later snapshots are resyncs.
     synced_once: bool,
     last_txn: Option<String>,
@@ -80,12 +85,15 @@ impl Session {
         events: mpsc::Sender<Event>,
         resync: Arc<Notify>,
         metrics: Arc<Metrics>,
+        client: watch::Sender<Option<Client>>,
     ) -> Self {
         Self {
             config,
             events,
             resync,
             metrics,
+            received: Arc::default(),
+            client,
             synced_once: false,
             last_txn: None,
         }
@@ -110,6 +118,7 @@ impl Session {
             }
             let began = Instant::now();
             let end = self.connection(&remote).await;
+            self.client.send_replace(None);
             self.metrics.ovsdb_connected.set(0);
             match end {
                 ConnectionEnd::Stopped => return Ok(()),
@@ -179,6 +188,7 @@ impl Session {
             notifications_tx,
             client::Options {
                 inactivity_probe: probe,
+                received: self.received.clone(),
             },
         );
         tracing::info!(%remote, "connected to OVSDB");
@@ -244,6 +254,7 @@ impl Session {
             )
             .await;
         let received_at = Instant::now();
+        let index = self.received.load(Ordering::Acquire);
         let (found, txn, updates) = match reply {
             Ok(reply) => {
                 let parts = reply.as_array().map(Vec::as_slice);
@@ -269,6 +280,7 @@ impl Session {
             at: received_at,
             usec: now_usec(),
             txn: txn.clone(),
+            index,
         };
         self.last_txn = txn;
         if self.synced_once {
@@ -333,6 +345,7 @@ impl Session {
                 at: notification.received,
                 usec: notification.received_usec,
                 txn,
+                index: notification.index,
             },
         };
         match self.events.try_send(event) {

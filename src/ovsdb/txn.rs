@@ -113,13 +113,12 @@ pub fn add_bridge(root: Uuid, req: &AddBridge) -> Json {
 /// (and its ports) alive, unlinked but still holding their names. `ovs-vsctl` 3.1 leaves
 /// that orphan behind; a collector set without its bridge is meaningless, so we do not.
 ///
-/// `ports` (the bridge's ports as the replica shows them) is not needed: the rows are
-/// garbage-collected, exactly as with `ovs-vsctl`, and deleting them explicitly would only
-/// add failure modes when the replica is behind. It is accepted so callers written against
-/// the agreed signature keep compiling.
+/// The bridge's ports and interfaces are garbage-collected by the server, exactly as with
+/// `ovs-vsctl`; deleting them explicitly would only add failure modes when the replica is
+/// behind.
 ///
 /// Fails with `timed out` when `bridge` is not (or no longer) in `root`'s bridges.
-pub fn delete_bridge(root: Uuid, bridge: Uuid, _ports: &[Uuid]) -> Json {
+pub fn delete_bridge(root: Uuid, bridge: Uuid) -> Json {
     params(vec![
         wait_exists(
             "Open_vSwitch",
@@ -543,7 +542,7 @@ mod tests {
 
     #[test]
     fn delete_bridge_unlinks_and_drops_collector_sets() {
-        let p = delete_bridge(u(ROOT), u(BR), &[u(PORT)]);
+        let p = delete_bridge(u(ROOT), u(BR));
         assert_eq!(
             ops(&p),
             vec![

@@ -1,0 +1,156 @@
+//! `ovs-dbus-relay show`: the relay's `Show()` JSON, as is (`--json`, pretty-printed) or
+//! laid out like `ovs-vsctl show`, empty values left out as it does.
+
+use super::format::{is_empty, ovs_string, ovs_text};
+use super::{Failure, Outcome, bus_target, call, connect};
+use clap::Args;
+use serde_json::Value as Json;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::time::Duration;
+
+#[derive(Args, Debug, Clone)]
+pub struct ShowArgs {
+    /// system, session, or a D-Bus address.
+    #[arg(long, env = "OVS_DBUS_RELAY_BUS", default_value = "system")]
+    pub bus: String,
+    /// Print the relay's JSON instead.
+    #[arg(long, env = "OVS_DBUS_RELAY_JSON")]
+    pub json: bool,
+}
+
+/// Columns printed under each level, in this order (those `ovs-vsctl show` prints, plus
+/// the port's VLAN mode and bond mode).
+const BRIDGE_COLUMNS: &[&str] = &["fail_mode", "datapath_type"];
+const PORT_COLUMNS: &[&str] = &["tag", "trunks", "vlan_mode", "bond_mode"];
+const INTERFACE_COLUMNS: &[&str] = &["type", "options", "error"];
+
+fn columns(out: &mut String, indent: usize, row: &Json, names: &[&str]) {
+    for name in names {
+        if let Some(value) = row.get(*name).filter(|v| !is_empty(v)) {
+            let _ = writeln!(out, "{:indent$}{name}: {}", "", ovs_text(value));
+        }
+    }
+}
+
+fn children<'a>(row: &'a Json, key: &str) -> impl Iterator<Item = &'a Json> {
+    row.get(key).and_then(Json::as_array).into_iter().flatten()
+}
+
+fn name(row: &Json) -> String {
+    ovs_string(row.get("name").and_then(Json::as_str).unwrap_or_default())
+}
+
+/// The `ovs-vsctl show` layout of a `Show()` answer.
+pub fn render(show: &Json) -> String {
+    let mut out = String::new();
+    let system_id = show
+        .get("system_id")
+        .and_then(Json::as_str)
+        .unwrap_or_default();
+    out.push_str(if system_id.is_empty() {
+        "Open_vSwitch"
+    } else {
+        system_id
+    });
+    out.push('\n');
+    for bridge in children(show, "bridges") {
+        let _ = writeln!(out, "    Bridge {}", name(bridge));
+        columns(&mut out, 8, bridge, BRIDGE_COLUMNS);
+        for port in children(bridge, "ports") {
+            let _ = writeln!(out, "        Port {}", name(port));
+            columns(&mut out, 12, port, PORT_COLUMNS);
+            for interface in children(port, "interfaces") {
+                let _ = writeln!(out, "            Interface {}", name(interface));
+                columns(&mut out, 16, interface, INTERFACE_COLUMNS);
+            }
+        }
+    }
+    if let Some(version) = show.get("ovs_version").filter(|v| !is_empty(v)) {
+        let _ = writeln!(out, "    ovs_version: {}", ovs_text(version));
+    }
+    out
+}
+
+pub async fn run(args: ShowArgs) -> Outcome {
+    let target = bus_target(&args.bus)?;
+    let conn = connect(&target, Some(Duration::from_secs(25))).await?;
+    let text: String = call(&conn, &target, "Show", &())
+        .await
+        .map_err(|e| e.into_failure("show"))?;
+    let show: Json = serde_json::from_str(&text)
+        .map_err(|e| Failure::error(format!("show: the relay sent invalid JSON: {e}")))?;
+    let output = if args.json {
+        let mut pretty = serde_json::to_string_pretty(&show)
+            .map_err(|e| Failure::error(format!("show: {e}")))?;
+        pretty.push('\n');
+        pretty
+    } else {
+        render(&show)
+    };
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(output.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Failure::error(format!("show: cannot write to stdout: {e}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn lays_out_like_ovs_vsctl_show() {
+        let show = json!({
+            "system_id": "8f1c5e0a-host",
+            "ovs_version": "3.1.0",
+            "bridges": [{
+                "name": "br0", "uuid": "u1", "datapath_type": "netdev", "fail_mode": null,
+                "controller": [],
+                "ports": [
+                    {"name": "br0", "uuid": "u2", "tag": null, "trunks": [], "vlan_mode": null,
+                     "bond_mode": null,
+                     "interfaces": [{"name": "br0", "uuid": "u3", "type": "internal",
+                                     "ofport": 65534, "options": {}, "error": null}]},
+                    {"name": "tap0", "uuid": "u4", "tag": 10, "trunks": [1, 2],
+                     "vlan_mode": "dot1q-tunnel", "bond_mode": null,
+                     "interfaces": [{"name": "tap0", "uuid": "u5", "type": "",
+                                     "options": {"peer": "x y"},
+                                     "error": "could not open network device tap0"}]}
+                ]
+            }]
+        });
+        assert_eq!(
+            render(&show),
+            "8f1c5e0a-host
+    Bridge br0
+        datapath_type: netdev
+        Port br0
+            Interface br0
+                type: internal
+        Port tap0
+            tag: 10
+            trunks: [1, 2]
+            vlan_mode: dot1q-tunnel
+            Interface tap0
+                options: {peer=\"x y\"}
+                error: \"could not open network device tap0\"
+    ovs_version: \"3.1.0\"
+"
+        );
+    }
+
+    #[test]
+    fn empty_switch() {
+        assert_eq!(
+            render(&json!({"system_id": "", "ovs_version": "", "bridges": []})),
+            "Open_vSwitch\n"
+        );
+    }
+}

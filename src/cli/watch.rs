@@ -1,0 +1,638 @@
+//! `ovs-dbus-relay watch`: prints the relay's typed signals (SPEC §4) as they arrive, one
+//! line each, for people or (`--json`) for `jq`.
+//!
+//! `--name` and `--bridge` become `arg0`/`arg1` in the match rule, so the bus daemon does
+//! the filtering; `--table` is applied here. Without `--name`/`--bridge` every signal
+//! reaches us, so a jump in `meta.seq` means signals were lost, and is reported on stderr.
+
+use super::format::{dict_json, ovs_string, ovs_text};
+use super::{Failure, Outcome, bus_target, connect};
+use crate::bus::{BUS_NAME, RELAY_INTERFACE, ROOT_PATH};
+use crate::replica::layout::TableId;
+use clap::Args;
+use serde::Serialize;
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_stream::StreamExt;
+use zbus::message::Type as MessageType;
+use zbus::{MatchRule, Message, MessageStream, OwnedVariant};
+
+/// Signals queued between the socket and the printer before zbus drops the oldest.
+const QUEUE: usize = 100_000;
+
+#[derive(Args, Debug, Clone)]
+pub struct WatchArgs {
+    /// system, session, or a D-Bus address.
+    #[arg(long, env = "OVS_DBUS_RELAY_BUS", default_value = "system")]
+    pub bus: String,
+    /// Only this table's signals: Bridge, Port or Interface.
+    #[arg(long, env = "OVS_DBUS_RELAY_TABLE")]
+    pub table: Option<String>,
+    /// Only signals about rows with this name (arg0).
+    #[arg(long, env = "OVS_DBUS_RELAY_NAME")]
+    pub name: Option<String>,
+    /// Only signals about rows of this bridge (arg1).
+    #[arg(long, env = "OVS_DBUS_RELAY_BRIDGE")]
+    pub bridge: Option<String>,
+    /// One JSON object per signal per line.
+    #[arg(long, env = "OVS_DBUS_RELAY_JSON")]
+    pub json: bool,
+}
+
+type Dict = BTreeMap<String, OwnedVariant>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Added,
+    Changed,
+    Removed,
+}
+
+impl Kind {
+    const ALL: [Kind; 3] = [Kind::Added, Kind::Changed, Kind::Removed];
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Kind::Added => "Added",
+            Kind::Changed => "Changed",
+            Kind::Removed => "Removed",
+        }
+    }
+}
+
+/// One signal of `org.ovsdbus.Relay1`.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Row {
+        table: TableId,
+        kind: Kind,
+        name: String,
+        bridge: String,
+        uuid: String,
+        /// `columns` (Added), `changed` + `old` (Changed) or `last` (Removed).
+        dicts: Vec<Dict>,
+        meta: Dict,
+    },
+    Resynced {
+        added: u64,
+        changed: u64,
+        removed: u64,
+        meta: Dict,
+    },
+}
+
+/// What a typed signal's member says: table and kind (`PortChanged` → Port, Changed).
+pub fn parse_member(member: &str) -> Option<(TableId, Kind)> {
+    Kind::ALL.into_iter().find_map(|kind| {
+        let table = member.strip_suffix(kind.suffix())?;
+        TableId::PUBLISHED
+            .into_iter()
+            .find(|t| t.name() == table)
+            .map(|t| (t, kind))
+    })
+}
+
+impl Event {
+    /// Decodes a signal; `Ok(None)` for members this version does not know.
+    pub fn from_message(message: &Message) -> Result<Option<Event>, String> {
+        let header = message.header();
+        let Some(member) = header.member() else {
+            return Ok(None);
+        };
+        let member = member.as_str();
+        let body = message.body();
+        let bad = |e: zbus::Error| format!("cannot decode {member}: {e}");
+        if member == "Resynced" {
+            let (added, changed, removed, meta): (u64, u64, u64, Dict) =
+                body.deserialize().map_err(bad)?;
+            return Ok(Some(Event::Resynced {
+                added,
+                changed,
+                removed,
+                meta,
+            }));
+        }
+        let Some((table, kind)) = parse_member(member) else {
+            return Ok(None);
+        };
+        let (name, bridge, uuid, dicts, meta) = match kind {
+            Kind::Changed => {
+                let (n, b, u, changed, old, meta): (String, String, String, Dict, Dict, Dict) =
+                    body.deserialize().map_err(bad)?;
+                (n, b, u, vec![changed, old], meta)
+            }
+            Kind::Added | Kind::Removed => {
+                let (n, b, u, dict, meta): (String, String, String, Dict, Dict) =
+                    body.deserialize().map_err(bad)?;
+                (n, b, u, vec![dict], meta)
+            }
+        };
+        Ok(Some(Event::Row {
+            table,
+            kind,
+            name,
+            bridge,
+            uuid,
+            dicts,
+            meta,
+        }))
+    }
+
+    pub fn member(&self) -> String {
+        match self {
+            Event::Row { table, kind, .. } => format!("{}{}", table.name(), kind.suffix()),
+            Event::Resynced { .. } => "Resynced".into(),
+        }
+    }
+
+    pub fn meta(&self) -> &Dict {
+        match self {
+            Event::Row { meta, .. } | Event::Resynced { meta, .. } => meta,
+        }
+    }
+
+    pub fn seq(&self) -> Option<u64> {
+        self.meta().get("seq").and_then(|v| u64::try_from(v).ok())
+    }
+
+    fn meta_str(&self, key: &str) -> Option<String> {
+        self.meta()
+            .get(key)
+            .and_then(|v| String::try_from(v.try_clone().ok()?).ok())
+    }
+
+    pub fn table(&self) -> Option<TableId> {
+        match self {
+            Event::Row { table, .. } => Some(*table),
+            Event::Resynced { .. } => None,
+        }
+    }
+
+    /// One line of JSON: `member`, `name`, `bridge`, `uuid`, the dictionaries under their
+    /// SPEC names, `meta`; for `Resynced`: `member`, `added`, `changed`, `removed`, `meta`.
+    pub fn json_line(&self) -> String {
+        #[derive(Serialize)]
+        struct RowLine<'a> {
+            member: String,
+            name: &'a str,
+            bridge: &'a str,
+            uuid: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            columns: Option<Json>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            changed: Option<Json>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            old: Option<Json>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            last: Option<Json>,
+            meta: Json,
+        }
+        #[derive(Serialize)]
+        struct ResyncedLine {
+            member: &'static str,
+            added: u64,
+            changed: u64,
+            removed: u64,
+            meta: Json,
+        }
+        let line = match self {
+            Event::Row {
+                kind,
+                name,
+                bridge,
+                uuid,
+                dicts,
+                meta,
+                ..
+            } => {
+                let dict = |i: usize| dicts.get(i).map(dict_json);
+                let mut line = RowLine {
+                    member: self.member(),
+                    name,
+                    bridge,
+                    uuid,
+                    columns: None,
+                    changed: None,
+                    old: None,
+                    last: None,
+                    meta: dict_json(meta),
+                };
+                match kind {
+                    Kind::Added => line.columns = dict(0),
+                    Kind::Changed => (line.changed, line.old) = (dict(0), dict(1)),
+                    Kind::Removed => line.last = dict(0),
+                }
+                serde_json::to_string(&line)
+            }
+            Event::Resynced {
+                added,
+                changed,
+                removed,
+                meta,
+            } => serde_json::to_string(&ResyncedLine {
+                member: "Resynced",
+                added: *added,
+                changed: *changed,
+                removed: *removed,
+                meta: dict_json(meta),
+            }),
+        };
+        line.unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()))
+    }
+
+    /// One line for people, e.g. `#12 PortChanged tap0 (br0) tag: [] → [10]`.
+    pub fn human_line(&self) -> String {
+        let seq = self.seq().map_or("#?".to_owned(), |s| format!("#{s}"));
+        let member = self.member();
+        let resync = if self.meta_str("origin").as_deref() == Some("resync") {
+            " (resync)"
+        } else {
+            ""
+        };
+        match self {
+            Event::Resynced {
+                added,
+                changed,
+                removed,
+                ..
+            } => format!("{seq} {member} {added} added, {changed} changed, {removed} removed"),
+            Event::Row {
+                table,
+                kind,
+                name,
+                bridge,
+                dicts,
+                ..
+            } => {
+                let mut line = format!("{seq} {member} {}", ovs_string(name));
+                let mut context = Vec::new();
+                if !bridge.is_empty() && !(*table == TableId::Bridge && bridge == name) {
+                    context.push(ovs_string(bridge));
+                }
+                if let Some(port) = self.meta_str("port").filter(|p| !p.is_empty()) {
+                    context.push(format!("port {}", ovs_string(&port)));
+                }
+                if context.is_empty() && *table != TableId::Bridge {
+                    context.push("detached".into());
+                }
+                if !context.is_empty() {
+                    line.push_str(&format!(" ({})", context.join(", ")));
+                }
+                let details = match kind {
+                    Kind::Added => added_summary(*table, dicts.first()),
+                    Kind::Changed => changes(dicts.first(), dicts.get(1)),
+                    Kind::Removed => String::new(),
+                };
+                if !details.is_empty() {
+                    line.push(' ');
+                    line.push_str(&details);
+                }
+                line.push_str(resync);
+                line
+            }
+        }
+    }
+}
+
+/// The few columns that say what a new row is; `external_ids` only when set.
+fn added_summary(table: TableId, columns: Option<&Dict>) -> String {
+    let Some(columns) = columns else {
+        return String::new();
+    };
+    let key: &[&str] = match table {
+        TableId::Bridge => &["datapath_type", "fail_mode"],
+        TableId::Port => &["tag", "trunks", "vlan_mode"],
+        _ => &["type", "ofport"],
+    };
+    let mut parts: Vec<String> = key
+        .iter()
+        .filter_map(|c| {
+            columns
+                .get(*c)
+                .map(|v| format!("{c}={}", ovs_text(&super::format::variant_json(v))))
+        })
+        .collect();
+    if let Some(ids) = columns.get("external_ids") {
+        let ids = super::format::variant_json(ids);
+        if !super::format::is_empty(&ids) {
+            parts.push(format!("external_ids={}", ovs_text(&ids)));
+        }
+    }
+    parts.join(" ")
+}
+
+/// `col: old → new` for every changed column, `; `-separated.
+fn changes(changed: Option<&Dict>, old: Option<&Dict>) -> String {
+    let Some(changed) = changed else {
+        return String::new();
+    };
+    changed
+        .iter()
+        .map(|(column, new)| {
+            let old = old.and_then(|o| o.get(column)).map_or("?".to_owned(), |v| {
+                ovs_text(&super::format::variant_json(v))
+            });
+            format!(
+                "{column}: {old} → {}",
+                ovs_text(&super::format::variant_json(new))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Follows `meta.seq` to notice lost signals (a jump) and relay restarts (a drop).
+#[derive(Debug, Default)]
+pub struct SeqTracker {
+    last: Option<u64>,
+}
+
+impl SeqTracker {
+    /// Forgets the last number (the relay was replaced).
+    pub fn reset(&mut self) {
+        self.last = None;
+    }
+
+    /// Records `seq`; `numbered` is false for `Resynced`, which repeats the last typed
+    /// signal's number. Returns a warning when something is off.
+    pub fn observe(&mut self, seq: u64, numbered: bool) -> Option<String> {
+        let previous = self.last.replace(seq);
+        let last = previous?;
+        let expected = if numbered { last + 1 } else { last };
+        if seq > expected {
+            Some(format!(
+                "warning: seq jumped from {last} to {seq}: {} signal(s) lost; \
+                 re-read the state (ovs-dbus-relay show)",
+                seq - expected
+            ))
+        } else if seq < expected {
+            Some(format!(
+                "note: seq went back from {last} to {seq}: the relay restarted"
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// What the match rule leaves to the bus daemon: `--name` (arg0) and `--bridge` (arg1).
+pub fn match_rule<'a>(
+    name: Option<&'a str>,
+    bridge: Option<&'a str>,
+) -> zbus::Result<MatchRule<'a>> {
+    let mut rule = MatchRule::builder()
+        .msg_type(MessageType::Signal)
+        .sender(BUS_NAME)
+        .path(ROOT_PATH)
+        .interface(RELAY_INTERFACE);
+    if let Some(name) = name {
+        rule = rule.arg(0, name);
+    }
+    if let Some(bridge) = bridge {
+        rule = rule.arg(1, bridge);
+    }
+    rule.build()
+}
+
+/// Writes one line and flushes; `false` once stdout is gone (e.g. `| head`).
+fn emit(line: &str) -> Result<bool, Failure> {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(Failure::error(format!(
+            "watch: cannot write to stdout: {e}"
+        ))),
+    }
+}
+
+pub async fn run(args: WatchArgs) -> Outcome {
+    let target = bus_target(&args.bus)?;
+    let table = match args.table.as_deref() {
+        None => None,
+        Some(t) => Some(TableId::parse_published(t).ok_or_else(|| {
+            Failure::error(format!("--table {t:?}: expected Bridge, Port or Interface"))
+        })?),
+    };
+    let mut terminate = signal(SignalKind::terminate())
+        .map_err(|e| Failure::error(format!("watch: cannot handle SIGTERM: {e}")))?;
+    let mut interrupt = signal(SignalKind::interrupt())
+        .map_err(|e| Failure::error(format!("watch: cannot handle SIGINT: {e}")))?;
+
+    let conn = connect(&target, Some(Duration::from_secs(25))).await?;
+    let subscribe_failed =
+        |e: zbus::Error| Failure::error(format!("watch: cannot subscribe on the {target}: {e}"));
+    let rule = match_rule(args.name.as_deref(), args.bridge.as_deref())
+        .map_err(|e| Failure::error(format!("watch: bad filter: {e}")))?;
+    let mut signals = MessageStream::for_match_rule(rule, &conn, NonZeroUsize::new(QUEUE))
+        .await
+        .map_err(subscribe_failed)?;
+    let owner_rule = MatchRule::builder()
+        .msg_type(MessageType::Signal)
+        .sender("org.freedesktop.DBus")
+        .interface("org.freedesktop.DBus")
+        .member("NameOwnerChanged")
+        .arg(0, BUS_NAME)
+        .build()
+        .map_err(subscribe_failed)?;
+    let mut owners = MessageStream::for_match_rule(owner_rule, &conn, NonZeroUsize::new(16))
+        .await
+        .map_err(subscribe_failed)?;
+
+    let running = zbus::fdo::DBusProxy::new(&conn)
+        .await
+        .map_err(subscribe_failed)?
+        .name_has_owner(BUS_NAME.try_into().map_err(subscribe_failed)?)
+        .await
+        .unwrap_or(false);
+    eprintln!(
+        "ovs-dbus-relay: watching {BUS_NAME} on the {target}{}",
+        if running {
+            ""
+        } else {
+            " (the relay is not running yet)"
+        }
+    );
+
+    // Filtering on the bus hides other rows' numbers, so gaps only mean loss without it.
+    let check_gaps = args.name.is_none() && args.bridge.is_none();
+    let mut seqs = SeqTracker::default();
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => return Ok(()),
+            _ = interrupt.recv() => return Ok(()),
+            change = owners.next() => {
+                let Some(Ok(change)) = change else { continue };
+                if let Ok((_, _, new)) = change.body().deserialize::<(String, String, String)>() {
+                    seqs.reset();
+                    if new.is_empty() {
+                        eprintln!("ovs-dbus-relay: the relay left the {target}");
+                    } else {
+                        eprintln!("ovs-dbus-relay: the relay is on the {target} ({new})");
+                    }
+                }
+            }
+            message = signals.next() => {
+                let message = match message {
+                    None => return Err(Failure::error(format!("watch: lost the connection to the {target}"))),
+                    Some(Err(e)) => return Err(Failure::error(format!("watch: {e}"))),
+                    Some(Ok(message)) => message,
+                };
+                let event = match Event::from_message(&message) {
+                    Ok(Some(event)) => event,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        eprintln!("ovs-dbus-relay: warning: {e}");
+                        continue;
+                    }
+                };
+                if check_gaps
+                    && let Some(seq) = event.seq()
+                    && let Some(warning) = seqs.observe(seq, event.table().is_some())
+                {
+                    eprintln!("ovs-dbus-relay: {warning}");
+                }
+                if table.is_some() && event.table().is_some() && event.table() != table {
+                    continue;
+                }
+                let line = if args.json { event.json_line() } else { event.human_line() };
+                if !emit(&line)? {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owned<'a>(v: impl Into<zbus::Variant<'a>>) -> OwnedVariant {
+        v.into().try_into_owned().unwrap()
+    }
+
+    fn meta(seq: u64) -> Dict {
+        Dict::from([
+            ("seq".to_string(), owned(seq)),
+            ("origin".to_string(), owned("live")),
+        ])
+    }
+
+    #[test]
+    fn members_name_table_and_kind() {
+        assert_eq!(
+            parse_member("PortChanged"),
+            Some((TableId::Port, Kind::Changed))
+        );
+        assert_eq!(
+            parse_member("InterfaceAdded"),
+            Some((TableId::Interface, Kind::Added))
+        );
+        assert_eq!(
+            parse_member("BridgeRemoved"),
+            Some((TableId::Bridge, Kind::Removed))
+        );
+        assert_eq!(parse_member("Resynced"), None);
+        assert_eq!(parse_member("Open_vSwitchAdded"), None);
+    }
+
+    #[test]
+    fn changed_reads_at_a_glance() {
+        let event = Event::Row {
+            table: TableId::Port,
+            kind: Kind::Changed,
+            name: "tap0".into(),
+            bridge: "br0".into(),
+            uuid: "u".into(),
+            dicts: vec![
+                Dict::from([("tag".to_string(), owned(vec![10i64]))]),
+                Dict::from([("tag".to_string(), owned(Vec::<i64>::new()))]),
+            ],
+            meta: meta(12),
+        };
+        assert_eq!(
+            event.human_line(),
+            "#12 PortChanged tap0 (br0) tag: [] → [10]"
+        );
+        let json: Json = serde_json::from_str(&event.json_line()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"member": "PortChanged", "name": "tap0", "bridge": "br0",
+                "uuid": "u", "changed": {"tag": [10]}, "old": {"tag": []},
+                "meta": {"seq": 12, "origin": "live"}})
+        );
+    }
+
+    #[test]
+    fn added_shows_key_columns_only() {
+        let mut m = meta(13);
+        m.insert("port".into(), owned("tap0"));
+        let event = Event::Row {
+            table: TableId::Interface,
+            kind: Kind::Added,
+            name: "tap0".into(),
+            bridge: "br0".into(),
+            uuid: "u".into(),
+            dicts: vec![Dict::from([
+                ("type".to_string(), owned("internal")),
+                ("ofport".to_string(), owned(Vec::<i64>::new())),
+                ("mtu".to_string(), owned(Vec::<i64>::new())),
+                (
+                    "external_ids".to_string(),
+                    owned(BTreeMap::<String, String>::new()),
+                ),
+            ])],
+            meta: m,
+        };
+        assert_eq!(
+            event.human_line(),
+            "#13 InterfaceAdded tap0 (br0, port tap0) type=internal ofport=[]"
+        );
+        let bridge = Event::Row {
+            table: TableId::Bridge,
+            kind: Kind::Removed,
+            name: "br0".into(),
+            bridge: "br0".into(),
+            uuid: "u".into(),
+            dicts: vec![Dict::new()],
+            meta: meta(14),
+        };
+        assert_eq!(bridge.human_line(), "#14 BridgeRemoved br0");
+    }
+
+    #[test]
+    fn resynced_json_has_counts() {
+        let event = Event::Resynced {
+            added: 1,
+            changed: 2,
+            removed: 3,
+            meta: meta(9),
+        };
+        let json: Json = serde_json::from_str(&event.json_line()).unwrap();
+        assert_eq!(json["member"], "Resynced");
+        assert_eq!(json["changed"], 2);
+        assert_eq!(json["meta"]["seq"], 9);
+        assert_eq!(
+            event.human_line(),
+            "#9 Resynced 1 added, 2 changed, 3 removed"
+        );
+    }
+
+    #[test]
+    fn seq_jumps_are_reported() {
+        let mut t = SeqTracker::default();
+        assert_eq!(t.observe(5, true), None);
+        assert_eq!(t.observe(6, true), None);
+        assert_eq!(t.observe(6, false), None);
+        let gap = t.observe(9, true).unwrap();
+        assert!(gap.contains("2 signal(s) lost"), "{gap}");
+        assert!(t.observe(1, true).unwrap().contains("restarted"));
+        t.reset();
+        assert_eq!(t.observe(1, true), None);
+    }
+}
