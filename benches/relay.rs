@@ -39,6 +39,10 @@ const LATENCY_PORT: &str = "lat";
 /// length would blow it, scheduling noise on a loaded 2-core machine would not.
 const KEPT_UP_DRAIN_MS: f64 = 250.0;
 
+/// No event for this long after the writer finished means no more are coming: far longer
+/// than any delivery gap seen while events still flow.
+const QUIET: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone, Copy)]
 struct Scale {
     smoke: bool,
@@ -332,19 +336,12 @@ impl Live {
         patience: Duration,
     ) -> (Vec<Event>, Vec<Event>) {
         let deadline = Instant::now() + patience;
-        let both = [
+        for (log, from) in [
             (&self.relay_events, start.0),
             (&self.direct_events, start.1),
-        ];
-        for (log, from) in both {
-            if !log.wait_len(
-                from + expected,
-                deadline.saturating_duration_since(Instant::now()),
-            ) {
-                // ovsdb-server merges the updates of a client with a backlog, so fewer
-                // events than rows written is possible; take what came once it is quiet.
-                log.wait_quiet(Duration::from_millis(500), Duration::from_secs(5));
-            }
+        ] {
+            let left = deadline.saturating_duration_since(Instant::now());
+            log.wait_len(from + expected, QUIET, left);
         }
         (
             self.relay_events.since(start.0),

@@ -62,7 +62,13 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         shared: shared.clone(),
         client,
     };
-    let conn = bus::connect(&config.bus, writer, config.openqa_bridge).await?;
+    let connector = bus::Connector {
+        target: config.bus.clone(),
+        writer,
+        openqa_bridge: config.openqa_bridge,
+    };
+    let conn = connector.connect().await?;
+    let reconnected = bus::link::supervise(connector, conn.clone(), metrics.clone());
     metrics.dbus_connected.set(1);
     tracing::info!(bus = %config.bus, name = bus::BUS_NAME, "owning bus name");
 
@@ -94,6 +100,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         conn.clone(),
         shared,
         events,
+        reconnected,
         resync.clone(),
         notifier.clone(),
     )

@@ -163,24 +163,39 @@ impl EventLog {
         self.lock().ready
     }
 
-    /// Waits until at least `n` events arrived in total.
-    pub fn wait_len(&self, n: usize, timeout: Duration) -> bool {
-        self.wait(timeout, |s| s.events.len() >= n)
+    /// Waits until at least `n` events arrived in total; gives up after `timeout`, or
+    /// once nothing arrived for `quiet` (a relay that resynchronised, or ovsdb-server
+    /// merging the updates of a slow client, delivers fewer events than rows written,
+    /// and waiting out the full timeout for them would only stretch the run).
+    pub fn wait_len(&self, n: usize, quiet: Duration, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.lock();
+        let mut seen = state.events.len();
+        let mut moved = Instant::now();
+        loop {
+            if state.events.len() >= n {
+                return true;
+            }
+            let now = Instant::now();
+            if state.events.len() != seen {
+                (seen, moved) = (state.events.len(), now);
+            }
+            let until = deadline.min(moved + quiet);
+            if state.closed || now >= until {
+                return false;
+            }
+            state = self
+                .shared
+                .1
+                .wait_timeout(state, until - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 
-    /// Waits until no event arrived for `quiet` (bounded by `timeout`); for phases where
-    /// the number of events is not known in advance.
+    /// Waits until nothing arrived for `quiet`, at most `timeout`.
     pub fn wait_quiet(&self, quiet: Duration, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        let mut seen = self.len();
-        while Instant::now() < deadline {
-            thread::sleep(quiet);
-            let now = self.len();
-            if now == seen {
-                return;
-            }
-            seen = now;
-        }
+        self.wait_len(usize::MAX, quiet, timeout);
     }
 
     pub fn len(&self) -> usize {

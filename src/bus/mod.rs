@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod escape;
+pub mod link;
 pub mod objects;
 pub mod openqa;
 pub mod publisher;
@@ -99,42 +100,50 @@ pub enum BusError {
     },
 }
 
-/// Connects, serves the root object and owns the well-known name without allowing it to be
-/// taken over, and without taking it from a running instance.
-pub async fn connect(
-    target: &BusTarget,
-    writer: switch::Writer,
-    openqa_bridge: Option<String>,
-) -> Result<zbus::Connection, BusError> {
-    let shared = writer.shared.clone();
-    let conn = target
-        .builder()
-        .serve_at(
-            ROOT_PATH,
-            RelayInterface {
-                shared: shared.clone(),
-            },
-        )
-        .serve_at(ROOT_PATH, objects::ObjectManager { shared })
-        .serve_at(
-            ROOT_PATH,
-            switch::SwitchInterface {
-                writer: writer.clone(),
-            },
-        )
-        .name(BUS_NAME)
-        .allow_name_replacements(false)
-        .replace_existing_names(false)
-        .build()
-        .await
-        .map_err(|e| match e {
-            zbus::Error::NameTaken => BusError::NameTaken(target.clone()),
-            other => BusError::Connect(target.clone(), other),
-        })?;
-    if let Some(bridge) = openqa_bridge {
-        serve_openqa(&conn, target, writer, bridge).await?;
+/// Everything needed to join the bus, again after the bus daemon restarts.
+#[derive(Clone)]
+pub struct Connector {
+    pub target: BusTarget,
+    pub writer: switch::Writer,
+    /// `Some(bridge)`: also serve the openQA API for that bridge.
+    pub openqa_bridge: Option<String>,
+}
+
+impl Connector {
+    /// Connects, serves the root object and owns the well-known name without allowing it
+    /// to be taken over, and without taking it from a running instance.
+    pub async fn connect(&self) -> Result<zbus::Connection, BusError> {
+        let shared = self.writer.shared.clone();
+        let conn = self
+            .target
+            .builder()
+            .serve_at(
+                ROOT_PATH,
+                RelayInterface {
+                    shared: shared.clone(),
+                },
+            )
+            .serve_at(ROOT_PATH, objects::ObjectManager { shared })
+            .serve_at(
+                ROOT_PATH,
+                switch::SwitchInterface {
+                    writer: self.writer.clone(),
+                },
+            )
+            .name(BUS_NAME)
+            .allow_name_replacements(false)
+            .replace_existing_names(false)
+            .build()
+            .await
+            .map_err(|e| match e {
+                zbus::Error::NameTaken => BusError::NameTaken(self.target.clone()),
+                other => BusError::Connect(self.target.clone(), other),
+            })?;
+        if let Some(bridge) = &self.openqa_bridge {
+            serve_openqa(&conn, &self.target, self.writer.clone(), bridge.clone()).await?;
+        }
+        Ok(conn)
     }
-    Ok(conn)
 }
 
 /// Serves `org.opensuse.os_autoinst.switch` at `/switch` and owns that name as well, with

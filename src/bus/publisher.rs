@@ -37,6 +37,11 @@ pub struct Publisher {
     relay: InterfaceRef<RelayInterface>,
     shared: Arc<Shared>,
     events: mpsc::Receiver<Event>,
+    /// New bus connections after the bus daemon came back.
+    reconnected: mpsc::Receiver<Connection>,
+    /// Typed signals (added, changed, removed) that could not be sent since the bus was
+    /// last known good; reported in `Resynced` when it comes back.
+    undelivered: (u64, u64, u64),
     /// Wakes the session to drop its connection and resynchronise from scratch.
     resync: Arc<Notify>,
     tree: Tree,
@@ -51,6 +56,7 @@ impl Publisher {
         conn: Connection,
         shared: Arc<Shared>,
         events: mpsc::Receiver<Event>,
+        reconnected: mpsc::Receiver<Connection>,
         resync: Arc<Notify>,
         notifier: Arc<Notifier>,
     ) -> zbus::Result<Self> {
@@ -62,6 +68,8 @@ impl Publisher {
             tree: Tree::new(conn.clone(), shared.clone()),
             notifier,
             announced_ready: false,
+            reconnected,
+            undelivered: (0, 0, 0),
             conn,
             relay,
             shared,
@@ -73,12 +81,15 @@ impl Publisher {
 
     /// Runs until the session side of the queue is gone.
     pub async fn run(mut self) {
-        while let Some(event) = self.events.recv().await {
-            self.handle(event).await;
-            self.shared
-                .metrics
-                .queue_depth
-                .set(self.events.len() as i64);
+        loop {
+            tokio::select! {
+                event = self.events.recv() => {
+                    let Some(event) = event else { return };
+                    self.handle(event).await;
+                    self.shared.metrics.queue_depth.set(self.events.len() as i64);
+                }
+                Some(conn) = self.reconnected.recv() => self.rebind(conn).await,
+            }
         }
     }
 
@@ -115,7 +126,7 @@ impl Publisher {
                     self.after_apply();
                     self.sync_tree(self.tree.apply(&changes).await);
                     let counts = self.publish(&changes, Origin::Resync, &received).await;
-                    self.emit_resynced(counts).await;
+                    self.emit_resynced(counts, "ovsdb").await;
                     self.shared.waiters.wake(&self.shared, &changes);
                     self.root_changed().await;
                     self.set_state(State::Ready).await;
@@ -147,6 +158,31 @@ impl Publisher {
                 }
             }
         }
+    }
+
+    /// Moves to a new bus connection: registers every object again, then tells
+    /// subscribers how many typed signals they missed with a `Resynced` whose
+    /// `meta.reason` is `bus` (the `seq` numbers of those signals are skipped).
+    async fn rebind(&mut self, conn: Connection) {
+        match conn
+            .object_server()
+            .interface::<_, RelayInterface>(ROOT_PATH)
+            .await
+        {
+            Ok(relay) => self.relay = relay,
+            Err(e) => {
+                tracing::error!("new bus connection lacks the relay interface: {e}");
+                return;
+            }
+        }
+        self.tree = Tree::new(conn.clone(), self.shared.clone());
+        self.conn = conn;
+        self.sync_tree(self.tree.register_all().await);
+        let missed = std::mem::take(&mut self.undelivered);
+        tracing::info!(?missed, seq = self.seq, "re-registered on the bus");
+        self.emit_resynced(missed, "bus").await;
+        let relay = self.relay.get().await;
+        self.emit_result(relay.state_changed(self.relay.signal_emitter()).await);
     }
 
     fn write_replica<R>(&self, write: impl FnOnce(&mut Option<Replica>) -> R) -> R {
@@ -236,10 +272,14 @@ impl Publisher {
             } else {
                 self.shared.metrics.dbus_emit_errors.inc();
             }
-            match change.kind {
-                ChangeKind::Added { .. } => counts.0 += 1,
-                ChangeKind::Changed { .. } => counts.1 += 1,
-                ChangeKind::Removed { .. } => counts.2 += 1,
+            let (count, undelivered) = match change.kind {
+                ChangeKind::Added { .. } => (&mut counts.0, &mut self.undelivered.0),
+                ChangeKind::Changed { .. } => (&mut counts.1, &mut self.undelivered.1),
+                ChangeKind::Removed { .. } => (&mut counts.2, &mut self.undelivered.2),
+            };
+            *count += 1;
+            if result.is_err() {
+                *undelivered += 1;
             }
             if let Err(e) = result {
                 tracing::warn!(seq = self.seq, table = %change.table, "signal not sent: {e}");
@@ -304,13 +344,16 @@ impl Publisher {
         meta
     }
 
-    async fn emit_resynced(&self, (added, changed, removed): (u64, u64, u64)) {
+    /// `reason`: `ovsdb` after an OVSDB reconnect (the counts are the differences just
+    /// published), `bus` after a bus reconnect (the counts are the signals that were lost).
+    async fn emit_resynced(&self, (added, changed, removed): (u64, u64, u64), reason: &str) {
         let mut meta = VariantDict::new();
         meta.insert("seq".into(), Variant::from(self.seq));
         meta.insert(
             "origin".into(),
             Variant::from(Origin::Resync.as_str().to_owned()),
         );
+        meta.insert("reason".into(), Variant::from(reason.to_owned()));
         let result =
             RelayInterface::resynced(self.relay.signal_emitter(), added, changed, removed, meta)
                 .await;

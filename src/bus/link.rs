@@ -1,0 +1,87 @@
+//! Keeps the relay on the bus: notices when the bus daemon goes away (restart, crash) and
+//! reconnects with backoff, handing each new connection to the publisher, which
+//! re-registers the objects and tells subscribers what they missed.
+
+use super::{BusError, Connector};
+use crate::metrics::Metrics;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use zbus::{Connection, MatchRule, MessageStream};
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(4);
+
+/// Watches `first` and every later connection; each replacement is sent on the returned
+/// channel.
+pub fn supervise(
+    connector: Connector,
+    first: Connection,
+    metrics: Arc<Metrics>,
+) -> mpsc::Receiver<Connection> {
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut conn = first;
+        loop {
+            closed(&conn).await;
+            metrics.dbus_connected.set(0);
+            tracing::warn!(bus = %connector.target, "lost the bus connection; reconnecting");
+            conn = reconnect(&connector).await;
+            metrics.dbus_connected.set(1);
+            tracing::info!(bus = %connector.target, "back on the bus");
+            if tx.send(conn.clone()).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Returns when the connection is gone. A stream for a signal that the bus daemon only
+/// sends when we lose a name ends (or errs) as soon as the socket does, and is otherwise
+/// idle, so polling it costs nothing and never holds up other traffic.
+async fn closed(conn: &Connection) {
+    let rule = MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .sender("org.freedesktop.DBus")
+        .interface("org.freedesktop.DBus")
+        .member("NameLost")
+        .build();
+    let stream = match rule {
+        Ok(rule) => MessageStream::for_match_rule(rule, conn, None).await,
+        Err(e) => Err(e),
+    };
+    let mut stream = match stream {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::warn!("cannot watch the bus connection: {e}");
+            return;
+        }
+    };
+    while let Some(message) = stream.next().await {
+        match message {
+            Ok(message) => {
+                let lost: Result<String, _> = message.body().deserialize();
+                if lost.is_ok_and(|name| name == super::BUS_NAME) {
+                    tracing::error!("lost ownership of {}", super::BUS_NAME);
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+async fn reconnect(connector: &Connector) -> Connection {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        match connector.connect().await {
+            Ok(conn) => return conn,
+            Err(e @ BusError::NameTaken(_)) => tracing::error!("{e}"),
+            Err(e) => tracing::debug!("{e}"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
