@@ -625,30 +625,32 @@ async fn wait_for_ofport_assigned_by_vswitchd() {
     } = setup().await;
     let _switch = Vswitchd::start(&db);
     let proxy = relay(&sub.conn).await;
+    let (bridge, tap) = ("br0".to_owned(), "tap9".to_owned());
     db.vsctl(&[
         "add-br",
-        "br0",
+        &bridge,
         "--",
         "set",
         "bridge",
-        "br0",
+        &bridge,
         "datapath_type=netdev",
     ]);
     let waiting = {
         let proxy = proxy.clone();
+        let tap = tap.clone();
         tokio::spawn(
-            async move { wait_for(&proxy, "Interface", "tap9", &["ofport>0"], 15_000).await },
+            async move { wait_for(&proxy, "Interface", &tap, &["ofport>0"], 15_000).await },
         )
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     db.vsctl(&[
         "add-port",
-        "br0",
-        "tap9",
+        &bridge,
+        &tap,
         "--",
         "set",
         "interface",
-        "tap9",
+        &tap,
         "type=internal",
     ]);
     let row = waiting.await.unwrap().expect("ofport assigned");
@@ -656,7 +658,7 @@ async fn wait_for_ofport_assigned_by_vswitchd() {
     assert_eq!(ofport.len(), 1);
     assert!(ofport[0] > 0, "{ofport:?}");
     assert_eq!(
-        db.vsctl(&["get", "interface", "tap9", "ofport"]),
+        db.vsctl(&["get", "interface", &tap, "ofport"]),
         ofport[0].to_string()
     );
 }

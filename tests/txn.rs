@@ -4,17 +4,17 @@
 //! transaction to the first (with `ovsdb-client transact`) and runs the equivalent
 //! `ovs-vsctl --no-wait` command on the second, then compares every column of every
 //! Open_vSwitch, Bridge, Port, Interface and Flow_Sample_Collector_Set row as
-//! `ovs-vsctl list` shows them, with row UUIDs replaced by the names of the rows they
-//! point at (so the Open_vSwitch.bridges / Bridge.ports / Port.interfaces linkage is
-//! compared by name). Error cases check the reply text and that nothing changed.
+//! `ovs-vsctl list` shows them (`common::compare`, shared with `tests/switch.rs`). Error
+//! cases check the reply text and that nothing changed.
 
 mod common;
 
+use common::compare::{assert_same, assert_unchanged, pair, snapshot};
 use common::{COMMAND_TIMEOUT, Ovsdb, require, run_bounded};
 use ovs_dbus_relay::ovsdb::datum::Uuid;
 use ovs_dbus_relay::ovsdb::txn::{self, AddBridge, AddPort};
-use serde_json::{Value as Json, json};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
 use std::process::Command;
 
 // ---------------------------------------------------------------------------------------
@@ -59,11 +59,7 @@ fn apply_err(db: &Ovsdb, params: &Json) -> String {
     let Err(err) = txn::check_reply(&reply) else {
         panic!("transaction {params} should fail, reply: {reply}");
     };
-    assert_eq!(
-        before,
-        snapshot(db),
-        "failed transaction changed the database"
-    );
+    assert_unchanged(db, &before, "failed transaction");
     err
 }
 
@@ -76,119 +72,11 @@ fn root(db: &Ovsdb) -> Uuid {
     uuid_of(db, "Open_vSwitch", ".")
 }
 
-/// Two fresh servers prepared with the same `ovs-vsctl` commands.
-fn pair(setup: &[&[&str]]) -> (Ovsdb, Ovsdb) {
-    let ours = Ovsdb::start();
-    let theirs = Ovsdb::start();
-    for cmd in setup {
-        ours.vsctl(cmd);
-        theirs.vsctl(cmd);
-    }
-    (ours, theirs)
-}
-
 fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
-}
-
-const TABLES: [&str; 5] = [
-    "Open_vSwitch",
-    "Bridge",
-    "Port",
-    "Interface",
-    "Flow_Sample_Collector_Set",
-];
-
-/// Every row of [`TABLES`] as `ovs-vsctl --format=json --data=json list` prints it, keyed
-/// `"Table name"` (`"Flow_Sample_Collector_Set id"`, `"Open_vSwitch"`), `_uuid` dropped
-/// and UUIDs replaced by `"Table:name"` of the row they refer to.
-fn snapshot(db: &Ovsdb) -> BTreeMap<String, BTreeMap<String, Json>> {
-    let mut raw = Vec::new();
-    let mut names = HashMap::new();
-    for table in TABLES {
-        let out = db.vsctl(&["--format=json", "--data=json", "list", table]);
-        let listing: Json = serde_json::from_str(&out).expect("ovs-vsctl JSON");
-        let headings: Vec<String> = serde_json::from_value(listing["headings"].clone()).unwrap();
-        for values in listing["data"].as_array().unwrap() {
-            let row: BTreeMap<String, Json> = headings
-                .iter()
-                .cloned()
-                .zip(values.as_array().unwrap().iter().cloned())
-                .collect();
-            let key = match table {
-                "Open_vSwitch" => table.to_string(),
-                "Flow_Sample_Collector_Set" => format!("{table} {}", row["id"]),
-                _ => format!("{table} {}", row["name"].as_str().unwrap()),
-            };
-            names.insert(row["_uuid"][1].as_str().unwrap().to_string(), key.clone());
-            raw.push((key, row));
-        }
-    }
-    raw.into_iter()
-        .map(|(key, mut row)| {
-            row.remove("_uuid");
-            let row = row
-                .into_iter()
-                .map(|(col, value)| (col, normalize(&value, &names)))
-                .collect();
-            (key, row)
-        })
-        .collect()
-}
-
-fn normalize(value: &Json, names: &HashMap<String, String>) -> Json {
-    match value.as_array().map(Vec::as_slice) {
-        Some([tag, Json::String(u)]) if tag == "uuid" => {
-            json!([
-                "ref",
-                names.get(u).cloned().unwrap_or_else(|| "<unknown>".into())
-            ])
-        }
-        Some([tag, Json::Array(items)]) if tag == "set" || tag == "map" => {
-            let mut items: Vec<Json> = items.iter().map(|v| normalize(v, names)).collect();
-            items.sort_by_key(|v| v.to_string());
-            json!([tag, items])
-        }
-        Some(items) => Json::Array(items.iter().map(|v| normalize(v, names)).collect()),
-        None => value.clone(),
-    }
-}
-
-#[track_caller]
-fn assert_same(ours: &Ovsdb, theirs: &Ovsdb) {
-    let (a, b) = (snapshot(ours), snapshot(theirs));
-    if a != b {
-        let mut diff = String::new();
-        for key in a
-            .keys()
-            .chain(b.keys())
-            .collect::<std::collections::BTreeSet<_>>()
-        {
-            match (a.get(key), b.get(key)) {
-                (Some(x), Some(y)) if x == y => {}
-                (Some(x), Some(y)) => {
-                    for col in x.keys().chain(y.keys()).collect::<BTreeSet<_>>() {
-                        if x.get(col) != y.get(col) {
-                            diff.push_str(&format!(
-                                "{key}.{col}: relay {:?} vs ovs-vsctl {:?}\n",
-                                x.get(col),
-                                y.get(col)
-                            ));
-                        }
-                    }
-                }
-                (x, y) => diff.push_str(&format!(
-                    "{key}: relay {} vs ovs-vsctl {}\n",
-                    if x.is_some() { "present" } else { "absent" },
-                    if y.is_some() { "present" } else { "absent" },
-                )),
-            }
-        }
-        panic!("relay transaction and ovs-vsctl differ:\n{diff}");
-    }
 }
 
 fn get(db: &Ovsdb, table: &str, record: &str, column: &str) -> String {

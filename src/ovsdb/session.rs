@@ -17,6 +17,9 @@ use tokio::sync::{Notify, mpsc, watch};
 
 pub const DATABASE: &str = "Open_vSwitch";
 const MONITOR_ID: &str = "ovs-dbus-relay";
+/// The monitor on the `_Server` database that tells whether a cluster member is still
+/// part of its cluster.
+const SERVER_MONITOR_ID: &str = "ovs-dbus-relay-server";
 /// `monitor_cond_since` with this id asks for everything: there is no history to resume.
 const NO_TXN: &str = "00000000-0000-0000-0000-000000000000";
 /// Update messages buffered between the socket and the session before overflow.
@@ -63,6 +66,8 @@ enum ConnectionEnd {
     Fatal(String),
     #[error("publisher stopped")]
     Stopped,
+    #[error("this member is not connected to its cluster")]
+    NotInCluster,
 }
 
 pub struct Session {
@@ -231,6 +236,7 @@ impl Session {
                 }
                 other => other.into(),
             })?;
+        self.watch_cluster_membership(client).await?;
         let schema =
             DbSchema::parse(&schema_json).map_err(|e| ConnectionEnd::Fatal(e.to_string()))?;
         let layout =
@@ -311,6 +317,29 @@ impl Session {
         Ok(layout)
     }
 
+    /// Monitors `_Server`'s row for the database. A clustered member that has lost its
+    /// cluster serves stale data, so it is left for another remote; a server without
+    /// `_Server` (standalone, old versions) is used as it is.
+    async fn watch_cluster_membership(&self, client: &Client) -> Result<(), ConnectionEnd> {
+        let request = json!({"Database": [{
+            "columns": ["name", "model", "connected"],
+            "where": [["name", "==", DATABASE]]
+        }]});
+        match client
+            .request(
+                "monitor_cond",
+                json!(["_Server", SERVER_MONITOR_ID, request]),
+            )
+            .await
+        {
+            Ok(updates) if member_connected(&updates) == Some(false) => {
+                Err(ConnectionEnd::NotInCluster)
+            }
+            Ok(_) | Err(ClientError::Rpc(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Parses one `update2`/`update3` and queues it without waiting: a full queue means the
     /// publisher is stuck, and the way out is a resync, not a stalled socket.
     fn forward(
@@ -319,6 +348,14 @@ impl Session {
         notification: Notification,
     ) -> Result<(), ConnectionEnd> {
         let params = notification.params.as_array().map(Vec::as_slice);
+        if let Some([monitor, updates, ..]) = params
+            && monitor == SERVER_MONITOR_ID
+        {
+            return match member_connected(updates) {
+                Some(false) => Err(ConnectionEnd::NotInCluster),
+                _ => Ok(()),
+            };
+        }
         let (txn, updates) = match (notification.method.as_str(), params) {
             ("update2", Some([_, updates])) => (None, updates),
             ("update3", Some([_, txn, updates])) => (txn.as_str().map(str::to_owned), updates),
@@ -356,6 +393,16 @@ impl Session {
     }
 }
 
+/// `connected` of the `_Server` `Database` row in a monitor reply or update, if present.
+fn member_connected(updates: &Json) -> Option<bool> {
+    updates
+        .get("Database")?
+        .as_object()?
+        .values()
+        .filter_map(|row| row.as_object()?.values().next())
+        .find_map(|columns| columns.get("connected")?.as_bool())
+}
+
 pub fn now_usec() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -369,4 +416,32 @@ fn jitter(base: Duration) -> Duration {
         .map_or(0, |d| d.subsec_nanos());
     let factor = 0.75 + f64::from(nanos % 1000) / 2000.0;
     base.mul_f64(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_cluster_membership_from_server_updates() {
+        let row = |kind: &str, connected: bool| json!({"Database": {"00000000-0000-0000-0000-000000000001": {kind: {"name": DATABASE, "connected": connected}}}});
+        assert_eq!(member_connected(&row("initial", true)), Some(true));
+        assert_eq!(member_connected(&row("modify", false)), Some(false));
+        assert_eq!(member_connected(&json!({"Database": {}})), None);
+        assert_eq!(member_connected(&json!({})), None);
+        assert_eq!(
+            member_connected(&json!({"Database": {"u": {"modify": {"leader": false}}}})),
+            None
+        );
+    }
+
+    #[test]
+    fn jitter_stays_within_a_quarter() {
+        let base = Duration::from_millis(1000);
+        let j = jitter(base);
+        assert!(
+            j >= Duration::from_millis(750) && j <= Duration::from_millis(1250),
+            "{j:?}"
+        );
+    }
 }

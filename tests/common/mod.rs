@@ -13,6 +13,7 @@
 //! async paths or wrap them in `spawn_blocking` if that matters).
 #![allow(dead_code)]
 
+pub mod compare;
 pub mod signals;
 
 use std::fs::{self, File};
@@ -656,7 +657,9 @@ pub fn dbus_send(address: &str, args: &[&str]) -> Output {
 
 /// A real `ovs-vswitchd` on an [`Ovsdb`]'s database, for tests that need what the switch
 /// writes back (ofport, link_state). Use bridges with `datapath_type=netdev` and ports of
-/// `type=internal`: they need no kernel datapath module.
+/// `type=internal`: they need no kernel datapath module. It runs in a network namespace of
+/// its own, because the netdev datapath's tap devices (and its `ovs-netdev` device, of
+/// which a host can have one) would otherwise collide between tests and outlive them.
 pub struct Vswitchd {
     child: Option<Child>,
     log: PathBuf,
@@ -665,9 +668,12 @@ pub struct Vswitchd {
 impl Vswitchd {
     pub fn start(db: &Ovsdb) -> Vswitchd {
         let bin = require("ovs-vswitchd", "openvswitch-switch");
+        let unshare = require("unshare", "util-linux");
         let dir = db.dir().to_path_buf();
         let log = dir.join("vswitchd.log");
-        let child = Command::new(bin)
+        let child = Command::new(unshare)
+            .arg("--net")
+            .arg(bin)
             .arg(db.remote())
             .arg(format!("--unixctl={}", dir.join("vswitchd.ctl").display()))
             .arg(format!("--pidfile={}", dir.join("vswitchd.pid").display()))
