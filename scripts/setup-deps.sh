@@ -17,6 +17,12 @@ declare -A COMMANDS=(
     [dbus-monitor]=dbus
     [busctl]=systemd
     [setpriv]=util-linux
+    [unshare]=util-linux
+    [systemd-analyze]=systemd
+    [prometheus]=prometheus
+    [promtool]=prometheus
+    [man]=man-db
+    [groupadd]=passwd
     [pgrep]=procps
     [kill]=procps
 )

@@ -74,16 +74,6 @@ pub async fn run(config: Config) -> Result<(), RunError> {
 
     let notifier = Arc::new(Notifier::from_env());
     let (stop_tx, stop) = watch::channel(false);
-    if let Some(interval) = Notifier::watchdog_interval() {
-        let notifier = notifier.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            loop {
-                tick.tick().await;
-                notifier.watchdog();
-            }
-        });
-    }
     let http = listener.map(|listener| {
         let health_shared = shared.clone();
         let health: http::Health =

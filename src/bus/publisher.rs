@@ -79,10 +79,19 @@ impl Publisher {
         })
     }
 
-    /// Runs until the session side of the queue is gone.
+    /// Runs until the session side of the queue is gone. The systemd watchdog is fed from
+    /// this loop, so a publisher stuck on the bus stops the pings and systemd restarts us.
     pub async fn run(mut self) {
+        let mut watchdog = Notifier::watchdog_interval().map(tokio::time::interval);
         loop {
+            let ping = async {
+                match watchdog.as_mut() {
+                    Some(interval) => interval.tick().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                _ = ping => self.notifier.watchdog(),
                 event = self.events.recv() => {
                     let Some(event) = event else { return };
                     self.handle(event).await;
