@@ -98,7 +98,38 @@ impl Scale {
     }
 }
 
-const USAGE: &str = "usage: cargo bench --bench relay [-- [--smoke] [--json PATH]]";
+const USAGE: &str = "usage: cargo bench --bench relay [-- [--smoke] [--json PATH] [--keep]]
+  --smoke      scaled-down run (seconds), for CI; numbers are printed, not asserted
+  --json PATH  where to write the results (default target/bench/relay.json)
+  --keep       keep the temp dir with the ovsdb-server, dbus-daemon and relay logs";
+
+struct Options {
+    scale: Scale,
+    json: PathBuf,
+    keep: bool,
+}
+
+/// `Ok(None)` for `--help`.
+fn parse_options(args: Vec<String>) -> Result<Option<Options>, String> {
+    let mut options = Options {
+        scale: Scale::FULL,
+        json: target_dir().join("bench/relay.json"),
+        keep: false,
+    };
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--smoke" => options.scale = Scale::SMOKE,
+            "--json" => options.json = args.next().ok_or("--json needs a path")?.into(),
+            "--keep" => options.keep = true,
+            // cargo passes --bench to every harness = false benchmark.
+            "--bench" => {}
+            "-h" | "--help" => return Ok(None),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(Some(options))
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -120,35 +151,20 @@ fn main() -> ExitCode {
             }
         };
     }
-
-    let mut scale = Scale::FULL;
-    let mut json_path = None;
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--smoke" => scale = Scale::SMOKE,
-            "--json" => match args.next() {
-                Some(path) => json_path = Some(PathBuf::from(path)),
-                None => {
-                    eprintln!("--json needs a path\n{USAGE}");
-                    return ExitCode::from(2);
-                }
-            },
-            // cargo passes --bench to every harness = false benchmark.
-            "--bench" => {}
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            other => {
-                eprintln!("unknown argument {other:?}\n{USAGE}");
-                return ExitCode::from(2);
-            }
+    match parse_options(args) {
+        Ok(Some(options)) => {
+            run(&options);
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}\n{USAGE}");
+            ExitCode::from(2)
         }
     }
-    let json_path = json_path.unwrap_or_else(|| target_dir().join("bench/relay.json"));
-    run(scale, &json_path);
-    ExitCode::SUCCESS
 }
 
 /// Runs one phase with progress on stderr, so a slow or stuck phase is easy to spot.
@@ -181,7 +197,8 @@ struct Ctx {
     bus_pid: u32,
 }
 
-fn run(scale: Scale, json_path: &Path) {
+fn run(options: &Options) {
+    let (scale, json_path) = (options.scale, options.json.as_path());
     let relay_bin = procs::relay_binary();
     // Unix socket paths are limited to 108 bytes; a long $TMPDIR would not fit them.
     let tmp_base = Some(std::env::temp_dir())
@@ -191,7 +208,15 @@ fn run(scale: Scale, json_path: &Path) {
         .prefix("relay-bench-")
         .tempdir_in(tmp_base)
         .expect("create a temporary directory");
-    let (bus, bus_address) = procs::start_bus(&tmp.path().join("bus"));
+    // Kept from the start, so the logs also survive a failed run.
+    let (dir, _cleanup) = if options.keep {
+        let dir = tmp.keep();
+        eprintln!("bench: keeping {}", dir.display());
+        (dir, None)
+    } else {
+        (tmp.path().to_owned(), Some(tmp))
+    };
+    let (bus, bus_address) = procs::start_bus(&dir.join("bus"));
     // One worker: the orchestrator should take as little CPU as possible from the
     // processes it measures.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -205,7 +230,7 @@ fn run(scale: Scale, json_path: &Path) {
     let ctx = Ctx {
         scale,
         relay_bin,
-        dir: tmp.path().to_owned(),
+        dir,
         runtime,
         observer,
         bus_address,
