@@ -46,6 +46,8 @@ pub struct Publisher {
     resync: Arc<Notify>,
     tree: Tree,
     notifier: Arc<Notifier>,
+    /// `ovsdbus_dbus_signals_total{kind="typed"}`, looked up once: it is bumped per signal.
+    typed_signals: prometheus::IntCounter,
     /// READY=1 goes to systemd once, after the first snapshot.
     announced_ready: bool,
     seq: u64,
@@ -67,6 +69,7 @@ impl Publisher {
         Ok(Self {
             tree: Tree::new(conn.clone(), shared.clone()),
             notifier,
+            typed_signals: shared.metrics.dbus_signals.with_label_values(&["typed"]),
             announced_ready: false,
             reconnected,
             undelivered: (0, 0, 0),
@@ -271,9 +274,8 @@ impl Publisher {
             let meta = self.meta(origin, received, change);
             let result = self.emit_change(&layout, change, meta).await;
             if result.is_ok() {
-                let metrics = &self.shared.metrics;
-                metrics.dbus_signals.with_label_values(&["typed"]).inc();
-                metrics.observe_event(
+                self.typed_signals.inc();
+                self.shared.metrics.observe_event(
                     change.table.label(),
                     change.kind.op(),
                     received.at.elapsed(),
@@ -367,11 +369,7 @@ impl Publisher {
             RelayInterface::resynced(self.relay.signal_emitter(), added, changed, removed, meta)
                 .await;
         if result.is_ok() {
-            self.shared
-                .metrics
-                .dbus_signals
-                .with_label_values(&["typed"])
-                .inc();
+            self.typed_signals.inc();
         }
         self.emit_result(result);
     }
