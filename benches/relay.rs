@@ -401,6 +401,14 @@ fn latencies(
     out
 }
 
+fn pct(sorted: &[f64], p: f64) -> Val {
+    Val::opt(report::percentile(sorted, p), "no events")
+}
+
+fn rss(pid: u32) -> Val {
+    Val::opt(procs::peak_rss_mb(pid), "process gone")
+}
+
 fn count(events: &[Event]) -> Val {
     Val::Num(events.len() as f64)
 }
@@ -442,7 +450,6 @@ fn light_latency(ctx: &Ctx, live: &mut Live) -> Row {
         ctx.scale.latency_rate
     ));
     row.push(Metric::new("events received", "", count(&a), count(&b)));
-    let pct = |v: &[f64], p| Val::opt(report::percentile(v, p), "no events");
     row.push(Metric::new("p50", "ms", pct(&la, 50.0), pct(&lb, 50.0)));
     let (p99a, p99b) = (pct(&la, 99.0), pct(&lb, 99.0));
     let pass = p99a.num().zip(p99b.num()).map(|(a, b)| a <= b + 1.0);
@@ -571,7 +578,6 @@ fn sustained_throughput(ctx: &Ctx, live: &mut Live) -> Row {
         latencies(&a, &sent, churn_txn_of),
         latencies(&b, &sent, churn_txn_of),
     );
-    let pct = |v: &[f64], p| Val::opt(report::percentile(v, p), "no events");
     row.push(Metric::new(
         "latency p50 under load",
         "ms",
@@ -632,12 +638,7 @@ fn sustained_throughput(ctx: &Ctx, live: &mut Live) -> Row {
         Val::opt(per_event_us(cpu(0) + cpu(2) + cpu(3), &a), "no events"),
         Val::opt(us_b, "no events"),
     ));
-    row.push(Metric::new(
-        "peak RSS",
-        "MB",
-        Val::opt(procs::peak_rss_mb(pids[0]), "process gone"),
-        Val::opt(procs::peak_rss_mb(pids[1]), "process gone"),
-    ));
+    row.push(Metric::new("peak RSS", "MB", rss(pids[0]), rss(pids[1])));
     let drain = |events: &[Event]| last(events).map(|end| ms(end, last_commit));
     let (drain_a, drain_b) = (drain(&a), drain(&b));
     row.push(Metric::new(
@@ -704,8 +705,8 @@ fn burst(ctx: &Ctx, live: &mut Live) -> Row {
     row.push(Metric::new(
         "peak RSS",
         "MB",
-        Val::opt(procs::peak_rss_mb(live.relay.pid()), "process gone"),
-        Val::opt(procs::peak_rss_mb(live.direct_sub.pid()), "process gone"),
+        rss(live.relay.pid()),
+        rss(live.direct_sub.pid()),
     ));
     if ctx.scale.smoke {
         row.note("smoke scale: the 1.5 s target is meant for 10,000 rows");
@@ -763,11 +764,12 @@ fn idle(ctx: &Ctx, live: &mut Live) -> Row {
 // Row 4: start-up
 // ---------------------------------------------------------------------------------------
 
-/// Listens on a `NOTIFY_SOCKET` for `READY=1`, as systemd would.
+/// Listens on a `NOTIFY_SOCKET` for `READY=1`, as systemd would. It keeps listening
+/// until dropped, so the relay's later messages (`STOPPING=1`) find the socket too.
 struct ReadyListener {
     stop: Arc<AtomicBool>,
     ready: mpsc::Receiver<u64>,
-    thread: thread::JoinHandle<()>,
+    thread: Option<thread::JoinHandle<()>>,
 }
 
 impl ReadyListener {
@@ -782,12 +784,9 @@ impl ReadyListener {
             while !stopped.load(Ordering::Relaxed) {
                 if let Ok(n) = sock.recv(&mut buf) {
                     let at = now_usec();
-                    if String::from_utf8_lossy(&buf[..n])
-                        .lines()
-                        .any(|l| l == "READY=1")
-                    {
+                    let text = String::from_utf8_lossy(&buf[..n]);
+                    if text.lines().any(|l| l == "READY=1") {
                         let _ = tx.send(at);
-                        return;
                     }
                 }
             }
@@ -795,16 +794,22 @@ impl ReadyListener {
         ReadyListener {
             stop,
             ready,
-            thread,
+            thread: Some(thread),
         }
     }
 
     /// When `READY=1` arrived, waiting at most `timeout` more for it.
-    fn finish(self, timeout: Duration) -> Option<u64> {
-        let at = self.ready.recv_timeout(timeout).ok();
+    fn ready_at(&self, timeout: Duration) -> Option<u64> {
+        self.ready.recv_timeout(timeout).ok()
+    }
+}
+
+impl Drop for ReadyListener {
+    fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = self.thread.join();
-        at
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -845,12 +850,13 @@ fn startup(ctx: &Ctx) -> Row {
     }
     let rss_ready = procs::peak_rss_mb(relay.pid());
     // READY=1 may come a little after State=ready, or not at all before sd_notify support.
-    let notified = notified.finish(Duration::from_secs(2));
+    let notified_at = notified.ready_at(Duration::from_secs(2));
     let gmo = ctx
         .runtime
         .block_on(ctx.observer.get_managed_objects(Duration::from_secs(30)));
     let rss_after = procs::peak_rss_mb(relay.pid());
     relay.stop();
+    drop(notified);
 
     // The baseline's start-up: connect, monitor_cond, initial snapshot decoded.
     let spawned_b = now_usec();
@@ -875,7 +881,7 @@ fn startup(ctx: &Ctx) -> Row {
     row.push(Metric::relay(
         "start → READY=1 (sd_notify)",
         "ms",
-        Val::opt(notified.map(|at| ms(at, spawned)), "no READY=1"),
+        Val::opt(notified_at.map(|at| ms(at, spawned)), "no READY=1"),
     ));
     row.push(Metric::new(
         "peak RSS at ready",
@@ -892,26 +898,19 @@ fn startup(ctx: &Ctx) -> Row {
         )
         .at_most(80.0, "< 80 MB"),
     );
-    match gmo {
-        Ok((elapsed, objects)) => {
-            row.push(
-                Metric::relay(
-                    "GetManagedObjects",
-                    "ms",
-                    Val::Num(elapsed.as_secs_f64() * 1000.0),
-                )
-                .at_most(1000.0, "< 1000 ms"),
-            );
-            row.note(format!("GetManagedObjects returned {objects} objects"));
-        }
-        Err(why) => {
-            row.push(
-                Metric::relay("GetManagedObjects", "ms", Val::Na(why.clone()))
-                    .target("< 1000 ms", None),
-            );
-            row.note(format!("GetManagedObjects: {why}"));
-        }
-    }
+    let gmo_ms = match &gmo {
+        Ok(reply) => Val::Num(reply.elapsed.as_secs_f64() * 1000.0),
+        Err(why) => Val::Na(why.clone()),
+    };
+    row.push(Metric::relay("GetManagedObjects", "ms", gmo_ms).at_most(1000.0, "< 1000 ms"));
+    row.note(match &gmo {
+        Ok(reply) => format!(
+            "GetManagedObjects returned {} objects in a {:.1} MB reply",
+            reply.objects,
+            reply.bytes as f64 / 1e6
+        ),
+        Err(why) => format!("GetManagedObjects: {why}"),
+    });
     if let Some((_, rows)) = snapshot {
         row.note(format!(
             "baseline = direct monitor_cond: start → snapshot of {rows} rows decoded"

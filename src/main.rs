@@ -113,8 +113,36 @@ impl RunArgs {
     }
 }
 
+/// Clap's message as one line (SPEC §7), e.g. `unexpected argument '-x' found (see --help)`.
+fn usage_error(error: &clap::Error) -> String {
+    let text = error.render().to_string();
+    let first: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.is_empty())
+        .collect();
+    let first = first.join(" ");
+    let first = first.strip_prefix("error: ").unwrap_or(&first);
+    format!("{first} (see --help)")
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                e.exit();
+            }
+            eprintln!("ovs-dbus-relay: {}", usage_error(&e));
+            return ExitCode::from(2);
+        }
+    };
     // The daemon logs at info; the client commands keep stderr for their own messages.
     let default_level = match cli.command {
         Command::Run(_) => "info",

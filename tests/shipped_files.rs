@@ -940,10 +940,8 @@ fn policy_with_the_real_relay() {
         describe(Who::Nobody, "Set", &out)
     );
 
-    // A member of group ovsdbus gets through the bus. TODO(issue 5): tighten to "the
-    // call succeeds and `tag` is 5" once org.ovsdbus.Switch1 is implemented; until then
-    // the relay itself may answer UnknownInterface/UnknownMethod, which still proves the
-    // policy let the call through.
+    // A member of group ovsdbus changes the switch: the call succeeds, and by the time
+    // the reply arrives the change is in the database. Root may, too.
     let out = call_as(
         Who::NobodyInOvsdbus,
         &address,
@@ -953,12 +951,129 @@ fn policy_with_the_real_relay() {
         &["string:p1", "uint32:5"],
     );
     assert!(
-        !access_denied(&out),
-        "group ovsdbus must pass the policy: {}",
+        out.status.success(),
+        "group ovsdbus must be able to call SetVlan: {}",
         describe(Who::NobodyInOvsdbus, "SetVlan", &out)
     );
-    if out.status.success() {
-        assert_eq!(db.vsctl(&["get", "Port", "p1", "tag"]), "5");
+    assert_eq!(db.vsctl(&["get", "Port", "p1", "tag"]), "5");
+    let out = call_as(
+        Who::Root,
+        &address,
+        RELAY_NAME,
+        RELAY_PATH,
+        "org.ovsdbus.Switch1.ClearVlan",
+        &["string:p1"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        describe(Who::Root, "ClearVlan", &out)
+    );
+    assert_eq!(db.vsctl(&["get", "Port", "p1", "tag"]), "[]");
+    assert!(relay.is_running(), "{}", relay.log());
+}
+
+/// Whether `name` has an owner on the bus, as root asks the bus.
+fn name_has_owner(address: &str, name: &str) -> bool {
+    let out = call_as(
+        Who::Root,
+        address,
+        "org.freedesktop.DBus",
+        "/org/freedesktop/DBus",
+        "org.freedesktop.DBus.NameHasOwner",
+        &[&format!("string:{name}")],
+    );
+    out.status.success() && text(&out.stdout).contains("boolean true")
+}
+
+#[test]
+fn openqa_policy_with_the_real_relay() {
+    let db = Ovsdb::start();
+    db.vsctl(&["add-br", "br0"]);
+    db.vsctl(&["add-port", "br0", "tap0"]);
+    let bus = SystemBus::start();
+    let address = bus.address();
+    // As root, like the shipped unit with OVS_DBUS_RELAY_OPENQA_COMPAT set: the relay
+    // owns both names.
+    let mut relay = Relay::spawn(&db.remote(), &address, &["--openqa-compat"]);
+    let ready = wait_until(Duration::from_secs(20), || {
+        relay_state(&address).as_deref() == Some("ready") && name_has_owner(&address, OPENQA_NAME)
+    });
+    assert!(
+        ready && relay.is_running(),
+        "relay did not become ready with {OPENQA_NAME} on the system-like bus:\n{}\n{}",
+        relay.log(),
+        bus.log()
+    );
+    let tag = || db.vsctl(&["get", "Port", "tap0", "tag"]);
+
+    // Everyone may introspect the openQA object ...
+    let out = call_as(
+        Who::Nobody,
+        &address,
+        OPENQA_NAME,
+        OPENQA_PATH,
+        "org.freedesktop.DBus.Introspectable.Introspect",
+        &[],
+    );
+    assert!(
+        out.status.success() && text(&out.stdout).contains("set_vlan"),
+        "{}",
+        describe(Who::Nobody, "Introspect", &out)
+    );
+    // ... but an unprivileged user gets AccessDenied on every method, show included.
+    for (method, args) in OPENQA_CALLS {
+        let out = call_as(
+            Who::Nobody,
+            &address,
+            OPENQA_NAME,
+            OPENQA_PATH,
+            method,
+            args,
+        );
+        assert!(
+            access_denied(&out),
+            "expected AccessDenied: {}",
+            describe(Who::Nobody, method, &out)
+        );
     }
+    assert_eq!(tag(), "[]");
+
+    // A member of group ovsdbus: every method answers return code 0 and does its job.
+    let call = |method: &str, args: &[&str]| {
+        let out = call_as(
+            Who::NobodyInOvsdbus,
+            &address,
+            OPENQA_NAME,
+            OPENQA_PATH,
+            method,
+            args,
+        );
+        assert!(
+            out.status.success() && text(&out.stdout).contains("int32 0"),
+            "group ovsdbus must be able to call it: {}",
+            describe(Who::NobodyInOvsdbus, method, &out)
+        );
+        text(&out.stdout)
+    };
+    call(
+        "org.opensuse.os_autoinst.switch.set_vlan",
+        &["string:tap0", "uint32:5"],
+    );
+    assert_eq!(tag(), "5");
+    assert_eq!(
+        db.vsctl(&["get", "Port", "tap0", "vlan_mode"]),
+        "dot1q-tunnel"
+    );
+    let shown = call("org.opensuse.os_autoinst.switch.show", &[]);
+    assert!(
+        shown.contains("Bridge br0") && shown.contains("Port tap0") && shown.contains("tag: 5"),
+        "{shown}"
+    );
+    call(
+        "org.opensuse.os_autoinst.switch.unset_vlan",
+        &["string:tap0", "uint32:5"],
+    );
+    assert_eq!(tag(), "[]");
     assert!(relay.is_running(), "{}", relay.log());
 }

@@ -93,6 +93,13 @@ pub fn subscriber_main(address: &str) -> Result<(), String> {
     })
 }
 
+pub struct ManagedObjects {
+    pub elapsed: Duration,
+    pub objects: usize,
+    /// Size of the reply message.
+    pub bytes: usize,
+}
+
 /// The orchestrator's connection: relay state, `LastSeq`, `GetManagedObjects`.
 pub struct Observer {
     pub conn: Connection,
@@ -183,10 +190,7 @@ impl Observer {
 
     /// Times `GetManagedObjects` on the root (until the reply is in; decoding it to
     /// count the objects is not timed). `Err` says why there is no number.
-    pub async fn get_managed_objects(
-        &self,
-        timeout: Duration,
-    ) -> Result<(Duration, usize), String> {
+    pub async fn get_managed_objects(&self, timeout: Duration) -> Result<ManagedObjects, String> {
         let started = Instant::now();
         let call = self.conn.call_method(
             Some(BUS_NAME),
@@ -207,6 +211,10 @@ impl Observer {
             .body()
             .deserialize::<HashMap<OwnedObjectPath, HashMap<String, Dict>>>()
             .map_err(|e| format!("reply: {e}"))?;
-        Ok((elapsed, objects.len()))
+        Ok(ManagedObjects {
+            elapsed,
+            objects: objects.len(),
+            bytes: reply.data().len(),
+        })
     }
 }

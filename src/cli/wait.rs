@@ -30,7 +30,12 @@ pub struct WaitArgs {
     #[arg(long, env = "OVS_DBUS_RELAY_REMOVED", conflicts_with = "conditions")]
     pub removed: bool,
     /// Give up (exit 1) after this many seconds; 0 waits forever.
-    #[arg(long, env = "OVS_DBUS_RELAY_TIMEOUT", default_value_t = DEFAULT_TIMEOUT)]
+    #[arg(
+        long,
+        env = "OVS_DBUS_RELAY_TIMEOUT",
+        default_value_t = DEFAULT_TIMEOUT,
+        allow_negative_numbers = true
+    )]
     pub timeout: f64,
     /// Bridge, Port or Interface (any case).
     pub table: String,

@@ -134,8 +134,11 @@ impl Session {
                     });
                 }
                 ConnectionEnd::Resync | ConnectionEnd::Overflow => {
+                    // The server is fine; only our state is in doubt. Reconnect to the same
+                    // one at once, without history, for a full snapshot.
                     tracing::warn!(%remote, "{end}: full resync");
                     self.last_txn = None;
+                    attempt -= 1;
                     continue;
                 }
                 _ => {}

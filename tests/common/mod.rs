@@ -13,6 +13,7 @@
 //! async paths or wrap them in `spawn_blocking` if that matters).
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod compare;
 pub mod signals;
 
