@@ -3,7 +3,7 @@
 //! OVSDB `monitor_cond` subscriber receiving the same updates, in one run.
 //!
 //! ```text
-//! cargo bench --bench relay                  # full run, about 2 minutes
+//! cargo bench --bench relay                  # full run, about 1.5 minutes
 //! cargo bench --bench relay -- --smoke       # seconds; for CI, numbers are not asserted
 //! cargo bench --bench relay -- --json PATH   # default: target/bench/relay.json
 //! ```
@@ -12,6 +12,10 @@
 //! `dbus-daemon`, the release relay, and this binary twice more as the two subscribers
 //! (hidden modes `--subscriber BUS_ADDRESS` and `--monitor DB_SOCKET`). Load comes from a
 //! raw pipelining OVSDB client in this process. See BENCHMARKS.md for what each row means.
+//!
+//! `cargo test --all-targets` runs benchmarks too, without `--bench`: then this is a
+//! smoke run against the relay binary cargo built for the tests (debug), so the benchmark
+//! cannot rot, and no release build or JSON file comes with it.
 
 mod support;
 
@@ -105,26 +109,31 @@ const USAGE: &str = "usage: cargo bench --bench relay [-- [--smoke] [--json PATH
 
 struct Options {
     scale: Scale,
-    json: PathBuf,
+    json: Option<PathBuf>,
     keep: bool,
+    /// Started by `cargo bench` (which passes `--bench`), not by `cargo test`.
+    bench: bool,
 }
 
 /// `Ok(None)` for `--help`.
 fn parse_options(args: Vec<String>) -> Result<Option<Options>, String> {
+    let bench = args.iter().any(|a| a == "--bench");
     let mut options = Options {
-        scale: Scale::FULL,
-        json: target_dir().join("bench/relay.json"),
+        scale: if bench { Scale::FULL } else { Scale::SMOKE },
+        json: bench.then(|| target_dir().join("bench/relay.json")),
         keep: false,
+        bench,
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--smoke" => options.scale = Scale::SMOKE,
-            "--json" => options.json = args.next().ok_or("--json needs a path")?.into(),
+            "--json" => options.json = Some(args.next().ok_or("--json needs a path")?.into()),
             "--keep" => options.keep = true,
-            // cargo passes --bench to every harness = false benchmark.
             "--bench" => {}
             "-h" | "--help" => return Ok(None),
+            // Under `cargo test` the arguments are libtest's (filters, --nocapture, ...).
+            _ if !bench => {}
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -167,6 +176,17 @@ fn main() -> ExitCode {
     }
 }
 
+fn write_json(path: &Path, document: &Json) {
+    if let Some(parent) = path.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let text = serde_json::to_string_pretty(document).expect("serialises");
+    match std::fs::write(path, text) {
+        Ok(()) => println!("JSON: {}", path.display()),
+        Err(e) => eprintln!("bench: cannot write {}: {e}", path.display()),
+    }
+}
+
 /// Runs one phase with progress on stderr, so a slow or stuck phase is easy to spot.
 fn timed<T>(what: &str, phase: impl FnOnce() -> T) -> T {
     eprintln!("bench: {what} ...");
@@ -198,8 +218,13 @@ struct Ctx {
 }
 
 fn run(options: &Options) {
-    let (scale, json_path) = (options.scale, options.json.as_path());
-    let relay_bin = procs::relay_binary();
+    let scale = options.scale;
+    let relay_bin = if options.bench {
+        procs::release_relay()
+    } else {
+        eprintln!("bench: not started by `cargo bench`: smoke run, numbers mean nothing");
+        PathBuf::from(env!("CARGO_BIN_EXE_ovs-dbus-relay"))
+    };
     // Unix socket paths are limited to 108 bytes; a long $TMPDIR would not fit them.
     let tmp_base = Some(std::env::temp_dir())
         .filter(|t| t.as_os_str().len() < 60)
@@ -241,6 +266,14 @@ fn run(options: &Options) {
         if scale.smoke { "smoke" } else { "full" },
         ctx.relay_bin.display()
     );
+    let load_before = load_average();
+    if load_before.unwrap_or(0.0) > 0.5 {
+        eprintln!(
+            "bench: warning: load average {:.2} before the run; other processes compete \
+             for the CPU and the numbers will be noisy",
+            load_before.unwrap_or(0.0)
+        );
+    }
 
     let (latency, throughput, burst, idle) = {
         let mut live = timed("set-up", || Live::start(&ctx));
@@ -256,23 +289,27 @@ fn run(options: &Options) {
     let startup = timed("4/5 start-up", || startup(&ctx));
     let rows = [latency, throughput, burst, startup, idle];
 
+    let load_after = load_average();
     let table = report::table(&rows);
     println!("\n{table}");
+    let load = |l: Option<f64>| l.map_or("?".into(), |l| format!("{l:.2}"));
+    println!(
+        "{} run; relay {}; 1-min load average {} before, {} after",
+        if scale.smoke { "smoke" } else { "full" },
+        ctx.relay_bin.display(),
+        load(load_before),
+        load(load_after)
+    );
     let context = json!({
+        "relay_binary": ctx.relay_bin,
+        "load_average_1min": {"before": load_before, "after": load_after},
         "machine": machine(),
         "scale": scale.json(),
         "finished_unix_usec": now_usec(),
     });
     let document = report::json(&rows, context);
-    if let Some(parent) = json_path.parent() {
-        let _ = std::fs::create_dir_all(parent);
-    }
-    match std::fs::write(
-        json_path,
-        serde_json::to_string_pretty(&document).expect("serialises"),
-    ) {
-        Ok(()) => println!("JSON: {}", json_path.display()),
-        Err(e) => eprintln!("bench: cannot write {}: {e}", json_path.display()),
+    if let Some(path) = &options.json {
+        write_json(path, &document);
     }
 }
 
@@ -641,12 +678,15 @@ fn sustained_throughput(ctx: &Ctx, live: &mut Live) -> Row {
     row.push(Metric::new("peak RSS", "MB", rss(pids[0]), rss(pids[1])));
     let drain = |events: &[Event]| last(events).map(|end| ms(end, last_commit));
     let (drain_a, drain_b) = (drain(&a), drain(&b));
-    row.push(Metric::new(
-        "last event after writer stopped",
-        "ms",
-        Val::opt(drain_a, "no events"),
-        Val::opt(drain_b, "no events"),
-    ));
+    row.push(
+        Metric::new(
+            "last event after writer stopped",
+            "ms",
+            Val::opt(drain_a, "no events"),
+            Val::opt(drain_b, "no events"),
+        )
+        .without_ratio(),
+    );
     let kept_up = a.len() == expected
         && gaps == 0
         && resyncs == 0
@@ -667,6 +707,7 @@ fn burst(ctx: &Ctx, live: &mut Live) -> Row {
     let ports: Vec<NewPort> = (0..n).map(|i| NewPort::named(format!("b{i}"))).collect();
     let ops = ovsdb::add_ports_ops(BRIDGE, &ports);
     let start = live.lens();
+    let gaps_before = live.relay_events.seq_gaps();
     let sent = now_usec();
     live.writer.transact(ops);
     let commit = live.writer.wait_all(1, ctx.scale.patience).at_usec;
@@ -681,6 +722,8 @@ fn burst(ctx: &Ctx, live: &mut Live) -> Row {
         ms(commit, sent)
     ));
     row.push(Metric::new("events received", "", count(&a), count(&b)));
+    let gaps = live.relay_events.seq_gaps() - gaps_before;
+    row.push(Metric::relay("seq gaps", "", Val::Num(gaps as f64)).at_most(0.0, "0"));
     let complete = |events: &[Event]| events.len() == expected;
     let since = |events: &[Event], from: u64, pick: fn(&[Event]) -> Option<&Event>| {
         Val::opt(pick(events).map(|e| ms(e.recv_usec, from)), "no events")
@@ -922,6 +965,17 @@ fn startup(ctx: &Ctx) -> Row {
 // ---------------------------------------------------------------------------------------
 // Machine description
 // ---------------------------------------------------------------------------------------
+
+/// The 1-minute load average: other work on the machine skews every number here, so
+/// the report says how busy it was.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
 
 fn first_line(cmd: &str, args: &[&str]) -> Option<String> {
     let out = std::process::Command::new(cmd).args(args).output().ok()?;

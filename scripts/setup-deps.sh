@@ -27,7 +27,7 @@ declare -A COMMANDS=(
     [kill]=procps
 )
 # packages checked with dpkg (no single command to look for), plus any arguments
-PACKAGES=(openvswitch-switch openvswitch-common python3-dbus "$@")
+PACKAGES=(openvswitch-switch openvswitch-common python3-dbus python3-gi "$@")
 
 have_command() {
     # /usr/sbin and /sbin are often missing from a non-root PATH

@@ -237,10 +237,11 @@ pub fn spawn_self(name: &'static str, args: &[&str]) -> Guard {
     )
 }
 
-/// The release relay. `cargo bench` builds the benchmark, not necessarily a current
-/// relay binary, so build it (a no-op when fresh) and take the path cargo reports, which
-/// also honours `CARGO_TARGET_DIR`.
-pub fn relay_binary() -> PathBuf {
+/// The release relay as users get it. The binary `cargo bench` builds next to the
+/// benchmark has the dev-dependencies' features compiled in (tokio's `test-util`), so
+/// build the plain release binary (a no-op when fresh) and take the path cargo reports,
+/// which also honours `CARGO_TARGET_DIR`.
+pub fn release_relay() -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!("bench: cargo build --release --bin ovs-dbus-relay");
     let output = Command::new(cargo)

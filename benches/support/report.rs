@@ -63,6 +63,8 @@ pub struct Metric {
     pub a: Val,
     pub b: Val,
     pub target: Option<Target>,
+    /// Whether a/b means anything: not for a delay the baseline has next to none of.
+    pub ratio: bool,
 }
 
 impl Metric {
@@ -73,7 +75,13 @@ impl Metric {
             a,
             b,
             target: None,
+            ratio: true,
         }
+    }
+
+    pub fn without_ratio(mut self) -> Metric {
+        self.ratio = false;
+        self
     }
 
     /// A relay-only metric: the direct subscriber has nothing comparable.
@@ -97,7 +105,7 @@ impl Metric {
 
     fn ratio(&self) -> Option<f64> {
         match (self.a.num(), self.b.num()) {
-            (Some(a), Some(b)) if b > 0.0 && a >= 0.0 => Some(a / b),
+            (Some(a), Some(b)) if self.ratio && b > 0.0 && a >= 0.0 => Some(a / b),
             _ => None,
         }
     }

@@ -107,6 +107,45 @@ fn port_and_bridge(replica: &Replica, name: &str) -> Option<(Uuid, Option<Uuid>)
     Some((port, replica.parent(TableId::Port, port)))
 }
 
+/// `AddPort` of a port that exists: with `may_exist`, success only if it already is what
+/// the call asks for, i.e. on `bridge` with exactly one interface of its own name (the
+/// checks of `ovs-vsctl --may-exist add-port`); otherwise `AlreadyExists`, saying why.
+fn existing_port(
+    replica: &Replica,
+    port: &str,
+    port_uuid: Uuid,
+    on: Option<Uuid>,
+    bridge: &str,
+    bridge_uuid: Uuid,
+    may_exist: bool,
+) -> Result<(), MethodError> {
+    if !may_exist {
+        return Err(MethodError::AlreadyExists(format!("port {port:?} exists")));
+    }
+    if on != Some(bridge_uuid) {
+        let other = on
+            .and_then(|b| replica.row(TableId::Bridge, b))
+            .map(|row| replica.name_of(TableId::Bridge, row))
+            .unwrap_or_default();
+        return Err(MethodError::AlreadyExists(format!(
+            "port {port:?} exists on bridge {other:?}, not on {bridge:?}"
+        )));
+    }
+    let mut interfaces: Vec<String> = replica
+        .rows(TableId::Interface)
+        .filter(|(uuid, _)| replica.parent(TableId::Interface, *uuid) == Some(port_uuid))
+        .map(|(_, row)| replica.name_of(TableId::Interface, row))
+        .collect();
+    interfaces.sort();
+    if interfaces != [port] {
+        return Err(MethodError::AlreadyExists(format!(
+            "port {port:?} exists with interface(s) {}",
+            interfaces.join(", ")
+        )));
+    }
+    Ok(())
+}
+
 pub struct SwitchInterface {
     pub writer: Writer,
 }
@@ -236,12 +275,9 @@ impl SwitchInterface {
             let (bridge_uuid, _) = replica
                 .find(TableId::Bridge, bridge)
                 .ok_or_else(|| not_found(TableId::Bridge, bridge))?;
-            if let Some((_, on)) = port_and_bridge(replica, port) {
-                return if may_exist && on == Some(bridge_uuid) {
-                    Ok(None)
-                } else {
-                    Err(MethodError::AlreadyExists(format!("port {port:?} exists")))
-                };
+            if let Some((port_uuid, on)) = port_and_bridge(replica, port) {
+                return existing_port(replica, port, port_uuid, on, bridge, bridge_uuid, may_exist)
+                    .map(|()| None);
             }
             let request = txn::AddPort {
                 name: port,

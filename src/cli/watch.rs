@@ -5,7 +5,7 @@
 //! the filtering; `--table` is applied here. Without `--name`/`--bridge` every signal
 //! reaches us, so a jump in `meta.seq` means signals were lost, and is reported on stderr.
 
-use super::format::{dict_json, ovs_string, ovs_text};
+use super::format::{dict_json, is_empty, ovs_string, ovs_text, variant_json};
 use super::{Failure, Outcome, bus_target, connect};
 use crate::bus::{BUS_NAME, RELAY_INTERFACE, ROOT_PATH};
 use crate::replica::layout::TableId;
@@ -270,7 +270,8 @@ impl Event {
             } => {
                 let mut line = format!("{seq} {member} {}", ovs_string(name));
                 let mut context = Vec::new();
-                if !bridge.is_empty() && !(*table == TableId::Bridge && bridge == name) {
+                let own_bridge = *table == TableId::Bridge && bridge == name;
+                if !bridge.is_empty() && !own_bridge {
                     context.push(ovs_string(bridge));
                 }
                 if let Some(port) = self.meta_str("port").filter(|p| !p.is_empty()) {
@@ -313,12 +314,12 @@ fn added_summary(table: TableId, columns: Option<&Dict>) -> String {
         .filter_map(|c| {
             columns
                 .get(*c)
-                .map(|v| format!("{c}={}", ovs_text(&super::format::variant_json(v))))
+                .map(|v| format!("{c}={}", ovs_text(&variant_json(v))))
         })
         .collect();
     if let Some(ids) = columns.get("external_ids") {
-        let ids = super::format::variant_json(ids);
-        if !super::format::is_empty(&ids) {
+        let ids = variant_json(ids);
+        if !is_empty(&ids) {
             parts.push(format!("external_ids={}", ovs_text(&ids)));
         }
     }
@@ -333,13 +334,10 @@ fn changes(changed: Option<&Dict>, old: Option<&Dict>) -> String {
     changed
         .iter()
         .map(|(column, new)| {
-            let old = old.and_then(|o| o.get(column)).map_or("?".to_owned(), |v| {
-                ovs_text(&super::format::variant_json(v))
-            });
-            format!(
-                "{column}: {old} → {}",
-                ovs_text(&super::format::variant_json(new))
-            )
+            let old = old
+                .and_then(|o| o.get(column))
+                .map_or("?".to_owned(), |v| ovs_text(&variant_json(v)));
+            format!("{column}: {old} → {}", ovs_text(&variant_json(new)))
         })
         .collect::<Vec<_>>()
         .join("; ")
@@ -466,7 +464,11 @@ pub async fn run(args: WatchArgs) -> Outcome {
             _ = terminate.recv() => return Ok(()),
             _ = interrupt.recv() => return Ok(()),
             change = owners.next() => {
-                let Some(Ok(change)) = change else { continue };
+                let change = match change {
+                    None => return Err(Failure::error(format!("watch: lost the connection to the {target}"))),
+                    Some(Err(_)) => continue,
+                    Some(Ok(change)) => change,
+                };
                 if let Ok((_, _, new)) = change.body().deserialize::<(String, String, String)>() {
                     seqs.reset();
                     if new.is_empty() {

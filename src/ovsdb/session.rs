@@ -317,6 +317,7 @@ impl Session {
             .await
             .map_err(|_| ConnectionEnd::Stopped)?;
         self.synced_once = true;
+        self.client.send_replace(Some(client.clone()));
         Ok(layout)
     }
 

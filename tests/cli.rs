@@ -1,0 +1,617 @@
+//! The client commands `wait`, `watch` and `show` (SPEC §7) end to end: a real
+//! ovsdb-server driven by `ovs-vsctl`, a private dbus-daemon, the relay, and the
+//! `ovs-dbus-relay` binary as a user would run it, checked for output and exit codes.
+
+mod common;
+
+use common::signals::Subscriber;
+use common::{Bus, COMMAND_TIMEOUT, Ovsdb, Relay, relay_bin, run_bounded, send_signal};
+use serde_json::Value as Json;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Setup {
+    db: Ovsdb,
+    bus: Bus,
+    _relay: Relay,
+}
+
+async fn setup() -> Setup {
+    let db = Ovsdb::start();
+    let bus = Bus::start();
+    let relay = Relay::spawn(&db.remote(), &bus.address(), &[]);
+    Subscriber::connect(&bus.address())
+        .await
+        .wait_ready(WAIT)
+        .await;
+    Setup {
+        db,
+        bus,
+        _relay: relay,
+    }
+}
+
+/// The command with a clean environment: no inherited `OVS_DBUS_RELAY_*` or bus variables.
+fn command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(relay_bin());
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .env_remove("DBUS_SYSTEM_BUS_ADDRESS");
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("OVS_DBUS_RELAY_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// Runs a command to completion (bounded) off the async runtime's threads.
+async fn run(cmd: Command) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = cmd;
+        run_bounded(&mut cmd, COMMAND_TIMEOUT)
+    })
+    .await
+    .expect("command thread")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts the exit code and that stderr is empty (success) or exactly one line.
+fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        stdout(out),
+        stderr(out)
+    );
+    let lines = stderr(out).lines().count();
+    if code == 0 {
+        assert_eq!(lines, 0, "stderr: {}", stderr(out));
+    } else {
+        assert_eq!(lines, 1, "one line on stderr expected: {}", stderr(out));
+        assert!(
+            stderr(out).starts_with("ovs-dbus-relay: "),
+            "{}",
+            stderr(out)
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// wait
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_exits_0_once_the_port_appears() {
+    let Setup { db, bus, _relay } = setup().await;
+    db.vsctl(&["add-br", "br0"]);
+    let started = Instant::now();
+    let waiting = tokio::spawn(run(command(&[
+        "wait",
+        "--bus",
+        &bus.address(),
+        "Port",
+        "tap0",
+        "tag=10",
+        "--timeout",
+        "10",
+    ])));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    db.vsctl(&[
+        "add-port", "br0", "tap0", "--", "set", "port", "tap0", "tag=10",
+    ]);
+    let out = waiting.await.unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "", "wait prints nothing");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    // Already true: returns at once. The bus and timeout from the environment.
+    let mut cmd = command(&["wait", "port", "tap0", "tag>=10", "tag<11", "name=tap0"]);
+    cmd.env("OVS_DBUS_RELAY_BUS", bus.address())
+        .env("OVS_DBUS_RELAY_TIMEOUT", "5");
+    let out = run(cmd).await;
+    assert_exit(&out, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_times_out_with_exit_1() {
+    let Setup {
+        db: _db,
+        bus,
+        _relay,
+    } = setup().await;
+    let started = Instant::now();
+    let out = run(command(&[
+        "wait",
+        "--bus",
+        &bus.address(),
+        "Interface",
+        "nope",
+        "ofport>0",
+        "--timeout",
+        "1.5",
+    ]))
+    .await;
+    let took = started.elapsed();
+    assert_exit(&out, 1);
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_millis(3500),
+        "took {took:?}"
+    );
+    let message = stderr(&out);
+    assert!(message.contains("timed out"), "{message}");
+    assert!(message.contains("nope"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_removal() {
+    let Setup { db, bus, _relay } = setup().await;
+    db.vsctl(&["add-br", "br0"]);
+    db.vsctl(&["add-port", "br0", "p1"]);
+    let address = bus.address();
+    let args = ["wait", "--bus", &address, "Port", "p1", "--removed"];
+    // Still there: times out.
+    let out = run(command(&[&args[..], &["--timeout", "0.3"]].concat())).await;
+    assert_exit(&out, 1);
+
+    let waiting = tokio::spawn(run(command(&[&args[..], &["--timeout", "10"]].concat())));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    db.vsctl(&["del-port", "p1"]);
+    assert_exit(&waiting.await.unwrap(), 0);
+
+    // Conditions make no sense with --removed: a usage error.
+    let out = run(command(&[&args[..], &["tag=1"]].concat())).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_rejects_bad_arguments_with_exit_2() {
+    let Setup {
+        db: _db,
+        bus,
+        _relay,
+    } = setup().await;
+    let address = bus.address();
+    let out = run(command(&[
+        "wait", "--bus", &address, "Port", "p1", "bogus=1",
+    ]))
+    .await;
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("bogus"), "{}", stderr(&out));
+
+    let out = run(command(&["wait", "--bus", &address, "Flow", "p1"])).await;
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("Flow"), "{}", stderr(&out));
+
+    let out = run(command(&[
+        "wait",
+        "--bus",
+        &address,
+        "Port",
+        "p1",
+        "--timeout",
+        "-1",
+    ]))
+    .await;
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("--timeout"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_rides_out_a_relay_that_has_not_synced_yet() {
+    let mut db = Ovsdb::start();
+    db.vsctl(&["add-br", "br0"]);
+    db.kill();
+    let bus = Bus::start();
+    // The relay owns its name at once and keeps trying to reach OVSDB.
+    let _relay = Relay::spawn(&db.remote(), &bus.address(), &[]);
+    let sub = Subscriber::connect(&bus.address()).await;
+    let dbus = zbus::fdo::DBusProxy::new(&sub.conn).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while !dbus
+        .name_has_owner("org.ovsdbus.Relay1".try_into().unwrap())
+        .await
+        .unwrap()
+    {
+        assert!(Instant::now() < deadline, "relay never took its name");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let waiting = tokio::spawn(run(command(&[
+        "wait",
+        "--bus",
+        &bus.address(),
+        "Port",
+        "p1",
+        "--timeout",
+        "15",
+    ])));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "wait gave up on a relay still syncing"
+    );
+    db.restart();
+    db.vsctl(&["add-port", "br0", "p1"]);
+    assert_exit(&waiting.await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_without_a_relay_exits_2() {
+    let bus = Bus::start();
+    let out = run(command(&[
+        "wait",
+        "--bus",
+        &bus.address(),
+        "Port",
+        "p1",
+        "--timeout",
+        "5",
+    ]))
+    .await;
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("relay not running on the bus at"),
+        "{}",
+        stderr(&out)
+    );
+
+    // No bus at all.
+    let out = run(command(&[
+        "wait",
+        "--bus",
+        "unix:path=/nonexistent/bus.sock",
+        "Port",
+        "p1",
+    ]))
+    .await;
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("cannot connect"), "{}", stderr(&out));
+}
+
+// ---------------------------------------------------------------------------------------
+// watch
+// ---------------------------------------------------------------------------------------
+
+/// A running `watch`: stdout lines arrive on a channel, stderr is collected.
+struct Watch {
+    child: Child,
+    lines: Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Watch {
+    /// Starts `watch` and waits until it has subscribed (its note on stderr).
+    fn start(args: &[&str]) -> Watch {
+        let mut child = command(&[&["watch"], args].concat())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start watch");
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().expect("piped");
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let err = child.stderr.take().expect("piped");
+        let collected = stderr.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut all = collected.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
+        let mut watch = Watch {
+            child,
+            lines,
+            stderr,
+        };
+        let ready = common::wait_until(WAIT, || watch.stderr().contains("watching"));
+        assert!(
+            ready,
+            "watch did not subscribe: {} (exit {:?})",
+            watch.stderr(),
+            watch.child.try_wait()
+        );
+        watch
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Exactly `n` lines, failing with what arrived otherwise.
+    fn take(&self, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + WAIT;
+        let mut got = Vec::new();
+        while got.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => got.push(line),
+                Err(_) => panic!(
+                    "expected {n} lines, got {got:#?}\nstderr: {}",
+                    self.stderr()
+                ),
+            }
+        }
+        got
+    }
+
+    fn assert_quiet(&self, quiet: Duration) {
+        if let Ok(line) = self.lines.recv_timeout(quiet) {
+            panic!("unexpected line {line}");
+        }
+    }
+
+    /// Sends `signal` and returns the exit code.
+    fn stop(&mut self, signal: &str) -> Option<i32> {
+        send_signal(self.child.id(), signal);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "watch ignored SIG{signal}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn parse(line: &str) -> Json {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_json_prints_one_object_per_signal() {
+    let Setup { db, bus, _relay } = setup().await;
+    db.vsctl(&["add-br", "br0"]);
+    let mut sub = Subscriber::connect(&bus.address()).await;
+    let mut watch = Watch::start(&["--bus", &bus.address(), "--json"]);
+    // The bridge's own signals may or may not have been published before the subscription.
+    db.vsctl(&["add-port", "br0", "p1"]);
+    db.vsctl(&["set", "port", "p1", "tag=10"]);
+    db.vsctl(&["del-port", "p1"]);
+    let expected = [
+        ("PortAdded", "p1"),
+        ("InterfaceAdded", "p1"),
+        ("BridgeChanged", "br0"),
+        ("PortChanged", "p1"),
+        ("BridgeChanged", "br0"),
+        ("InterfaceRemoved", "p1"),
+        ("PortRemoved", "p1"),
+    ];
+    // Skip what belongs to add-br, using the test subscriber as the reference.
+    let reference = loop {
+        let s = sub.take(1, WAIT).await.remove(0);
+        if s.member == "PortAdded" {
+            break s;
+        }
+    };
+    let first_seq = reference.seq();
+    let mut lines: Vec<Json> = Vec::new();
+    while lines.len() < expected.len() {
+        let line = parse(&watch.take(1)[0]);
+        if line["meta"]["seq"].as_u64().unwrap() >= first_seq {
+            lines.push(line);
+        }
+    }
+    let got: Vec<(String, String)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["member"].as_str().unwrap().to_owned(),
+                l["name"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        expected
+            .iter()
+            .map(|(m, n)| (m.to_string(), n.to_string()))
+            .collect::<Vec<_>>()
+    );
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["meta"]["seq"], first_seq + i as u64, "{line}");
+        assert_eq!(line["meta"]["origin"], "live", "{line}");
+        assert!(line["meta"]["received_usec"].as_u64().unwrap() > 0);
+        assert_eq!(line["bridge"], "br0", "{line}");
+        assert_eq!(line["uuid"].as_str().unwrap().len(), 36, "{line}");
+    }
+    let added = &lines[0];
+    assert_eq!(added["uuid"], reference.uuid.as_str());
+    assert_eq!(added["columns"]["tag"], serde_json::json!([]));
+    assert_eq!(added["columns"]["name"], "p1");
+    assert_eq!(added["columns"]["external_ids"], serde_json::json!({}));
+    assert!(added.get("changed").is_none() && added.get("last").is_none());
+    assert_eq!(lines[1]["meta"]["port"], "p1");
+    assert_eq!(lines[1]["columns"]["type"], "");
+    let changed = &lines[3];
+    assert_eq!(
+        changed["changed"],
+        serde_json::json!({"tag": [10]}),
+        "{changed}"
+    );
+    assert_eq!(changed["old"], serde_json::json!({"tag": []}), "{changed}");
+    assert!(changed.get("columns").is_none());
+    let removed = &lines[6];
+    assert_eq!(removed["last"]["tag"], serde_json::json!([10]), "{removed}");
+    assert_eq!(removed["last"]["name"], "p1");
+    assert!(lines[2]["changed"]["ports"].as_array().unwrap().len() == 2);
+
+    assert!(!watch.stderr().contains("warning"), "{}", watch.stderr());
+    assert_eq!(watch.stop("TERM"), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_prints_readable_lines_filtered_by_the_bus() {
+    let Setup { db, bus, _relay } = setup().await;
+    db.vsctl(&["add-br", "br0"]);
+    db.vsctl(&["add-br", "br1"]);
+    let address = bus.address();
+    let mut by_name = Watch::start(&["--bus", &address, "--name", "p1"]);
+    let mut ports = Watch::start(&["--bus", &address, "--table", "Port", "--bridge", "br1"]);
+    db.vsctl(&["add-port", "br0", "p1"]);
+    db.vsctl(&["add-port", "br1", "p2"]);
+    db.vsctl(&["set", "port", "p1", "tag=10"]);
+    db.vsctl(&["set", "port", "p2", "tag=20"]);
+    db.vsctl(&["del-port", "p1"]);
+
+    let lines = by_name.take(5);
+    let shape = |line: &str| {
+        // `#12 PortChanged p1 (br0) tag: [] → [10]`: drop the number.
+        let (seq, rest) = line.split_once(' ').unwrap();
+        assert!(
+            seq.starts_with('#') && seq[1..].parse::<u64>().is_ok(),
+            "{line}"
+        );
+        rest.to_owned()
+    };
+    let lines: Vec<String> = lines.iter().map(|l| shape(l)).collect();
+    assert_eq!(lines[0], "PortAdded p1 (br0) tag=[] trunks=[] vlan_mode=[]");
+    assert_eq!(
+        lines[1],
+        "InterfaceAdded p1 (br0, port p1) type=\"\" ofport=[]"
+    );
+    assert_eq!(lines[2], "PortChanged p1 (br0) tag: [] → [10]");
+    assert_eq!(lines[3], "InterfaceRemoved p1 (br0, port p1)");
+    assert_eq!(lines[4], "PortRemoved p1 (br0)");
+    by_name.assert_quiet(Duration::from_millis(300));
+
+    let lines: Vec<String> = ports.take(2).iter().map(|l| shape(l)).collect();
+    assert_eq!(
+        lines,
+        [
+            "PortAdded p2 (br1) tag=[] trunks=[] vlan_mode=[]",
+            "PortChanged p2 (br1) tag: [] → [20]"
+        ]
+    );
+    ports.assert_quiet(Duration::from_millis(300));
+
+    assert_eq!(by_name.stop("INT"), Some(0));
+    assert_eq!(ports.stop("TERM"), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_without_a_bus_exits_2() {
+    let out = run(command(&[
+        "watch",
+        "--bus",
+        "unix:path=/nonexistent/bus.sock",
+    ]))
+    .await;
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("cannot connect"), "{}", stderr(&out));
+    let out = run(command(&["watch", "--bus", "nowhere"])).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--bus"), "{}", stderr(&out));
+}
+
+// ---------------------------------------------------------------------------------------
+// show
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_lays_out_the_switch_like_ovs_vsctl() {
+    let Setup { db, bus, _relay } = setup().await;
+    let address = bus.address();
+    db.vsctl(&["set", "open_vswitch", ".", "external_ids:system-id=host-1"]);
+    db.vsctl(&[
+        "add-br",
+        "br0",
+        "--",
+        "set",
+        "bridge",
+        "br0",
+        "datapath_type=netdev",
+    ]);
+    db.vsctl(&[
+        "add-port", "br0", "tap0", "--", "set", "port", "tap0", "tag=10",
+    ]);
+    let out = run(command(&[
+        "wait",
+        "--bus",
+        &address,
+        "Port",
+        "tap0",
+        "tag=10",
+        "--timeout",
+        "10",
+    ]))
+    .await;
+    assert_exit(&out, 0);
+
+    let out = run(command(&["show", "--bus", &address])).await;
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    let expected = "host-1
+    Bridge br0
+        datapath_type: netdev
+        Port br0
+            Interface br0
+                type: internal
+        Port tap0
+            tag: 10
+            Interface tap0
+";
+    assert!(text.starts_with(expected), "{text}");
+    for needle in ["Bridge br0", "Port tap0", "tag: 10"] {
+        assert!(text.contains(needle), "{needle} missing:\n{text}");
+    }
+
+    let mut cmd = command(&["show", "--json"]);
+    cmd.env("OVS_DBUS_RELAY_BUS", &address);
+    let out = run(cmd).await;
+    assert_exit(&out, 0);
+    let show = parse(&stdout(&out));
+    assert_eq!(show["system_id"], "host-1");
+    assert_eq!(show["bridges"][0]["name"], "br0");
+    let tap0 = show["bridges"][0]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "tap0")
+        .expect("tap0 in show --json");
+    assert_eq!(tap0["tag"], 10);
+    assert_eq!(tap0["interfaces"][0]["name"], "tap0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_without_a_relay_exits_2() {
+    let bus = Bus::start();
+    let out = run(command(&["show", "--bus", &bus.address()])).await;
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("relay not running"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -1,0 +1,1533 @@
+//! Failures on both sides of the relay (issue 3, SPEC §4 `origin=resync`/`Resynced`, §5
+//! `State`): OVSDB killed and changed offline, a Raft member failing over, a silent tcp
+//! peer, the bus daemon restarted, and a seeded chaos run of all of them.
+//!
+//! The yardstick is a subscriber that rebuilds the Bridge, Port and Interface tables from
+//! the typed signals alone ([`Mirror`]): `Added` inserts a row (an `Added` for a row it
+//! already has is an error), `Changed` applies `changed` after checking `old`, `Removed`
+//! deletes (an unknown row is an error). It must end equal to what `ovs-vsctl list` shows.
+//! Every process is real (ovsdb-server, dbus-daemon, the relay binary), on loopback or unix
+//! sockets, and every wait is bounded.
+
+mod common;
+
+use common::cluster::{Cluster, SideServer, vsctl_at};
+use common::signals::{BUS_NAME, Dict, IFACE, ROOT, Signal, Subscriber};
+use common::{Bus, Ovsdb, Relay, dbus_send, send_signal, wait_until};
+use serde_json::Value as Json;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_stream::StreamExt;
+use zbus::{Connection, MatchRule, Message, MessageStream, OwnedObjectPath, OwnedVariant, Variant};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------
+// Canonical values: the same text for a D-Bus value and for the OVSDB JSON it came from
+// ---------------------------------------------------------------------------------------
+
+/// Sets and maps are unordered, so their elements are sorted; strings are JSON-quoted.
+fn canon(value: &Variant<'_>) -> String {
+    match value {
+        Variant::Variant(inner) => canon(inner),
+        Variant::Str(s) => Json::from(s.as_str()).to_string(),
+        Variant::ObjectPath(p) => Json::from(p.as_str()).to_string(),
+        Variant::Bool(b) => b.to_string(),
+        Variant::I64(n) => n.to_string(),
+        Variant::U64(n) => n.to_string(),
+        Variant::I32(n) => n.to_string(),
+        Variant::U32(n) => n.to_string(),
+        Variant::F64(n) => n.to_string(),
+        Variant::Array(array) => {
+            let mut items: Vec<String> = array.inner().iter().map(canon).collect();
+            items.sort();
+            format!("[{}]", items.join(","))
+        }
+        Variant::Dict(dict) => {
+            let mut entries: Vec<String> = dict
+                .iter()
+                .map(|(k, v)| format!("{}:{}", canon(k), canon(v)))
+                .collect();
+            entries.sort();
+            format!("{{{}}}", entries.join(","))
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+fn canon_dict(dict: &Dict) -> BTreeMap<String, String> {
+    dict.iter().map(|(k, v)| (k.clone(), canon(v))).collect()
+}
+
+/// An OVSDB JSON atom (`["uuid", "…"]`, a string, a number, a boolean).
+fn json_atom(value: &Json) -> String {
+    match value {
+        Json::Array(pair) if pair.len() == 2 && pair[0] == "uuid" => pair[1].to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// An OVSDB set, which `ovs-vsctl` prints as a bare atom when it has one element.
+fn json_set(value: &Json) -> String {
+    let mut items: Vec<String> = match value {
+        Json::Array(pair) if pair.len() == 2 && pair[0] == "set" => pair[1]
+            .as_array()
+            .expect("set")
+            .iter()
+            .map(json_atom)
+            .collect(),
+        atom => vec![json_atom(atom)],
+    };
+    items.sort();
+    format!("[{}]", items.join(","))
+}
+
+fn json_map(value: &Json) -> String {
+    let mut entries: Vec<String> = value[1]
+        .as_array()
+        .expect("map")
+        .iter()
+        .map(|kv| format!("{}:{}", json_atom(&kv[0]), json_atom(&kv[1])))
+        .collect();
+    entries.sort();
+    format!("{{{}}}", entries.join(","))
+}
+
+// ---------------------------------------------------------------------------------------
+// Views: the compared columns of every row, from the database or from a subscriber
+// ---------------------------------------------------------------------------------------
+
+const TABLES: [&str; 3] = ["Bridge", "Port", "Interface"];
+
+/// The columns compared with the database, per table.
+fn compared(table: &str) -> &'static [&'static str] {
+    match table {
+        "Bridge" => &["name", "external_ids", "ports"],
+        "Port" => &["name", "tag", "external_ids", "interfaces"],
+        "Interface" => &["name", "external_ids"],
+        other => panic!("unknown table {other}"),
+    }
+}
+
+/// (table, uuid) → column → canonical value.
+type View = BTreeMap<(String, String), BTreeMap<String, String>>;
+
+/// The database as `ovs-vsctl --format=json list` shows it (`vsctl` runs ovs-vsctl with
+/// the given arguments against the right server and returns stdout).
+fn db_view(vsctl: &dyn Fn(&[&str]) -> String) -> View {
+    let mut view = View::new();
+    for table in TABLES {
+        let out: Json = serde_json::from_str(&vsctl(&["--format=json", "list", table]))
+            .unwrap_or_else(|e| panic!("ovs-vsctl list {table} JSON: {e}"));
+        let headings: Vec<&str> = out["headings"]
+            .as_array()
+            .expect("headings")
+            .iter()
+            .map(|h| h.as_str().expect("heading"))
+            .collect();
+        for row in out["data"].as_array().expect("data") {
+            let row: HashMap<&str, &Json> = headings
+                .iter()
+                .copied()
+                .zip(row.as_array().expect("row"))
+                .collect();
+            let uuid = row["_uuid"][1].as_str().expect("_uuid").to_owned();
+            let columns = compared(table)
+                .iter()
+                .map(|&c| {
+                    let v = row[c];
+                    let text = match c {
+                        "name" => json_atom(v),
+                        "external_ids" => json_map(v),
+                        _ => json_set(v),
+                    };
+                    (c.to_owned(), text)
+                })
+                .collect();
+            view.insert((table.to_owned(), uuid), columns);
+        }
+    }
+    view
+}
+
+/// What differs between two views, for panic messages.
+fn view_diff(ours: &View, db: &View) -> String {
+    let keys: BTreeSet<&(String, String)> = ours.keys().chain(db.keys()).collect();
+    let mut lines = Vec::new();
+    for key in keys {
+        match (ours.get(key), db.get(key)) {
+            (Some(a), Some(b)) if a == b => {}
+            (a, b) => lines.push(format!(
+                "{} {}:\n  subscriber {a:?}\n  database   {b:?}",
+                key.0, key.1
+            )),
+        }
+    }
+    if lines.is_empty() {
+        "no difference".into()
+    } else {
+        lines.join("\n")
+    }
+}
+
+/// `PortChanged` → (`Port`, `Changed`).
+fn split_member(member: &str) -> Option<(&'static str, &'static str)> {
+    for table in TABLES {
+        if let Some(kind) = member.strip_prefix(table) {
+            for k in ["Added", "Changed", "Removed"] {
+                if kind == k {
+                    return Some((table, k));
+                }
+            }
+        }
+    }
+    None
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct MirrorRow {
+    name: String,
+    columns: BTreeMap<String, String>,
+}
+
+/// The three tables rebuilt from signals (and seeded from `GetManagedObjects`).
+#[derive(Debug, Clone, Default)]
+struct Mirror {
+    rows: BTreeMap<(String, String), MirrorRow>,
+}
+
+type Managed = HashMap<OwnedObjectPath, HashMap<String, HashMap<String, OwnedVariant>>>;
+
+async fn managed_objects(conn: &Connection) -> zbus::Result<Managed> {
+    zbus::Proxy::new(conn, BUS_NAME, ROOT, "org.freedesktop.DBus.ObjectManager")
+        .await?
+        .call("GetManagedObjects", &())
+        .await
+}
+
+fn string_prop(props: &HashMap<String, OwnedVariant>, name: &str) -> String {
+    String::try_from(props[name].clone()).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+impl Mirror {
+    /// The state as `GetManagedObjects` shows it (`Columns` of every row object).
+    fn from_managed(objects: &Managed) -> Mirror {
+        let mut rows = BTreeMap::new();
+        for interfaces in objects.values() {
+            for (interface, props) in interfaces {
+                let table = match interface.as_str() {
+                    "org.ovsdbus.Bridge1" => "Bridge",
+                    "org.ovsdbus.Port1" => "Port",
+                    "org.ovsdbus.Interface1" => "Interface",
+                    _ => continue,
+                };
+                let columns: Dict =
+                    HashMap::try_from(props["Columns"].clone()).expect("Columns is a{sv}");
+                rows.insert(
+                    (table.to_owned(), string_prop(props, "Uuid")),
+                    MirrorRow {
+                        name: string_prop(props, "Name"),
+                        columns: canon_dict(&columns),
+                    },
+                );
+            }
+        }
+        Mirror { rows }
+    }
+
+    async fn seed(conn: &Connection) -> Mirror {
+        Mirror::from_managed(&managed_objects(conn).await.expect("GetManagedObjects"))
+    }
+
+    /// Applies one typed signal. `lenient`: the signal may already be reflected in the
+    /// state this mirror was seeded from, so it is replayed idempotently (an `Added` for a
+    /// known row replaces it, a `Removed` or `Changed` for an unknown row is ignored).
+    fn apply(&mut self, signal: &Signal, lenient: bool) -> Result<(), String> {
+        let Some((table, kind)) = split_member(&signal.member) else {
+            return Ok(());
+        };
+        let key = (table.to_owned(), signal.uuid.clone());
+        let what = format!("{} (seq {})", signal.summary(), signal.seq());
+        match kind {
+            "Added" => {
+                if self.rows.contains_key(&key) && !lenient {
+                    return Err(format!(
+                        "{what}: Added for a row the subscriber already has"
+                    ));
+                }
+                self.rows.insert(
+                    key,
+                    MirrorRow {
+                        name: signal.name.clone(),
+                        columns: canon_dict(&signal.dicts[0]),
+                    },
+                );
+            }
+            "Changed" => {
+                let Some(row) = self.rows.get_mut(&key) else {
+                    return if lenient {
+                        Ok(())
+                    } else {
+                        Err(format!("{what}: Changed for an unknown row"))
+                    };
+                };
+                let (changed, old) = (canon_dict(&signal.dicts[0]), canon_dict(&signal.dicts[1]));
+                if !lenient {
+                    for (column, value) in &old {
+                        if row.columns.get(column) != Some(value) {
+                            return Err(format!(
+                                "{what}: old {column}={value} but the subscriber has {:?}",
+                                row.columns.get(column)
+                            ));
+                        }
+                    }
+                    if changed.keys().ne(old.keys()) {
+                        return Err(format!("{what}: changed and old name different columns"));
+                    }
+                }
+                row.columns.extend(changed);
+            }
+            "Removed" => {
+                if self.rows.remove(&key).is_none() && !lenient {
+                    return Err(format!("{what}: Removed for an unknown row"));
+                }
+            }
+            _ => unreachable!(),
+        }
+        Ok(())
+    }
+
+    fn view(&self) -> View {
+        self.rows
+            .iter()
+            .map(|((table, uuid), row)| {
+                let columns = compared(table)
+                    .iter()
+                    .map(|&c| {
+                        let value = match c {
+                            "name" => Json::from(row.name.as_str()).to_string(),
+                            _ => row
+                                .columns
+                                .get(c)
+                                .cloned()
+                                .unwrap_or_else(|| format!("<no {c}>")),
+                        };
+                        (c.to_owned(), value)
+                    })
+                    .collect();
+                ((table.clone(), uuid.clone()), columns)
+            })
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Signals and properties
+// ---------------------------------------------------------------------------------------
+
+/// The typed signal or `Resynced` in `message` (same decoding as `Subscriber::next`).
+fn parse_signal(message: &Message) -> Option<Signal> {
+    let header = message.header();
+    let member = header.member()?.to_string();
+    let body = message.body();
+    if member == "Resynced" {
+        let (a, c, r, meta): (u64, u64, u64, Dict) = body.deserialize().ok()?;
+        return Some(Signal {
+            member,
+            name: String::new(),
+            bridge: String::new(),
+            uuid: String::new(),
+            dicts: vec![],
+            meta,
+            counts: Some((a, c, r)),
+        });
+    }
+    let (name, bridge, uuid, dicts, meta) = match split_member(&member)?.1 {
+        "Changed" => {
+            let (n, b, u, changed, old, meta): (String, String, String, Dict, Dict, Dict) =
+                body.deserialize().ok()?;
+            (n, b, u, vec![changed, old], meta)
+        }
+        _ => {
+            let (n, b, u, columns, meta): (String, String, String, Dict, Dict) =
+                body.deserialize().ok()?;
+            (n, b, u, vec![columns], meta)
+        }
+    };
+    Some(Signal {
+        member,
+        name,
+        bridge,
+        uuid,
+        dicts,
+        meta,
+        counts: None,
+    })
+}
+
+fn received_usec(signal: &Signal) -> u64 {
+    signal
+        .meta
+        .get("received_usec")
+        .and_then(|v| u64::try_from(v).ok())
+        .unwrap_or(0)
+}
+
+fn now_usec() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_micros() as u64
+}
+
+fn summaries(signals: &[Signal]) -> Vec<String> {
+    signals.iter().map(Signal::summary).collect()
+}
+
+/// Every signal until nothing more arrives for `quiet` (at most `limit` in all).
+async fn drain(sub: &mut Subscriber, quiet: Duration, limit: Duration) -> Vec<Signal> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut got = Vec::new();
+    while tokio::time::Instant::now() < deadline {
+        match sub.next(quiet).await {
+            Some(signal) => got.push(signal),
+            None => break,
+        }
+    }
+    got
+}
+
+/// Signals up to and including the next `Resynced`; panics with what came if it does not.
+async fn until_resynced(sub: &mut Subscriber, timeout: Duration) -> (Vec<Signal>, Signal) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut typed = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match sub.next(left).await {
+            Some(s) if s.member == "Resynced" => return (typed, s),
+            Some(s) => typed.push(s),
+            None => panic!(
+                "no Resynced within {timeout:?}; got {:?}",
+                summaries(&typed)
+            ),
+        }
+    }
+}
+
+/// Records every value of the relay's `State` property announced by `PropertiesChanged`.
+struct StateWatcher {
+    states: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StateWatcher {
+    async fn start(address: &str) -> StateWatcher {
+        let conn = zbus::connection::Builder::address(address)
+            .build()
+            .await
+            .expect("connect state watcher");
+        let rule = MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .interface("org.freedesktop.DBus.Properties")
+            .member("PropertiesChanged")
+            .path(ROOT)
+            .build()
+            .expect("match rule");
+        let mut stream = MessageStream::for_match_rule(rule, &conn, None)
+            .await
+            .expect("watch PropertiesChanged");
+        let states = Arc::new(Mutex::new(Vec::new()));
+        let sink = states.clone();
+        let task = tokio::spawn(async move {
+            let _conn = conn;
+            while let Some(Ok(message)) = stream.next().await {
+                let body = message.body();
+                let Ok((interface, changed, _)): Result<
+                    (String, HashMap<String, OwnedVariant>, Vec<String>),
+                    _,
+                > = body.deserialize() else {
+                    continue;
+                };
+                if interface != IFACE {
+                    continue;
+                }
+                if let Some(state) = changed.get("State") {
+                    let state = String::try_from(state.clone()).expect("State is s");
+                    sink.lock().unwrap().push(state);
+                }
+            }
+        });
+        StateWatcher { states, task }
+    }
+
+    fn all(&self) -> Vec<String> {
+        self.states.lock().unwrap().clone()
+    }
+
+    fn len(&self) -> usize {
+        self.states.lock().unwrap().len()
+    }
+
+    /// Waits until a state announced at or after position `from` equals `state`.
+    async fn wait_for(&self, from: usize, state: &str, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.all().iter().skip(from).any(|s| s == state) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for StateWatcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Polls the `State` property until it equals `state`; returns the last value seen.
+async fn wait_state(sub: &Subscriber, state: &str, timeout: Duration) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let now: String = sub.property("State").await;
+        if now == state {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(now);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Applies signals as they come (strictly) until the mirror equals `db()`; panics with the
+/// difference after `timeout`. Returns the signals applied.
+async fn converge(
+    sub: &mut Subscriber,
+    mirror: &mut Mirror,
+    db: &dyn Fn() -> View,
+    timeout: Duration,
+) -> Vec<Signal> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut applied = Vec::new();
+    loop {
+        while let Some(signal) = sub.next(Duration::from_millis(300)).await {
+            if let Err(e) = mirror.apply(&signal, false) {
+                panic!("{e}\nsignals so far: {:?}", summaries(&applied));
+            }
+            applied.push(signal);
+        }
+        let expected = db();
+        if mirror.view() == expected {
+            return applied;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!(
+                "the subscriber did not converge within {timeout:?}:\n{}",
+                view_diff(&mirror.view(), &expected)
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Standalone server killed, changed offline, restarted: full resync by diff
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resync_after_offline_changes_emits_only_real_differences() {
+    let mut db = Ovsdb::start();
+    let mut setup = vec!["add-br".to_owned(), "br0".to_owned()];
+    for i in 1..=5 {
+        setup.extend(
+            format!("-- add-port br0 p{i} -- set port p{i} tag={}", 10 * i)
+                .split(' ')
+                .map(str::to_owned),
+        );
+    }
+    db.vsctl(&setup.iter().map(String::as_str).collect::<Vec<_>>());
+    let bus = Bus::start();
+    let relay = Relay::spawn(&db.remote(), &bus.address(), &[]);
+    let states = StateWatcher::start(&bus.address()).await;
+    let mut sub = Subscriber::connect(&bus.address()).await;
+    sub.wait_ready(WAIT).await;
+    let mut mirror = Mirror::seed(&sub.conn).await;
+    assert_eq!(
+        mirror.view(),
+        db_view(&|a| db.vsctl(a)),
+        "GetManagedObjects differs from the database"
+    );
+
+    // A writer keeps changing p1 while the server is SIGKILLed under it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicUsize::new(0));
+    let writer = std::thread::spawn({
+        let (stop, written, remote) = (stop.clone(), written.clone(), db.remote());
+        move || {
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let value = format!("external_ids:w={i}");
+                // Failures after the kill are expected and ignored.
+                if vsctl_at(&remote, 2, &["set", "port", "p1", &value])
+                    .status
+                    .success()
+                {
+                    written.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+    });
+    let deadline = Instant::now() + WAIT;
+    while written.load(Ordering::SeqCst) < 5 {
+        assert!(Instant::now() < deadline, "the writer made no progress");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let states_before_kill = states.len();
+    db.kill();
+    stop.store(true, Ordering::SeqCst);
+    tokio::task::spawn_blocking(move || writer.join())
+        .await
+        .unwrap()
+        .expect("writer thread");
+
+    // What the subscriber saw before the relay lost the server: live signals, seq 1, 2, …
+    let live = drain(&mut sub, Duration::from_millis(800), WAIT).await;
+    assert!(!live.is_empty(), "no live signal for the writer's changes");
+    for (i, s) in live.iter().enumerate() {
+        assert_eq!(s.seq(), i as u64 + 1, "seq gap in {:?}", summaries(&live));
+        assert_eq!(
+            s.meta_str("origin").as_deref(),
+            Some("live"),
+            "{}",
+            s.summary()
+        );
+        assert_eq!(s.member, "PortChanged", "{}", s.summary());
+        mirror.apply(s, false).unwrap();
+    }
+    let seen_seq = live.last().map_or(0, Signal::seq);
+    assert!(
+        states
+            .wait_for(states_before_kill, "reconnecting", WAIT)
+            .await,
+        "State never became reconnecting after the kill: {:?}",
+        states.all()
+    );
+    let before = mirror.clone();
+
+    // Offline: a second server on the same file adds pX, deletes p2 and retags p3.
+    let mut side = SideServer::start(&db.db_path(), "offline");
+    side.vsctl(&["add-port", "br0", "pX", "--", "set", "port", "pX", "tag=99"]);
+    side.vsctl(&["del-port", "br0", "p2"]);
+    side.vsctl(&["set", "port", "p3", "tag=33"]);
+    side.stop();
+    db.restart();
+    let after = db_view(&|a| db.vsctl(a));
+
+    let (resync, resynced) = until_resynced(&mut sub, Duration::from_secs(20)).await;
+    let names = summaries(&resync);
+
+    // The writer's last committed change may or may not have reached the relay before the
+    // kill; p1's external_ids is the only other difference that may exist.
+    let p1_changed = {
+        let key = |v: &View| {
+            v.iter()
+                .find(|((t, _), c)| t == "Port" && c["name"] == "\"p1\"")
+                .map(|(_, c)| c["external_ids"].clone())
+        };
+        key(&before.view()) != key(&after)
+    };
+    let mut expected = vec![
+        "PortAdded pX br0",
+        "InterfaceAdded pX br0",
+        "BridgeChanged br0 br0",
+    ];
+    if p1_changed {
+        expected.push("PortChanged p1 br0");
+    }
+    expected.extend([
+        "PortChanged p3 br0",
+        "InterfaceRemoved p2 br0",
+        "PortRemoved p2 br0",
+    ]);
+    assert_eq!(
+        names, expected,
+        "exactly the offline differences, in Added/Changed/Removed order"
+    );
+
+    // Every signal is one real difference between what the subscriber had and the
+    // database, with exactly the columns that differ.
+    let mut signalled: BTreeMap<(String, String), (String, BTreeSet<String>)> = BTreeMap::new();
+    for s in &resync {
+        let (table, kind) = split_member(&s.member).expect("typed signal");
+        let columns = if kind == "Changed" {
+            s.dicts[0].keys().cloned().collect()
+        } else {
+            BTreeSet::new()
+        };
+        let previous = signalled.insert(
+            (table.to_owned(), s.uuid.clone()),
+            (kind.to_owned(), columns),
+        );
+        assert!(previous.is_none(), "two signals for one row: {names:?}");
+    }
+    let old_view = before.view();
+    let mut differences = BTreeMap::new();
+    for key in old_view.keys().chain(after.keys()) {
+        let diff = match (old_view.get(key), after.get(key)) {
+            (None, Some(_)) => ("Added".to_owned(), BTreeSet::new()),
+            (Some(_), None) => ("Removed".to_owned(), BTreeSet::new()),
+            (Some(a), Some(b)) if a != b => (
+                "Changed".to_owned(),
+                a.keys().filter(|c| a[*c] != b[*c]).cloned().collect(),
+            ),
+            _ => continue,
+        };
+        differences.insert(key.clone(), diff);
+    }
+    assert_eq!(
+        signalled, differences,
+        "resync signals must be exactly the real differences"
+    );
+
+    for (i, s) in resync.iter().enumerate() {
+        assert_eq!(
+            s.meta_str("origin").as_deref(),
+            Some("resync"),
+            "{}",
+            s.summary()
+        );
+        assert_eq!(
+            s.seq(),
+            seen_seq + 1 + i as u64,
+            "seq not consecutive: {names:?}"
+        );
+        mirror.apply(s, false).unwrap();
+    }
+    let count = |kind: &str| resync.iter().filter(|s| s.member.ends_with(kind)).count() as u64;
+    assert_eq!(
+        resynced.counts,
+        Some((count("Added"), count("Changed"), count("Removed"))),
+        "Resynced counts"
+    );
+    assert_eq!(resynced.meta_str("reason").as_deref(), Some("ovsdb"));
+    assert_eq!(
+        resynced.seq(),
+        seen_seq + resync.len() as u64,
+        "Resynced meta.seq"
+    );
+    assert_eq!(
+        mirror.view(),
+        after,
+        "{}",
+        view_diff(&mirror.view(), &after)
+    );
+
+    // State went reconnecting → syncing → ready.
+    assert!(
+        states.wait_for(states_before_kill, "ready", WAIT).await,
+        "State not ready again: {:?}",
+        states.all()
+    );
+    let transitions = states.all()[states_before_kill..].to_vec();
+    assert_eq!(
+        transitions.first().map(String::as_str),
+        Some("reconnecting")
+    );
+    assert!(
+        transitions.iter().any(|s| s == "syncing"),
+        "{transitions:?}"
+    );
+    assert_eq!(
+        transitions.last().map(String::as_str),
+        Some("ready"),
+        "{transitions:?}"
+    );
+    assert_eq!(sub.property::<String>("State").await, "ready");
+
+    // Nothing else, and live signals carry on from the next seq.
+    sub.assert_quiet(Duration::from_millis(300)).await;
+    db.vsctl(&["set", "port", "p4", "tag=44"]);
+    let next = sub.take(1, WAIT).await;
+    assert_eq!(summaries(&next), ["PortChanged p4 br0"]);
+    assert_eq!(next[0].seq(), seen_seq + resync.len() as u64 + 1);
+    assert_eq!(next[0].meta_str("origin").as_deref(), Some("live"));
+    drop(relay);
+}
+
+/// The database as the given (running) members show it.
+fn cluster_view(cluster: &Cluster, members: &[usize]) -> View {
+    db_view(&|a| cluster.vsctl(members, a))
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Raft cluster: the relay's member dies during a stream of writes
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_failover_uses_fast_resync() {
+    let mut cluster = Cluster::start();
+    let leader = cluster.leader().expect("a leader");
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    // The relay starts on a follower and, when that one dies, tries the leader next: the
+    // leader has applied every transaction the follower had, so its history has the
+    // relay's last-txn-id and `monitor_cond_since` must answer found=true.
+    let order = [followers[0], leader, followers[1]];
+    cluster.vsctl(
+        &[leader],
+        &[
+            "add-br", "br0", "--", "add-port", "br0", "p1", "--", "set", "port", "p1", "tag=1",
+            "--", "add-port", "br0", "p2", "--", "set", "port", "p2", "tag=2",
+        ],
+    );
+    let bus = Bus::start();
+    let relay = Relay::spawn(&cluster.remotes_of(&order), &bus.address(), &[]);
+    let mut sub = Subscriber::connect(&bus.address()).await;
+    sub.wait_ready(Duration::from_secs(15)).await;
+    let remote: String = sub.property("Remote").await;
+    let used = cluster
+        .index_of(&remote)
+        .unwrap_or_else(|| panic!("Remote {remote:?} is not a member"));
+    assert_eq!(used, order[0], "the relay starts with the first remote");
+    let writers: Vec<usize> = (0..3).filter(|&i| i != used).collect();
+
+    let mut mirror = Mirror::seed(&sub.conn).await;
+    converge(
+        &mut sub,
+        &mut mirror,
+        &|| cluster_view(&cluster, &writers),
+        WAIT,
+    )
+    .await;
+
+    // A stream of writes through the other members; the relay's member is SIGKILLed after
+    // the 12th.
+    let written = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let remotes = cluster.remotes_of(&writers);
+    let writer = std::thread::spawn({
+        let (written, failed) = (written.clone(), failed.clone());
+        move || {
+            for i in 0..36u32 {
+                let (port, tag) = (format!("q{}", i / 3), format!("tag={}", 100 + i));
+                let args: Vec<&str> = match i % 3 {
+                    0 => vec!["add-port", "br0", &port, "--", "set", "port", &port, &tag],
+                    1 => vec!["set", "port", &port, &tag],
+                    _ => vec!["set", "port", "p1", &tag],
+                };
+                let mut full = vec!["--no-leader-only"];
+                full.extend(args);
+                if vsctl_at(&remotes, 10, &full).status.success() {
+                    written.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    failed.fetch_add(1, Ordering::SeqCst);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while written.load(Ordering::SeqCst) < 12 {
+        assert!(Instant::now() < deadline, "writes made no progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cluster.kill(used);
+    tokio::task::spawn_blocking(move || writer.join())
+        .await
+        .unwrap()
+        .expect("writer thread");
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "writes through the surviving members failed"
+    );
+
+    // The relay moved to another member, resumed from its history, and the subscriber's
+    // tables equal the database: every committed change exactly once, no duplicate Added.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let failed_over = loop {
+        let now: String = sub.property("Remote").await;
+        if now != remote {
+            assert!(
+                cluster.index_of(&now).is_some_and(|i| i != used),
+                "Remote {now}"
+            );
+            break now;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Remote still {remote} after the member died"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        relay.wait_log(
+            "fast resync from transaction history",
+            Duration::from_secs(15)
+        ),
+        "the relay did not resume from the transaction history (found=true)"
+    );
+    let applied = converge(
+        &mut sub,
+        &mut mirror,
+        &|| cluster_view(&cluster, &writers),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(
+        applied.iter().all(|s| s.member != "Resynced"),
+        "a fast resync publishes the missed transactions as live changes, not a Resynced: {:?}",
+        summaries(&applied)
+    );
+    for pair in applied.windows(2) {
+        assert_eq!(
+            pair[1].seq(),
+            pair[0].seq() + 1,
+            "seq gap: {:?}",
+            summaries(&applied)
+        );
+    }
+    let ports = cluster_view(&cluster, &writers)
+        .into_iter()
+        .filter(|((t, _), _)| t == "Port")
+        .count();
+    assert_eq!(ports, 3 + 12, "br0, p1, p2 and every q port");
+
+    // After the fast resync the relay must say it is ready again.
+    if let Err(state) = wait_state(&sub, "ready", WAIT).await {
+        panic!("State is {state:?} after the fast resync on {failed_over}, not ready");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Chaos: random transactions, ovsdb-server and dbus-daemon restarts
+// ---------------------------------------------------------------------------------------
+
+/// xorshift64*: small, seeded, reproducible.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// What the chaos subscriber observed.
+#[derive(Default)]
+struct Follower {
+    mirror: Mirror,
+    failures: Vec<String>,
+    /// The typed `seq`s received, one list per bus connection.
+    sessions: Vec<Vec<u64>>,
+    reseeds: usize,
+    resynced: BTreeMap<String, usize>,
+    lenient: usize,
+    typed: usize,
+}
+
+/// Re-seeds from `GetManagedObjects` (retrying while the relay is not on the bus yet);
+/// returns the time after the answer: signals that arrived at the relay before then may
+/// already be in the seed. `None`: this bus connection is gone.
+async fn reseed(conn: &Connection, follower: &Mutex<Follower>) -> Option<u64> {
+    for _ in 0..200 {
+        match tokio::time::timeout(Duration::from_secs(2), managed_objects(conn)).await {
+            Ok(Ok(objects)) => {
+                let cutoff = now_usec();
+                let mut f = follower.lock().unwrap();
+                f.mirror = Mirror::from_managed(&objects);
+                f.reseeds += 1;
+                return Some(cutoff);
+            }
+            Ok(Err(zbus::Error::MethodError(..) | zbus::Error::FDO(_))) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// The subscriber of the chaos test: follows the relay across bus restarts (reconnect,
+/// subscribe, re-seed) until `stop`.
+async fn follow(address: String, follower: Arc<Mutex<Follower>>, stop: Arc<AtomicBool>) {
+    'session: while !stop.load(Ordering::SeqCst) {
+        let builder = zbus::connection::Builder::address(address.as_str());
+        let conn = tokio::time::timeout(Duration::from_secs(2), builder.build()).await;
+        let Ok(Ok(conn)) = conn else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let rule = MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .interface(IFACE)
+            .build()
+            .expect("match rule");
+        let Ok(mut stream) =
+            MessageStream::for_match_rule(rule, &conn, std::num::NonZeroUsize::new(100_000)).await
+        else {
+            continue;
+        };
+        follower.lock().unwrap().sessions.push(Vec::new());
+        let Some(mut cutoff) = reseed(&conn, &follower).await else {
+            continue;
+        };
+        let mut last: Option<u64> = None;
+        loop {
+            match tokio::time::timeout(Duration::from_millis(300), stream.next()).await {
+                Ok(Some(Ok(message))) => {
+                    let Some(signal) = parse_signal(&message) else {
+                        continue;
+                    };
+                    if signal.counts.is_some() {
+                        let reason = signal.meta_str("reason").unwrap_or_default();
+                        *follower
+                            .lock()
+                            .unwrap()
+                            .resynced
+                            .entry(reason.clone())
+                            .or_default() += 1;
+                        // Signals were lost on the bus: the documented answer is a re-seed.
+                        if reason == "bus" {
+                            match reseed(&conn, &follower).await {
+                                Some(c) => cutoff = c,
+                                None => continue 'session,
+                            }
+                        }
+                        continue;
+                    }
+                    let seq = signal.seq();
+                    let jumped = last.is_some_and(|l| seq != l + 1);
+                    {
+                        let mut f = follower.lock().unwrap();
+                        f.typed += 1;
+                        if let Some(l) = last.filter(|&l| seq <= l) {
+                            f.failures
+                                .push(format!("seq {seq} after {l} on one bus connection"));
+                        }
+                        f.sessions.last_mut().expect("session").push(seq);
+                    }
+                    last = Some(seq);
+                    if jumped {
+                        // A gap: the signals in between are lost; re-read the state.
+                        match reseed(&conn, &follower).await {
+                            Some(c) => cutoff = c,
+                            None => continue 'session,
+                        }
+                    }
+                    let lenient = received_usec(&signal) <= cutoff;
+                    let mut f = follower.lock().unwrap();
+                    if lenient {
+                        f.lenient += 1;
+                    }
+                    if let Err(e) = f.mirror.apply(&signal, lenient) {
+                        f.failures.push(e);
+                    }
+                }
+                Ok(Some(Err(_)) | None) => continue 'session,
+                Err(_) => {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    // Quiet: make sure the bus connection is still alive.
+                    let alive = async {
+                        zbus::fdo::DBusProxy::new(&conn).await?.get_id().await?;
+                        zbus::Result::Ok(())
+                    };
+                    if !matches!(
+                        tokio::time::timeout(Duration::from_secs(1), alive).await,
+                        Ok(Ok(()))
+                    ) {
+                        continue 'session;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `State` of the relay read with `dbus-send` (for the blocking chaos driver).
+fn relay_state(address: &str) -> Option<String> {
+    let out = dbus_send(
+        address,
+        &[
+            "--dest=org.ovsdbus.Relay1",
+            ROOT,
+            "org.freedesktop.DBus.Properties.Get",
+            "string:org.ovsdbus.Relay1",
+            "string:State",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let state = text.split('"').nth(1)?;
+    out.status.success().then(|| state.to_owned())
+}
+
+/// What a chaos command does to the set of ports, for choosing later commands.
+enum Effect {
+    None,
+    Adds(String),
+    Deletes(String),
+}
+
+/// One random `ovs-vsctl` command on the chaos database (ports `c00`…`c39` on `br0` and
+/// `br1`; tags; external_ids of ports, interfaces and bridges).
+fn random_command(rng: &mut XorShift, ports: &BTreeSet<String>) -> (Vec<String>, Effect) {
+    let existing = if ports.is_empty() {
+        None
+    } else {
+        ports
+            .iter()
+            .nth(rng.below(ports.len() as u64) as usize)
+            .cloned()
+    };
+    let bridge = format!("br{}", rng.below(2));
+    let key = format!("k{}", rng.below(4));
+    let value = format!("v{}", rng.below(1000));
+    let tag = 1 + rng.below(4094);
+    let roll = rng.below(100);
+    let words = |s: String| s.split(' ').map(str::to_owned).collect::<Vec<_>>();
+    let delete = |name: String| {
+        (
+            words(format!("--if-exists del-port {name}")),
+            Effect::Deletes(name),
+        )
+    };
+    match (roll, existing) {
+        (0..25, _) | (_, None) => {
+            let name = format!("c{:02}", rng.below(40));
+            if ports.contains(&name) {
+                return delete(name);
+            }
+            let mut args = format!("add-port {bridge} {name}");
+            if rng.chance(50) {
+                args += &format!(" -- set port {name} tag={tag}");
+            }
+            (words(args), Effect::Adds(name))
+        }
+        (25..40, Some(name)) => delete(name),
+        (40..60, Some(name)) => (words(format!("set port {name} tag={tag}")), Effect::None),
+        (60..65, Some(name)) => (words(format!("clear port {name} tag")), Effect::None),
+        (65..80, Some(name)) => (
+            words(format!("set port {name} external_ids:{key}={value}")),
+            Effect::None,
+        ),
+        (80..85, Some(name)) => (
+            words(format!("remove port {name} external_ids {key}")),
+            Effect::None,
+        ),
+        (85..95, Some(name)) => (
+            words(format!("set interface {name} external_ids:{key}={value}")),
+            Effect::None,
+        ),
+        (_, Some(_)) => (
+            words(format!("set bridge {bridge} external_ids:{key}={value}")),
+            Effect::None,
+        ),
+    }
+}
+
+struct ChaosStats {
+    transactions: usize,
+    attempts: usize,
+    ovsdb_restarts: usize,
+    bus_restarts: usize,
+    waited_ready: usize,
+}
+
+/// The blocking half of the chaos test: transactions, kills and restarts.
+fn chaos_driver(db: &mut Ovsdb, bus: &mut Bus, seed: u64) -> ChaosStats {
+    let mut rng = XorShift(seed);
+    let mut ports: BTreeSet<String> = db
+        .vsctl(&["--bare", "--columns=name", "list", "port"])
+        .split_whitespace()
+        .filter(|name| name.starts_with('c'))
+        .map(str::to_owned)
+        .collect();
+    let mut stats = ChaosStats {
+        transactions: 0,
+        attempts: 0,
+        ovsdb_restarts: 0,
+        bus_restarts: 0,
+        waited_ready: 0,
+    };
+    const ROUNDS: usize = 11;
+    const PER_ROUND: usize = 20;
+    let bus_rounds = [3, 7];
+    for round in 0..ROUNDS {
+        let bus_down_at = bus_rounds
+            .contains(&round)
+            .then(|| rng.below(PER_ROUND as u64) as usize);
+        let kill_at = rng.below(PER_ROUND as u64) as usize;
+        let mut done = 0;
+        let mut attempts_this_round = 0;
+        while done < PER_ROUND && attempts_this_round < PER_ROUND * 5 {
+            if bus_down_at == Some(done) && bus.pid().is_some() {
+                bus.kill();
+            }
+            if bus.pid().is_none() && bus_down_at.is_some_and(|at| done >= at + 5) {
+                bus.restart();
+                stats.bus_restarts += 1;
+            }
+            if kill_at == done && db.pid().is_some() {
+                db.kill();
+                // While the server is down, a couple of writes fail; that is fine.
+                let down = Duration::from_millis(rng.below(300));
+                let started = Instant::now();
+                while started.elapsed() < down {
+                    let (args, _) = random_command(&mut rng, &ports);
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    let _ = vsctl_at(&db.remote(), 1, &args);
+                    stats.attempts += 1;
+                }
+                db.restart();
+                stats.ovsdb_restarts += 1;
+            }
+            let (mut args, effect) = random_command(&mut rng, &ports);
+            if rng.chance(20) {
+                // Two changes in one transaction (the second one leaves the ports alone).
+                let (more, more_effect) = random_command(&mut rng, &ports);
+                if matches!(more_effect, Effect::None) {
+                    args.push("--".into());
+                    args.extend(more);
+                }
+            }
+            let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+            stats.attempts += 1;
+            attempts_this_round += 1;
+            if db.vsctl_output(&argv).status.success() {
+                done += 1;
+                stats.transactions += 1;
+                match effect {
+                    Effect::Adds(name) => {
+                        ports.insert(name);
+                    }
+                    Effect::Deletes(name) => {
+                        ports.remove(&name);
+                    }
+                    Effect::None => {}
+                }
+            }
+            if rng.chance(10) {
+                std::thread::sleep(Duration::from_millis(rng.below(150)));
+            }
+        }
+        if bus.pid().is_none() {
+            bus.restart();
+            stats.bus_restarts += 1;
+        }
+        // Every other round, let the relay catch up so that live signals flow too and the
+        // next kill finds it connected.
+        if round % 2 == 1 {
+            stats.waited_ready += 1;
+            wait_until(Duration::from_secs(8), || {
+                relay_state(&bus.address()).as_deref() == Some("ready")
+            });
+        }
+    }
+    stats
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chaos_subscriber_converges() {
+    let seed = std::env::var("CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_1e55_0b5e_55edu64);
+    eprintln!("chaos seed {seed:#x} (set CHAOS_SEED to replay)");
+    let started = Instant::now();
+    let mut db = Ovsdb::start();
+    db.vsctl(&[
+        "add-br", "br0", "--", "add-br", "br1", "--", "add-port", "br0", "c00", "--", "add-port",
+        "br1", "c01",
+    ]);
+    let mut bus = Bus::start();
+    let address = bus.address();
+    let relay = Relay::spawn(&db.remote(), &address, &[]);
+    Subscriber::connect(&address).await.wait_ready(WAIT).await;
+
+    let follower = Arc::new(Mutex::new(Follower::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let following = tokio::spawn(follow(address.clone(), follower.clone(), stop.clone()));
+    let seeded = wait_until(WAIT, || follower.lock().unwrap().reseeds > 0);
+    assert!(seeded, "the chaos subscriber never seeded");
+
+    let (db, bus, stats) = tokio::task::spawn_blocking(move || {
+        let stats = chaos_driver(&mut db, &mut bus, seed);
+        (db, bus, stats)
+    })
+    .await
+    .expect("chaos driver");
+    let chaos_time = started.elapsed();
+
+    // Calm again: the relay ready, the subscriber equal to the database.
+    let sub = Subscriber::connect(&bus.address()).await;
+    sub.wait_ready(Duration::from_secs(15)).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let expected = loop {
+        let expected = db_view(&|a| db.vsctl(a));
+        let ours = follower.lock().unwrap().mirror.view();
+        if ours == expected {
+            // A quiet period: nothing more changes it.
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            if follower.lock().unwrap().mirror.view() == expected {
+                break expected;
+            }
+        }
+        if Instant::now() >= deadline {
+            let f = follower.lock().unwrap();
+            panic!(
+                "the chaos subscriber did not converge (seed {seed:#x}); failures {:?}\n{}",
+                f.failures,
+                view_diff(&f.mirror.view(), &expected)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    stop.store(true, Ordering::SeqCst);
+    tokio::time::timeout(WAIT, following)
+        .await
+        .expect("subscriber stops")
+        .expect("subscriber task");
+
+    let f = follower.lock().unwrap();
+    eprintln!(
+        "chaos: {} transactions ({} attempts), {} ovsdb-server restarts, {} dbus-daemon \
+         restarts, waited for ready {} times; subscriber: {} typed signals over {} bus \
+         connections, {} re-seeds, {} replayed leniently after a seed, Resynced {:?}; \
+         {} rows; {:?} (chaos part {:?})",
+        stats.transactions,
+        stats.attempts,
+        stats.ovsdb_restarts,
+        stats.bus_restarts,
+        stats.waited_ready,
+        f.typed,
+        f.sessions.len(),
+        f.reseeds,
+        f.lenient,
+        f.resynced,
+        expected.len(),
+        started.elapsed(),
+        chaos_time,
+    );
+    assert!(f.failures.is_empty(), "seed {seed:#x}: {:#?}", f.failures);
+    assert!(
+        stats.transactions >= 200,
+        "only {} transactions",
+        stats.transactions
+    );
+    assert!(stats.ovsdb_restarts >= 10);
+    assert!(stats.bus_restarts >= 2);
+    assert!(
+        f.sessions.len() > stats.bus_restarts,
+        "the subscriber should have reconnected after every bus restart"
+    );
+    let mut previous = 0;
+    for (i, session) in f.sessions.iter().enumerate() {
+        for &seq in session {
+            assert!(
+                seq > previous,
+                "seed {seed:#x}: seq {seq} after {previous} (bus connection {i})"
+            );
+            previous = seq;
+        }
+    }
+    assert!(f.typed > 0 && f.resynced.get("ovsdb").is_some_and(|&n| n > 0));
+    drop(relay);
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. A tcp peer that stops answering
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_tcp_peer_is_detected_by_the_probe() {
+    let db = Ovsdb::start();
+    let port = common::cluster::free_ports(1)[0];
+    let appctl = common::require("ovs-appctl", "openvswitch-common");
+    let out = common::run_bounded(
+        Command::new(appctl)
+            .arg("-t")
+            .arg(db.dir().join("ovsdb.ctl"))
+            .arg("ovsdb-server/add-remote")
+            .arg(format!("ptcp:{port}:127.0.0.1")),
+        common::COMMAND_TIMEOUT,
+    );
+    assert!(
+        out.status.success(),
+        "add-remote: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        wait_until(WAIT, || std::net::TcpStream::connect(("127.0.0.1", port))
+            .is_ok()),
+        "ovsdb-server does not listen on {port}"
+    );
+    let bus = Bus::start();
+    let remote = format!("tcp:127.0.0.1:{port}");
+    let _relay = Relay::spawn(&remote, &bus.address(), &["--inactivity-probe", "1"]);
+    let sub = Subscriber::connect(&bus.address()).await;
+    sub.wait_ready(WAIT).await;
+    let pid = db.pid().expect("server running");
+
+    send_signal(pid, "STOP");
+    let stopped = Instant::now();
+    let left = wait_state_not(&sub, "ready", Duration::from_secs(5)).await;
+    let detected = stopped.elapsed();
+    send_signal(pid, "CONT");
+    let state = left
+        .unwrap_or_else(|()| panic!("State still ready 5 s after the server stopped answering"));
+    assert_eq!(state, "reconnecting", "after {detected:?}");
+    // Nothing but the probe can notice a peer that is stopped, not gone, and not before
+    // the echo sent after 1 s of silence has gone unanswered for 1 s (the silence may have
+    // begun up to 1 s before SIGSTOP).
+    assert!(
+        detected >= Duration::from_millis(900),
+        "left ready after {detected:?}, before a 1 s probe could have expired"
+    );
+    eprintln!("silent peer detected after {detected:?}");
+
+    if let Err(state) = wait_state(&sub, "ready", Duration::from_secs(15)).await {
+        panic!("State {state:?}, not ready, after the server resumed");
+    }
+}
+
+/// Polls `State` until it differs from `state`; returns the new value.
+async fn wait_state_not(sub: &Subscriber, state: &str, timeout: Duration) -> Result<String, ()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let now: String = sub.property("State").await;
+        if now != state {
+            return Ok(now);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. The bus daemon restarts
+// ---------------------------------------------------------------------------------------
+
+/// While the bus is down the relay keeps applying OVSDB changes; when it is back it owns
+/// its name again, its objects are current, and the signals it could not send are
+/// accounted for: `LastSeq` jumped by exactly their number (always asserted), and a
+/// `Resynced` with `meta.reason = "bus"` carries their counts. That `Resynced` is asserted
+/// whenever this test's subscriber was on the bus before the relay came back (it cannot
+/// see a signal sent before it subscribed); otherwise its absence is tolerated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bus_restart_reregisters_and_reports_missed_signals() {
+    let db = Ovsdb::start();
+    db.vsctl(&[
+        "add-br", "br0", "--", "add-port", "br0", "p1", "--", "add-port", "br0", "p2",
+    ]);
+    let mut bus = Bus::start();
+    let relay = Relay::spawn(&db.remote(), &bus.address(), &[]);
+    let mut sub = Subscriber::connect(&bus.address()).await;
+    sub.wait_ready(WAIT).await;
+    db.vsctl(&["set", "port", "p1", "tag=5"]);
+    let live = sub.take(1, WAIT).await;
+    let before: u64 = sub.property("LastSeq").await;
+    assert_eq!(before, live[0].seq());
+    drop(sub);
+
+    bus.kill();
+    let killed = Instant::now();
+    // 2 added + 1 changed, 1 changed, 1 changed + 2 removed.
+    db.vsctl(&["add-port", "br0", "q1"]);
+    db.vsctl(&["set", "port", "p1", "tag=7"]);
+    db.vsctl(&["del-port", "br0", "p2"]);
+    let unsent = || relay.log().matches("signal not sent").count();
+    let all_tried = wait_until(WAIT, || unsent() >= 7);
+    assert!(
+        all_tried,
+        "the relay did not try to send the 7 signals: {} failed",
+        unsent()
+    );
+    // The relay retries the bus after 0.1, 0.3, 0.7, 1.5, 3.1 and 6.3 s: coming back at
+    // ~3.5 s leaves this test's subscriber ~3 s to subscribe before the relay returns, so
+    // that it sees the relay's Resynced.
+    std::thread::sleep(Duration::from_millis(3500).saturating_sub(killed.elapsed()));
+    bus.restart();
+    let mut sub = Subscriber::connect(&bus.address()).await;
+    let relay_was_back = zbus::fdo::DBusProxy::new(&sub.conn)
+        .await
+        .unwrap()
+        .name_has_owner(BUS_NAME.try_into().unwrap())
+        .await
+        .unwrap();
+    sub.wait_ready(Duration::from_secs(15)).await;
+
+    let objects = Mirror::seed(&sub.conn).await;
+    let expected = db_view(&|a| db.vsctl(a));
+    assert_eq!(
+        objects.view(),
+        expected,
+        "{}",
+        view_diff(&objects.view(), &expected)
+    );
+    let last: u64 = sub.property("LastSeq").await;
+    assert_eq!(
+        last,
+        before + 7,
+        "LastSeq jumps by the signals that could not be sent"
+    );
+
+    let resynced = sub
+        .next(Duration::from_secs(if relay_was_back { 1 } else { 10 }))
+        .await;
+    match resynced {
+        Some(s) => {
+            assert_eq!(s.member, "Resynced", "{}", s.summary());
+            assert_eq!(s.meta_str("reason").as_deref(), Some("bus"));
+            assert_eq!(
+                s.counts,
+                Some((2, 3, 2)),
+                "added, changed, removed while the bus was down"
+            );
+            assert_eq!(s.seq(), last, "Resynced meta.seq is the last typed seq");
+        }
+        None => assert!(
+            relay_was_back,
+            "subscribed before the relay was back on the bus, yet no Resynced(bus) arrived"
+        ),
+    }
+    eprintln!(
+        "Resynced(bus) {}",
+        if relay_was_back {
+            "possibly missed (relay re-registered first)"
+        } else {
+            "asserted"
+        }
+    );
+
+    db.vsctl(&["set", "port", "p1", "tag=8"]);
+    let next = sub.take(1, WAIT).await;
+    assert_eq!(summaries(&next), ["PortChanged p1 br0"]);
+    assert_eq!(
+        next[0].seq(),
+        last + 1,
+        "live signals continue after LastSeq"
+    );
+}
