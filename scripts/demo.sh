@@ -2,7 +2,9 @@
 # Sandbox demo: a private ovsdb-server and a private D-Bus daemon in a temp dir, the relay
 # between them, and dbus-monitor printing the signals while ovs-vsctl changes the switch.
 #
-#   scripts/demo.sh            (DEMO_PAUSE=seconds between steps, default 1)
+#   scripts/demo.sh            (DEMO_PAUSE=seconds between steps, default 1;
+#                               DEMO_VIEW=watch for one line per signal instead of
+#                               dbus-monitor's full dump)
 #
 # Nothing touches the system's Open vSwitch or D-Bus; everything is removed on exit.
 set -euo pipefail
@@ -10,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PAUSE=${DEMO_PAUSE:-1}
+VIEW=${DEMO_VIEW:-dbus-monitor}
 if [[ -t 1 ]]; then
     BOLD=$'\e[1m' DIM=$'\e[2m' RESET=$'\e[0m'
 else
@@ -128,10 +131,15 @@ until [[ $(relay_state) == 's "ready"' ]]; do
 done
 say "Relay is ready (State = \"ready\")"
 
-say "Watching signals: dbus-monitor \"type='signal',interface='org.ovsdbus.Relay1'\""
-# (sed hides the NameAcquired/NameLost that dbus-monitor reports about itself)
-dbus-monitor --address "$BUS" "type='signal',interface='org.ovsdbus.Relay1'" \
-    > >(sed -u '/member=Name\(Acquired\|Lost\)$/,+1d') &
+if [[ $VIEW == watch ]]; then
+    say "Watching signals: ovs-dbus-relay watch"
+    "$RELAY" watch --bus "$BUS" &
+else
+    say "Watching signals: dbus-monitor \"type='signal',interface='org.ovsdbus.Relay1'\""
+    # (sed hides the NameAcquired/NameLost that dbus-monitor reports about itself)
+    dbus-monitor --address "$BUS" "type='signal',interface='org.ovsdbus.Relay1'" \
+        > >(sed -u '/member=Name\(Acquired\|Lost\)$/,+1d') &
+fi
 PIDS+=("$!")
 sleep 0.5
 
@@ -147,6 +155,8 @@ run ovs-vsctl --no-wait add-port br0 tap0 -- set interface tap0 type=internal
 run ovs-vsctl --no-wait add-port br0 tap1 -- set interface tap1 type=internal
 run ovs-vsctl --no-wait set port tap0 tag=10
 run ovs-vsctl --no-wait set interface tap1 external_ids:vm=demo
+run "$RELAY" show --bus "$BUS"
+run "$RELAY" wait --bus "$BUS" Port tap0 tag=10 --timeout 5
 run ovs-vsctl --no-wait clear port tap0 tag
 run ovs-vsctl --no-wait del-port tap1
 run ovs-vsctl --no-wait del-br br0

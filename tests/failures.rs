@@ -633,6 +633,7 @@ async fn resync_after_offline_changes_emits_only_real_differences() {
 
     let (resync, resynced) = until_resynced(&mut sub, Duration::from_secs(20)).await;
     let names = summaries(&resync);
+    eprintln!("resync after the offline changes: {names:?}");
 
     // The writer's last committed change may or may not have reached the relay before the
     // kill; p1's external_ids is the only other difference that may exist.
@@ -1359,8 +1360,9 @@ async fn chaos_subscriber_converges() {
 // 4. A tcp peer that stops answering
 // ---------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn silent_tcp_peer_is_detected_by_the_probe() {
+/// A standalone server that also listens on a tcp port on 127.0.0.1, and a relay using
+/// that port with `--inactivity-probe 1`, ready.
+async fn relay_on_tcp() -> (Ovsdb, Bus, Relay, Subscriber) {
     let db = Ovsdb::start();
     let port = common::cluster::free_ports(1)[0];
     let appctl = common::require("ovs-appctl", "openvswitch-common");
@@ -1384,16 +1386,28 @@ async fn silent_tcp_peer_is_detected_by_the_probe() {
     );
     let bus = Bus::start();
     let remote = format!("tcp:127.0.0.1:{port}");
-    let _relay = Relay::spawn(&remote, &bus.address(), &["--inactivity-probe", "1"]);
+    let relay = Relay::spawn(&remote, &bus.address(), &["--inactivity-probe", "1"]);
     let sub = Subscriber::connect(&bus.address()).await;
     sub.wait_ready(WAIT).await;
-    let pid = db.pid().expect("server running");
+    (db, bus, relay, sub)
+}
 
+/// SIGSTOPs the server, waits (at most 5 s) until `State` leaves `ready`, SIGCONTs it.
+/// Returns the new state (`Err` if it stayed ready) and how long the relay took.
+async fn stop_server_until_noticed(db: &Ovsdb, sub: &Subscriber) -> (Result<String, ()>, Duration) {
+    let pid = db.pid().expect("server running");
     send_signal(pid, "STOP");
     let stopped = Instant::now();
-    let left = wait_state_not(&sub, "ready", Duration::from_secs(5)).await;
+    let left = wait_state_not(sub, "ready", Duration::from_secs(5)).await;
     let detected = stopped.elapsed();
     send_signal(pid, "CONT");
+    (left, detected)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_tcp_peer_is_detected_by_the_probe() {
+    let (db, _bus, _relay, sub) = relay_on_tcp().await;
+    let (left, detected) = stop_server_until_noticed(&db, &sub).await;
     let state = left
         .unwrap_or_else(|()| panic!("State still ready 5 s after the server stopped answering"));
     assert_eq!(state, "reconnecting", "after {detected:?}");
@@ -1409,6 +1423,58 @@ async fn silent_tcp_peer_is_detected_by_the_probe() {
     if let Err(state) = wait_state(&sub, "ready", Duration::from_secs(15)).await {
         panic!("State {state:?}, not ready, after the server resumed");
     }
+}
+
+/// The log must say why the connection was dropped. Three stop/continue cycles, because
+/// a misreported reason shows up at random (see the final report of issue 3's tests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inactivity_probe_timeout_is_logged_as_the_reason() {
+    let (db, _bus, relay, sub) = relay_on_tcp().await;
+    for cycle in 0..3 {
+        let (left, detected) = stop_server_until_noticed(&db, &sub).await;
+        assert!(
+            left.is_ok(),
+            "cycle {cycle}: still ready after {detected:?}"
+        );
+        if let Err(state) = wait_state(&sub, "ready", Duration::from_secs(15)).await {
+            panic!("cycle {cycle}: State {state:?}, not ready, after the server resumed");
+        }
+    }
+    let log = strip_ansi(&relay.log());
+    let ends: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("OVSDB connection ended"))
+        .collect();
+    assert!(ends.len() >= 3, "{ends:#?}");
+    let misreported: Vec<&&str> = ends
+        .iter()
+        .filter(|l| !l.contains("no reply to inactivity probe"))
+        .collect();
+    assert!(
+        misreported.is_empty(),
+        "{} of {} connections dropped by the inactivity probe are logged with another \
+         reason:\n{misreported:#?}",
+        misreported.len(),
+        ends.len()
+    );
+}
+
+/// The relay colours its log; `\x1b[…m` sequences removed.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Polls `State` until it differs from `state`; returns the new value.
