@@ -321,6 +321,11 @@ impl Session {
         Ok(layout)
     }
 
+    fn parse(&self, layout: &Layout, updates: &Json) -> Result<Update, ConnectionEnd> {
+        self.metrics.ovsdb_updates.inc();
+        Update::parse(layout, updates).map_err(ConnectionEnd::Protocol)
+    }
+
     /// Monitors `_Server`'s row for the database. A clustered member that has lost its
     /// cluster serves stale data, so it is left for another remote; a server without
     /// `_Server` (standalone, old versions) is used as it is.
@@ -352,17 +357,21 @@ impl Session {
         notification: Notification,
     ) -> Result<(), ConnectionEnd> {
         let params = notification.params.as_array().map(Vec::as_slice);
-        if let Some([monitor, updates, ..]) = params
-            && monitor == SERVER_MONITOR_ID
-        {
-            return match member_connected(updates) {
-                Some(false) => Err(ConnectionEnd::NotInCluster),
-                _ => Ok(()),
-            };
-        }
-        let (txn, updates) = match (notification.method.as_str(), params) {
-            ("update2", Some([_, updates])) => (None, updates),
-            ("update3", Some([_, txn, updates])) => (txn.as_str().map(str::to_owned), updates),
+        let (txn, update) = match (notification.method.as_str(), params) {
+            (_, Some([monitor, updates, ..])) if monitor == SERVER_MONITOR_ID => {
+                if member_connected(updates) == Some(false) {
+                    return Err(ConnectionEnd::NotInCluster);
+                }
+                (None, Update::default())
+            }
+            ("update2", Some([_, updates])) => (None, self.parse(layout, updates)?),
+            ("update3", Some([_, txn, updates])) => {
+                let txn = txn.as_str().filter(|t| *t != NO_TXN).map(str::to_owned);
+                if txn.is_some() {
+                    self.last_txn = txn.clone();
+                }
+                (txn, self.parse(layout, updates)?)
+            }
             ("update2" | "update3", _) => {
                 return Err(ConnectionEnd::Protocol(format!(
                     "malformed {}",
@@ -371,15 +380,11 @@ impl Session {
             }
             (other, _) => {
                 tracing::debug!(method = other, "ignoring notification");
-                return Ok(());
+                (None, Update::default())
             }
         };
-        self.metrics.ovsdb_updates.inc();
-        let update = Update::parse(layout, updates).map_err(ConnectionEnd::Protocol)?;
-        let txn = txn.filter(|t| t != NO_TXN);
-        if txn.is_some() {
-            self.last_txn = txn.clone();
-        }
+        // Notifications that change nothing still go through (as empty updates): a write
+        // waits until every notification before its reply is applied, these included.
         let event = Event::Update {
             update,
             received: Received {
