@@ -212,7 +212,8 @@ impl Session {
             tokio::select! {
                 notification = notifications.recv() => {
                     let Some(notification) = notification else {
-                        return ConnectionEnd::Client(ClientError::Closed);
+                        // The task dropped its sender on the way out; it knows why.
+                        return (&mut task).await.map_or(ConnectionEnd::Stopped, ConnectionEnd::Client);
                     };
                     if let Err(end) = self.forward(&layout, notification) {
                         return end;
@@ -298,7 +299,8 @@ impl Session {
             self.metrics.resyncs.with_label_values(&[kind]).inc();
         }
         self.metrics.ovsdb_connected.set(1);
-        let event = if found && self.synced_once {
+        let fast = found && self.synced_once;
+        let event = if fast {
             tracing::info!(
                 rows = update.rows.len(),
                 "fast resync from transaction history"
@@ -316,6 +318,12 @@ impl Session {
             .send(event)
             .await
             .map_err(|_| ConnectionEnd::Stopped)?;
+        if fast {
+            // A snapshot makes the publisher ready; the missed transactions alone do not.
+            self.state(State::Ready, remote)
+                .await
+                .map_err(|()| ConnectionEnd::Stopped)?;
+        }
         self.synced_once = true;
         self.client.send_replace(Some(client.clone()));
         Ok(layout)
