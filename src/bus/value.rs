@@ -85,15 +85,7 @@ mod tests {
     use super::*;
     use crate::ovsdb::datum::Uuid;
 
-    fn ty(key: AtomType, value: Option<AtomType>, min: u64, max: Option<u64>) -> ColumnType {
-        ColumnType {
-            key,
-            value,
-            min,
-            max,
-            key_ref_table: None,
-        }
-    }
+    use crate::ovsdb::schema::test_type as ty;
 
     fn sig(v: &Variant<'_>) -> String {
         v.value_signature().to_string()

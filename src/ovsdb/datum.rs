@@ -265,15 +265,7 @@ fn tagged(json: &Json) -> Option<(&str, &Vec<Json>)> {
 mod tests {
     use super::*;
 
-    fn ty(key: AtomType, value: Option<AtomType>, min: u64, max: Option<u64>) -> ColumnType {
-        ColumnType {
-            key,
-            value,
-            min,
-            max,
-            key_ref_table: None,
-        }
-    }
+    use crate::ovsdb::schema::test_type as ty;
 
     #[test]
     fn uuid_round_trips_lowercase() {

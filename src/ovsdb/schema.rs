@@ -195,6 +195,23 @@ impl DbSchema {
     }
 }
 
+/// A column type for unit tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) fn test_type(
+    key: AtomType,
+    value: Option<AtomType>,
+    min: u64,
+    max: Option<u64>,
+) -> ColumnType {
+    ColumnType {
+        key,
+        value,
+        min,
+        max,
+        key_ref_table: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -63,17 +63,12 @@ mod tests {
     use crate::ovsdb::schema::AtomType;
 
     fn column(value: Option<AtomType>, min: u64, max: Option<u64>) -> ColumnType {
-        ColumnType {
-            key: if value.is_some() {
-                AtomType::String
-            } else {
-                AtomType::Integer
-            },
-            value,
-            min,
-            max,
-            key_ref_table: None,
-        }
+        let key = if value.is_some() {
+            AtomType::String
+        } else {
+            AtomType::Integer
+        };
+        crate::ovsdb::schema::test_type(key, value, min, max)
     }
 
     fn ints(values: &[i64]) -> Datum {
