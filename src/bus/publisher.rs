@@ -220,8 +220,10 @@ impl Publisher {
                 if slot.is_some() {
                     tracing::warn!("schema changed while disconnected; reloading without diff");
                 }
+                // Into an empty replica a snapshot is just inserts (anything else is an
+                // inconsistency there too): one pass instead of building and diffing.
                 let mut replica = Replica::new(layout);
-                replica.replace(snapshot)?;
+                replica.apply(snapshot)?;
                 *slot = Some(replica);
                 Ok(None)
             }
