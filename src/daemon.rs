@@ -68,7 +68,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         openqa_bridge: config.openqa_bridge,
     };
     let conn = connector.connect().await?;
-    let reconnected = bus::link::supervise(connector, conn.clone(), metrics.clone());
+    let (reconnected, link) = bus::link::supervise(connector, conn.clone(), metrics.clone());
     metrics.dbus_connected.set(1);
     tracing::info!(bus = %config.bus, name = bus::BUS_NAME, "owning bus name");
 
@@ -109,6 +109,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     notifier.stopping();
     tracing::info!("shutting down");
     publisher.abort();
+    link.abort();
     let _ = stop_tx.send(true);
     let _ = conn.release_name(bus::BUS_NAME).await;
     if let Some(http) = http {

@@ -14,14 +14,15 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(4);
 
 /// Watches `first` and every later connection; each replacement is sent on the returned
-/// channel.
+/// channel. Abort the returned task before releasing the name at shutdown, or the release
+/// itself looks like a lost connection.
 pub fn supervise(
     connector: Connector,
     first: Connection,
     metrics: Arc<Metrics>,
-) -> mpsc::Receiver<Connection> {
+) -> (mpsc::Receiver<Connection>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(1);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let mut conn = first;
         loop {
             closed(&conn).await;
@@ -35,7 +36,7 @@ pub fn supervise(
             }
         }
     });
-    rx
+    (rx, task)
 }
 
 /// Returns when the connection is gone. A stream for a signal that the bus daemon only

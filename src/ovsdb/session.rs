@@ -47,6 +47,8 @@ pub enum SessionError {
     },
     #[error("{remote}: {reason}")]
     BadDatabase { remote: String, reason: String },
+    #[error("internal error: the publisher stopped")]
+    PublisherGone,
 }
 
 /// Why one connection ended; every one of them leads to a reconnect.
@@ -68,6 +70,14 @@ enum ConnectionEnd {
     Stopped,
     #[error("this member is not connected to its cluster")]
     NotInCluster,
+}
+
+impl ConnectionEnd {
+    /// The connection task panicked: a bug, but one connection's worth; reconnect.
+    fn crashed(error: tokio::task::JoinError) -> Self {
+        tracing::error!("OVSDB connection task failed: {error}");
+        Self::Client(ClientError::Closed)
+    }
 }
 
 pub struct Session {
@@ -104,8 +114,8 @@ impl Session {
         }
     }
 
-    /// Runs until a fatal error (wrong database, nothing reachable at start-up) or until
-    /// the publisher goes away.
+    /// Runs until a fatal error: the wrong database, nothing reachable at start-up, or the
+    /// publisher gone. Every other failure is a reconnect.
     pub async fn run(mut self) -> Result<(), SessionError> {
         let started = Instant::now();
         let mut backoff = self.config.backoff_min;
@@ -119,14 +129,14 @@ impl Session {
                 State::Connecting
             };
             if self.state(state, &remote).await.is_err() {
-                return Ok(());
+                return Err(SessionError::PublisherGone);
             }
             let began = Instant::now();
             let end = self.connection(&remote).await;
             self.client.send_replace(None);
             self.metrics.ovsdb_connected.set(0);
             match end {
-                ConnectionEnd::Stopped => return Ok(()),
+                ConnectionEnd::Stopped => return Err(SessionError::PublisherGone),
                 ConnectionEnd::Fatal(reason) => {
                     return Err(SessionError::BadDatabase {
                         remote: remote.to_string(),
@@ -206,20 +216,20 @@ impl Session {
                 Ok(layout) => layout,
                 Err(end) => return end,
             },
-            ended = &mut task => return ended.map_or(ConnectionEnd::Stopped, ConnectionEnd::Client),
+            ended = &mut task => return ended.map_or_else(ConnectionEnd::crashed, ConnectionEnd::Client),
         };
         loop {
             tokio::select! {
                 notification = notifications.recv() => {
                     let Some(notification) = notification else {
                         // The task dropped its sender on the way out; it knows why.
-                        return (&mut task).await.map_or(ConnectionEnd::Stopped, ConnectionEnd::Client);
+                        return (&mut task).await.map_or_else(ConnectionEnd::crashed, ConnectionEnd::Client);
                     };
                     if let Err(end) = self.forward(&layout, notification) {
                         return end;
                     }
                 }
-                ended = &mut task => return ended.map_or(ConnectionEnd::Stopped, ConnectionEnd::Client),
+                ended = &mut task => return ended.map_or_else(ConnectionEnd::crashed, ConnectionEnd::Client),
                 () = self.resync.notified() => return ConnectionEnd::Resync,
             }
         }
