@@ -46,7 +46,7 @@ pub fn datum_variant(ty: &ColumnType, datum: &Datum) -> zbus::Result<Variant<'st
         Datum::Map(map) => {
             let value_ty = ty.value.unwrap_or(ty.key);
             let mut dict = Dict::new(&atom_signature(ty.key), &atom_signature(value_ty));
-            for (k, v) in map {
+            for (k, v) in map.iter() {
                 dict.append(atom_variant(k), atom_variant(v))?;
             }
             Ok(Variant::Dict(dict))

@@ -1,10 +1,10 @@
 //! OVSDB values (RFC 7047 §5.1): atoms, and data that are sets or maps of atoms, parsed and
 //! written according to a column's schema type.
 
+use super::atoms::{AtomMap, AtomSet};
 use super::schema::{AtomType, ColumnType};
 use serde_json::{Value as Json, json};
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// A row UUID, kept as 128 bits: rows are compared and hashed far more often than printed.
@@ -162,8 +162,8 @@ impl fmt::Display for Atom {
 /// A column value. A scalar is a one-element set; a map is ordered by key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Datum {
-    Set(BTreeSet<Atom>),
-    Map(BTreeMap<Atom, Atom>),
+    Set(AtomSet),
+    Map(AtomMap),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -174,11 +174,11 @@ impl Datum {
     /// The value of a column the server omitted: the type's default.
     pub fn default_of(ty: &ColumnType) -> Self {
         if ty.is_map() {
-            Self::Map(BTreeMap::new())
+            Self::Map(AtomMap::new())
         } else if ty.min == 1 {
-            Self::Set(BTreeSet::from([Atom::default_of(ty.key)]))
+            Self::Set(AtomSet::from([Atom::default_of(ty.key)]))
         } else {
-            Self::Set(BTreeSet::new())
+            Self::Set(AtomSet::new())
         }
     }
 
@@ -199,7 +199,7 @@ impl Datum {
     pub fn from_json(ty: &ColumnType, json: &Json) -> Result<Self, DatumError> {
         match (ty.value, tagged(json)) {
             (Some(value_ty), Some(("map", pairs))) => {
-                let mut map = BTreeMap::new();
+                let mut map = AtomMap::new();
                 for pair in pairs {
                     match pair.as_array().map(Vec::as_slice) {
                         Some([k, v]) => {
@@ -216,7 +216,7 @@ impl Datum {
                 .map(|a| Atom::from_json(ty.key, a))
                 .collect::<Result<_, _>>()
                 .map(Self::Set),
-            (None, _) => Ok(Self::Set(BTreeSet::from([Atom::from_json(ty.key, json)?]))),
+            (None, _) => Ok(Self::Set(AtomSet::from([Atom::from_json(ty.key, json)?]))),
         }
     }
 
@@ -329,7 +329,7 @@ mod tests {
         assert!(Datum::default_of(&ty(AtomType::Integer, None, 0, Some(1))).is_empty());
         assert_eq!(
             Datum::default_of(&ty(AtomType::String, Some(AtomType::String), 0, None)),
-            Datum::Map(BTreeMap::new())
+            Datum::Map(AtomMap::new())
         );
     }
 

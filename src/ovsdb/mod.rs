@@ -1,5 +1,6 @@
 //! OVSDB client side: stream framing, JSON-RPC, protocol types and the monitor session.
 
+pub mod atoms;
 pub mod client;
 pub mod codec;
 pub mod datum;

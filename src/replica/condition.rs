@@ -3,10 +3,10 @@
 //! evaluated on replica rows. Values compare by the column's type: `ofport>0` is numeric.
 
 use super::layout::TableLayout;
+use crate::ovsdb::atoms::{AtomMap, AtomSet};
 use crate::ovsdb::datum::{Atom, Datum, Uuid};
 use crate::ovsdb::schema::{AtomType, ColumnType};
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -60,7 +60,7 @@ impl Condition {
             (Some(key), Some(value_ty)) => {
                 let key = parse_atom(ty.key, key).map_err(|e| format!("{text:?}: key: {e}"))?;
                 let value = parse_atom(value_ty, rhs).map_err(|e| format!("{text:?}: {e}"))?;
-                (Some(key), Datum::Set(BTreeSet::from([value])))
+                (Some(key), Datum::Set(AtomSet::from([value])))
             }
             (Some(_), None) => return Err(format!("{text:?}: {column_name} is not a map")),
             (None, _) => (
@@ -81,7 +81,7 @@ impl Condition {
         match (&self.key, actual) {
             (Some(key), Datum::Map(map)) => match map.get(key) {
                 Some(v) => self.op.accepts(compare_sets(
-                    &BTreeSet::from([v.clone()]),
+                    &AtomSet::from([v.clone()]),
                     set_of(&self.value),
                 )),
                 // A missing key equals nothing, so only `!=` can hold.
@@ -93,8 +93,8 @@ impl Condition {
     }
 }
 
-fn set_of(datum: &Datum) -> &BTreeSet<Atom> {
-    static EMPTY: BTreeSet<Atom> = BTreeSet::new();
+fn set_of(datum: &Datum) -> &AtomSet {
+    static EMPTY: AtomSet = AtomSet::new();
     match datum {
         Datum::Set(s) => s,
         Datum::Map(_) => &EMPTY,
@@ -112,7 +112,7 @@ fn compare(a: &Datum, b: &Datum) -> Ordering {
     }
 }
 
-fn compare_sets(a: &BTreeSet<Atom>, b: &BTreeSet<Atom>) -> Ordering {
+fn compare_sets(a: &AtomSet, b: &AtomSet) -> Ordering {
     a.iter().cmp(b.iter())
 }
 
@@ -192,7 +192,7 @@ fn parse_datum(ty: &ColumnType, text: &str) -> Result<Datum, String> {
             .strip_prefix('{')
             .and_then(|t| t.strip_suffix('}'))
             .ok_or_else(|| format!("{text:?}: a map value is written {{key=value, …}}"))?;
-        let mut map = BTreeMap::new();
+        let mut map = AtomMap::new();
         for item in split_items(inner) {
             let (k, v) = item
                 .split_once('=')
@@ -208,10 +208,10 @@ fn parse_datum(ty: &ColumnType, text: &str) -> Result<Datum, String> {
     let set = split_items(inner)
         .into_iter()
         .map(|item| parse_atom(ty.key, item))
-        .collect::<Result<BTreeSet<_>, _>>()?;
+        .collect::<Result<AtomSet, _>>()?;
     // `type=` compares a string column with the empty string, as ovs-vsctl reads it.
     let set = if set.is_empty() && ty.is_scalar() && ty.key == AtomType::String {
-        BTreeSet::from([Atom::String(String::new())])
+        AtomSet::from([Atom::String(String::new())])
     } else {
         set
     };

@@ -374,7 +374,7 @@ impl Replica {
                     (Datum::Map(a), Datum::Map(b)) => {
                         let mut diff = b.clone();
                         diff.retain(|k, v| a.get(k) != Some(v));
-                        for (k, v) in a {
+                        for (k, v) in a.iter() {
                             if !b.contains_key(k) {
                                 diff.insert(k.clone(), v.clone());
                             }
