@@ -197,6 +197,11 @@ impl<T: Transport> Connection<T> {
                     if let Err(e) = self.drain_messages(last_traffic).await {
                         return e;
                     }
+                    // A start-up snapshot grows the buffer to tens of megabytes; give that
+                    // back once it is parsed rather than keep it for the connection's life.
+                    if self.buf.capacity() > 4 * READ_CHUNK && self.buf.len() < READ_CHUNK {
+                        self.buf.shrink_to(READ_CHUNK);
+                    }
                 }
                 () = idle => {
                     let probe = self.probe.expect("idle fires only with a probe");

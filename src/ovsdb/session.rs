@@ -277,14 +277,15 @@ impl Session {
         let index = self.received.load(Ordering::Acquire);
         let (found, txn, updates) = match reply {
             Ok(reply) => {
-                let parts = reply.as_array().map(Vec::as_slice);
-                let Some([found, txn, updates]) = parts else {
-                    return Err(ConnectionEnd::Protocol(format!(
-                        "monitor_cond_since reply {reply}"
-                    )));
+                let parts: Result<[Json; 3], _> = match reply {
+                    Json::Array(parts) => parts.try_into().map_err(Json::Array),
+                    other => Err(other),
                 };
+                let [found, txn, updates] = parts.map_err(|reply| {
+                    ConnectionEnd::Protocol(format!("monitor_cond_since reply {reply}"))
+                })?;
                 let txn = txn.as_str().filter(|t| *t != NO_TXN).map(str::to_owned);
-                (found.as_bool().unwrap_or(false), txn, updates.clone())
+                (found.as_bool().unwrap_or(false), txn, updates)
             }
             Err(ClientError::Rpc(error)) if error.to_string().contains("unknown method") => {
                 tracing::info!("server lacks monitor_cond_since; using monitor_cond");
@@ -295,7 +296,7 @@ impl Session {
             }
             Err(e) => return Err(e.into()),
         };
-        let update = Update::parse(&layout, &updates).map_err(ConnectionEnd::Protocol)?;
+        let update = Update::parse(&layout, updates).map_err(ConnectionEnd::Protocol)?;
         let received = Received {
             at: received_at,
             usec: now_usec(),
@@ -339,7 +340,7 @@ impl Session {
         Ok(layout)
     }
 
-    fn parse(&self, layout: &Layout, updates: &Json) -> Result<Update, ConnectionEnd> {
+    fn parse(&self, layout: &Layout, updates: Json) -> Result<Update, ConnectionEnd> {
         self.metrics.ovsdb_updates.inc();
         Update::parse(layout, updates).map_err(ConnectionEnd::Protocol)
     }
@@ -374,27 +375,38 @@ impl Session {
         layout: &Layout,
         notification: Notification,
     ) -> Result<(), ConnectionEnd> {
-        let params = notification.params.as_array().map(Vec::as_slice);
-        let (txn, update) = match (notification.method.as_str(), params) {
-            (_, Some([monitor, updates, ..])) if monitor == SERVER_MONITOR_ID => {
-                if member_connected(updates) == Some(false) {
+        let Notification {
+            method,
+            params,
+            received,
+            received_usec,
+            index,
+        } = notification;
+        let mut params = match params {
+            Json::Array(params) => params,
+            other => vec![other],
+        };
+        let from_server_monitor = params.first().is_some_and(|m| m == SERVER_MONITOR_ID);
+        let (txn, update) = match (method.as_str(), params.len()) {
+            _ if from_server_monitor => {
+                if params.get(1).and_then(member_connected) == Some(false) {
                     return Err(ConnectionEnd::NotInCluster);
                 }
                 (None, Update::default())
             }
-            ("update2", Some([_, updates])) => (None, self.parse(layout, updates)?),
-            ("update3", Some([_, txn, updates])) => {
-                let txn = txn.as_str().filter(|t| *t != NO_TXN).map(str::to_owned);
+            ("update2", 2) => (None, self.parse(layout, params.pop().unwrap_or_default())?),
+            ("update3", 3) => {
+                let updates = params.pop().unwrap_or_default();
+                let txn = params
+                    .pop()
+                    .and_then(|t| t.as_str().filter(|t| *t != NO_TXN).map(str::to_owned));
                 if txn.is_some() {
                     self.last_txn = txn.clone();
                 }
                 (txn, self.parse(layout, updates)?)
             }
             ("update2" | "update3", _) => {
-                return Err(ConnectionEnd::Protocol(format!(
-                    "malformed {}",
-                    notification.method
-                )));
+                return Err(ConnectionEnd::Protocol(format!("malformed {method}")));
             }
             (other, _) => {
                 tracing::debug!(method = other, "ignoring notification");
@@ -406,10 +418,10 @@ impl Session {
         let event = Event::Update {
             update,
             received: Received {
-                at: notification.received,
-                usec: notification.received_usec,
+                at: received,
+                usec: received_usec,
                 txn,
-                index: notification.index,
+                index,
             },
         };
         match self.events.try_send(event) {

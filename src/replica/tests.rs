@@ -21,7 +21,7 @@ fn replica() -> Replica {
 }
 
 fn apply(replica: &mut Replica, json: Json) -> Result<ChangeSet, Inconsistency> {
-    let update = Update::parse(replica.layout(), &json).unwrap();
+    let update = Update::parse(replica.layout(), json).unwrap();
     replica.apply(update)
 }
 
@@ -275,7 +275,7 @@ fn replace_emits_only_real_differences() {
     let i3 = "20000000-0000-0000-0000-000000000003";
     let snapshot = Update::parse(
         r.layout(),
-        &json!({
+        json!({
             "Bridge": {BR: {"initial": {"name": "br0", "ports": ["set", [uuid(P2), uuid(p3)]]}}},
             "Port": {
                 P2: {"initial": {"name": "p2", "interfaces": uuid(I2), "tag": 4}},
@@ -317,7 +317,7 @@ fn replace_with_identical_snapshot_is_silent() {
     let mut r = populated();
     let snapshot = Update::parse(
         r.layout(),
-        &json!({
+        json!({
             "Bridge": {BR: {"initial": {"name": "br0", "ports": uuid(P1)}}},
             "Port": {P1: {"initial": {"name": "p1", "interfaces": uuid(I1)}}},
             "Interface": {I1: {"initial": {"name": "i1"}}}
@@ -330,7 +330,7 @@ fn replace_with_identical_snapshot_is_silent() {
 #[test]
 fn replace_rejects_non_initial_rows() {
     let mut r = populated();
-    let snapshot = Update::parse(r.layout(), &json!({"Port": {P1: {"delete": null}}})).unwrap();
+    let snapshot = Update::parse(r.layout(), json!({"Port": {P1: {"delete": null}}})).unwrap();
     assert!(r.replace(snapshot).is_err());
     assert!(r.find(TableId::Port, "p1").is_some());
 }

@@ -31,24 +31,27 @@ pub struct Update {
 impl Update {
     /// Parses `{"<table>": {"<uuid>": {"initial"|"insert"|"modify": <row>} | {"delete": null}}}`.
     /// Tables the relay does not mirror are skipped; an unknown column is an error because it
-    /// means the server and the relay disagree on the schema.
-    pub fn parse(layout: &Layout, json: &Json) -> Result<Self, String> {
-        let tables = json
-            .as_object()
-            .ok_or_else(|| format!("table-updates is not an object: {json}"))?;
+    /// means the server and the relay disagree on the schema. It consumes the JSON so that
+    /// each row's text is freed as soon as it is converted: a start-up snapshot of 20,000
+    /// rows never exists twice.
+    pub fn parse(layout: &Layout, json: Json) -> Result<Self, String> {
+        let Json::Object(tables) = json else {
+            return Err(format!("table-updates is not an object: {json}"));
+        };
         let mut rows = Vec::new();
         for (table_name, table_rows) in tables {
             let Some(table) = TableId::ALL.into_iter().find(|t| t.name() == table_name) else {
                 continue;
             };
             let table_layout = layout.table(table);
-            let table_rows = table_rows
-                .as_object()
-                .ok_or_else(|| format!("{table_name} update is not an object"))?;
+            let Json::Object(table_rows) = table_rows else {
+                return Err(format!("{table_name} update is not an object"));
+            };
+            rows.reserve(table_rows.len());
             for (uuid_text, row_update) in table_rows {
-                let uuid = Uuid::parse(uuid_text)
+                let uuid = Uuid::parse(&uuid_text)
                     .ok_or_else(|| format!("{table_name}: bad row uuid {uuid_text:?}"))?;
-                let op = parse_row_update(table_layout, row_update)
+                let op = parse_row_update(table_layout, &row_update)
                     .map_err(|e| format!("{table_name} {uuid_text}: {e}"))?;
                 rows.push(RowUpdate { table, uuid, op });
             }
@@ -117,7 +120,7 @@ mod tests {
         let layout = layout();
         let update = Update::parse(
             &layout,
-            &json!({"Port": {U1: {"insert": {"name": "p1", "tag": 5}}}}),
+            json!({"Port": {U1: {"insert": {"name": "p1", "tag": 5}}}}),
         )
         .unwrap();
         let port = layout.table(TableId::Port);
@@ -135,14 +138,14 @@ mod tests {
     #[test]
     fn skips_unmirrored_tables_and_rejects_unknown_columns() {
         let layout = layout();
-        let update = Update::parse(&layout, &json!({"Mirror": {U1: {"delete": null}}})).unwrap();
+        let update = Update::parse(&layout, json!({"Mirror": {U1: {"delete": null}}})).unwrap();
         assert!(update.rows.is_empty());
         let err =
-            Update::parse(&layout, &json!({"Port": {U1: {"modify": {"bogus": 1}}}})).unwrap_err();
+            Update::parse(&layout, json!({"Port": {U1: {"modify": {"bogus": 1}}}})).unwrap_err();
         assert!(err.contains("bogus"), "{err}");
-        assert!(Update::parse(&layout, &json!({"Port": {"nope": {"delete": null}}})).is_err());
-        assert!(Update::parse(&layout, &json!({"Port": {U1: {"upsert": {}}}})).is_err());
-        assert!(Update::parse(&layout, &json!({"Port": {U1: {}}})).is_err());
-        assert!(Update::parse(&layout, &json!([])).is_err());
+        assert!(Update::parse(&layout, json!({"Port": {"nope": {"delete": null}}})).is_err());
+        assert!(Update::parse(&layout, json!({"Port": {U1: {"upsert": {}}}})).is_err());
+        assert!(Update::parse(&layout, json!({"Port": {U1: {}}})).is_err());
+        assert!(Update::parse(&layout, json!([])).is_err());
     }
 }
