@@ -5,7 +5,9 @@
 mod common;
 
 use common::signals::Subscriber;
-use common::{Bus, COMMAND_TIMEOUT, Ovsdb, Relay, relay_bin, run_bounded, send_signal};
+use common::{
+    Bus, Ovsdb, Relay, Stack, netdev_bridge, relay_command, run_blocking as run, send_signal,
+};
 use serde_json::Value as Json;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
@@ -15,51 +17,20 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(10);
+/// A bus address nobody listens on.
+const NO_BUS: &str = "unix:path=/nonexistent/bus.sock";
 
-struct Setup {
-    db: Ovsdb,
-    bus: Bus,
-    _relay: Relay,
-}
-
-async fn setup() -> Setup {
-    let db = Ovsdb::start();
-    let bus = Bus::start();
-    let relay = Relay::spawn(&db.remote(), &bus.address(), &[]);
-    Subscriber::connect(&bus.address())
-        .await
-        .wait_ready(WAIT)
-        .await;
-    Setup {
-        db,
-        bus,
-        _relay: relay,
-    }
-}
-
-/// The command with a clean environment: no inherited `OVS_DBUS_RELAY_*` or bus variables.
+/// The command with a clean environment: no inherited `OVS_DBUS_RELAY_*` or bus variables,
+/// and no `RUST_LOG`.
 fn command(args: &[&str]) -> Command {
-    let mut cmd = Command::new(relay_bin());
-    cmd.args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("DBUS_SESSION_BUS_ADDRESS")
-        .env_remove("DBUS_SYSTEM_BUS_ADDRESS");
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("OVS_DBUS_RELAY_") {
-            cmd.env_remove(key);
-        }
-    }
+    let mut cmd = relay_command(args);
+    cmd.env_remove("RUST_LOG");
     cmd
 }
 
-/// Runs a command to completion (bounded) off the async runtime's threads.
-async fn run(cmd: Command) -> Output {
-    tokio::task::spawn_blocking(move || {
-        let mut cmd = cmd;
-        run_bounded(&mut cmd, COMMAND_TIMEOUT)
-    })
-    .await
-    .expect("command thread")
+/// `wait --bus <address> <args>`.
+fn wait(address: &str, args: &[&str]) -> Command {
+    command(&[&["wait", "--bus", address], args].concat())
 }
 
 fn stderr(out: &Output) -> String {
@@ -92,25 +63,26 @@ fn assert_exit(out: &Output, code: i32) {
     }
 }
 
+/// [`assert_exit`] with `code`, and stderr naming `needle`.
+fn assert_error(out: &Output, code: i32, needle: &str) {
+    assert_exit(out, code);
+    assert!(stderr(out).contains(needle), "{}", stderr(out));
+}
+
 // ---------------------------------------------------------------------------------------
 // wait
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_exits_0_once_the_port_appears() {
-    let Setup { db, bus, _relay } = setup().await;
+    let stack = Stack::start(&[]).await;
+    let (db, bus) = (&stack.db, &stack.bus);
     db.vsctl(&["add-br", "br0"]);
     let started = Instant::now();
-    let waiting = tokio::spawn(run(command(&[
-        "wait",
-        "--bus",
+    let waiting = tokio::spawn(run(wait(
         &bus.address(),
-        "Port",
-        "tap0",
-        "tag=10",
-        "--timeout",
-        "10",
-    ])));
+        &["Port", "tap0", "tag=10", "--timeout", "10"],
+    )));
     tokio::time::sleep(Duration::from_millis(300)).await;
     db.vsctl(&[
         "add-port", "br0", "tap0", "--", "set", "port", "tap0", "tag=10",
@@ -130,22 +102,13 @@ async fn wait_exits_0_once_the_port_appears() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_times_out_with_exit_1() {
-    let Setup {
-        db: _db,
-        bus,
-        _relay,
-    } = setup().await;
+    let stack = Stack::start(&[]).await;
+    let bus = &stack.bus;
     let started = Instant::now();
-    let out = run(command(&[
-        "wait",
-        "--bus",
+    let out = run(wait(
         &bus.address(),
-        "Interface",
-        "nope",
-        "ofport>0",
-        "--timeout",
-        "1.5",
-    ]))
+        &["Interface", "nope", "ofport>0", "--timeout", "1.5"],
+    ))
     .await;
     let took = started.elapsed();
     assert_exit(&out, 1);
@@ -160,56 +123,42 @@ async fn wait_times_out_with_exit_1() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_for_removal() {
-    let Setup { db, bus, _relay } = setup().await;
+    let stack = Stack::start(&[]).await;
+    let (db, bus) = (&stack.db, &stack.bus);
     db.vsctl(&["add-br", "br0"]);
     db.vsctl(&["add-port", "br0", "p1"]);
     let address = bus.address();
-    let args = ["wait", "--bus", &address, "Port", "p1", "--removed"];
+    let args = ["Port", "p1", "--removed"];
     // Still there: times out.
-    let out = run(command(&[&args[..], &["--timeout", "0.3"]].concat())).await;
+    let out = run(wait(&address, &[&args[..], &["--timeout", "0.3"]].concat())).await;
     assert_exit(&out, 1);
 
-    let waiting = tokio::spawn(run(command(&[&args[..], &["--timeout", "10"]].concat())));
+    let waiting = tokio::spawn(run(wait(
+        &address,
+        &[&args[..], &["--timeout", "10"]].concat(),
+    )));
     tokio::time::sleep(Duration::from_millis(300)).await;
     db.vsctl(&["del-port", "p1"]);
     assert_exit(&waiting.await.unwrap(), 0);
 
     // Conditions make no sense with --removed: a usage error.
-    let out = run(command(&[&args[..], &["tag=1"]].concat())).await;
+    let out = run(wait(&address, &[&args[..], &["tag=1"]].concat())).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_rejects_bad_arguments_with_exit_2() {
-    let Setup {
-        db: _db,
-        bus,
-        _relay,
-    } = setup().await;
+    let stack = Stack::start(&[]).await;
+    let bus = &stack.bus;
     let address = bus.address();
-    let out = run(command(&[
-        "wait", "--bus", &address, "Port", "p1", "bogus=1",
-    ]))
-    .await;
-    assert_exit(&out, 2);
-    assert!(stderr(&out).contains("bogus"), "{}", stderr(&out));
+    let out = run(wait(&address, &["Port", "p1", "bogus=1"])).await;
+    assert_error(&out, 2, "bogus");
 
-    let out = run(command(&["wait", "--bus", &address, "Flow", "p1"])).await;
-    assert_exit(&out, 2);
-    assert!(stderr(&out).contains("Flow"), "{}", stderr(&out));
+    let out = run(wait(&address, &["Flow", "p1"])).await;
+    assert_error(&out, 2, "Flow");
 
-    let out = run(command(&[
-        "wait",
-        "--bus",
-        &address,
-        "Port",
-        "p1",
-        "--timeout",
-        "-1",
-    ]))
-    .await;
-    assert_exit(&out, 2);
-    assert!(stderr(&out).contains("--timeout"), "{}", stderr(&out));
+    let out = run(wait(&address, &["Port", "p1", "--timeout", "-1"])).await;
+    assert_error(&out, 2, "--timeout");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,25 +170,11 @@ async fn wait_rides_out_a_relay_that_has_not_synced_yet() {
     // The relay owns its name at once and keeps trying to reach OVSDB.
     let _relay = Relay::spawn(&db.remote(), &bus.address(), &[]);
     let sub = Subscriber::connect(&bus.address()).await;
-    let dbus = zbus::fdo::DBusProxy::new(&sub.conn).await.unwrap();
-    let deadline = Instant::now() + WAIT;
-    while !dbus
-        .name_has_owner("org.ovsdbus.Relay1".try_into().unwrap())
-        .await
-        .unwrap()
-    {
-        assert!(Instant::now() < deadline, "relay never took its name");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let waiting = tokio::spawn(run(command(&[
-        "wait",
-        "--bus",
+    sub.wait_relay_on_bus(WAIT).await;
+    let waiting = tokio::spawn(run(wait(
         &bus.address(),
-        "Port",
-        "p1",
-        "--timeout",
-        "15",
-    ])));
+        &["Port", "p1", "--timeout", "15"],
+    )));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         !waiting.is_finished(),
@@ -253,34 +188,12 @@ async fn wait_rides_out_a_relay_that_has_not_synced_yet() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_without_a_relay_exits_2() {
     let bus = Bus::start();
-    let out = run(command(&[
-        "wait",
-        "--bus",
-        &bus.address(),
-        "Port",
-        "p1",
-        "--timeout",
-        "5",
-    ]))
-    .await;
-    assert_exit(&out, 2);
-    assert!(
-        stderr(&out).contains("relay not running on the bus at"),
-        "{}",
-        stderr(&out)
-    );
+    let out = run(wait(&bus.address(), &["Port", "p1", "--timeout", "5"])).await;
+    assert_error(&out, 2, "relay not running on the bus at");
 
     // No bus at all.
-    let out = run(command(&[
-        "wait",
-        "--bus",
-        "unix:path=/nonexistent/bus.sock",
-        "Port",
-        "p1",
-    ]))
-    .await;
-    assert_exit(&out, 2);
-    assert!(stderr(&out).contains("cannot connect"), "{}", stderr(&out));
+    let out = run(wait(NO_BUS, &["Port", "p1"])).await;
+    assert_error(&out, 2, "cannot connect");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -391,7 +304,8 @@ fn parse(line: &str) -> Json {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_json_prints_one_object_per_signal() {
-    let Setup { db, bus, _relay } = setup().await;
+    let stack = Stack::start(&[]).await;
+    let (db, bus) = (&stack.db, &stack.bus);
     db.vsctl(&["add-br", "br0"]);
     let mut sub = Subscriber::connect(&bus.address()).await;
     let mut watch = Watch::start(&["--bus", &bus.address(), "--json"]);
@@ -473,7 +387,8 @@ async fn watch_json_prints_one_object_per_signal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_prints_readable_lines_filtered_by_the_bus() {
-    let Setup { db, bus, _relay } = setup().await;
+    let stack = Stack::start(&[]).await;
+    let (db, bus) = (&stack.db, &stack.bus);
     db.vsctl(&["add-br", "br0"]);
     db.vsctl(&["add-br", "br1"]);
     let address = bus.address();
@@ -522,14 +437,8 @@ async fn watch_prints_readable_lines_filtered_by_the_bus() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_without_a_bus_exits_2() {
-    let out = run(command(&[
-        "watch",
-        "--bus",
-        "unix:path=/nonexistent/bus.sock",
-    ]))
-    .await;
-    assert_exit(&out, 2);
-    assert!(stderr(&out).contains("cannot connect"), "{}", stderr(&out));
+    let out = run(command(&["watch", "--bus", NO_BUS])).await;
+    assert_error(&out, 2, "cannot connect");
     let out = run(command(&["watch", "--bus", "nowhere"])).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--bus"), "{}", stderr(&out));
@@ -541,31 +450,18 @@ async fn watch_without_a_bus_exits_2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn show_lays_out_the_switch_like_ovs_vsctl() {
-    let Setup { db, bus, _relay } = setup().await;
+    let stack = Stack::start(&[]).await;
+    let (db, bus) = (&stack.db, &stack.bus);
     let address = bus.address();
     db.vsctl(&["set", "open_vswitch", ".", "external_ids:system-id=host-1"]);
-    db.vsctl(&[
-        "add-br",
-        "br0",
-        "--",
-        "set",
-        "bridge",
-        "br0",
-        "datapath_type=netdev",
-    ]);
+    db.vsctl(&netdev_bridge("br0"));
     db.vsctl(&[
         "add-port", "br0", "tap0", "--", "set", "port", "tap0", "tag=10",
     ]);
-    let out = run(command(&[
-        "wait",
-        "--bus",
+    let out = run(wait(
         &address,
-        "Port",
-        "tap0",
-        "tag=10",
-        "--timeout",
-        "10",
-    ]))
+        &["Port", "tap0", "tag=10", "--timeout", "10"],
+    ))
     .await;
     assert_exit(&out, 0);
 
@@ -608,10 +504,5 @@ async fn show_lays_out_the_switch_like_ovs_vsctl() {
 async fn show_without_a_relay_exits_2() {
     let bus = Bus::start();
     let out = run(command(&["show", "--bus", &bus.address()])).await;
-    assert_exit(&out, 2);
-    assert!(
-        stderr(&out).contains("relay not running"),
-        "{}",
-        stderr(&out)
-    );
+    assert_error(&out, 2, "relay not running");
 }

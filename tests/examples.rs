@@ -3,12 +3,14 @@
 
 mod common;
 
-use common::signals::Subscriber;
-use common::{Bus, COMMAND_TIMEOUT, Ovsdb, Relay, Vswitchd, relay_bin, require, run_bounded};
+use common::{
+    Bus, COMMAND_TIMEOUT, Stack, Vswitchd, internal_port, netdev_bridge, relay_bin, require,
+    run_blocking, run_bounded, text,
+};
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -29,27 +31,6 @@ fn unique(tag: &str) -> String {
     name
 }
 
-struct Setup {
-    db: Ovsdb,
-    bus: Bus,
-    _relay: Relay,
-}
-
-async fn setup() -> Setup {
-    let db = Ovsdb::start();
-    let bus = Bus::start();
-    let relay = Relay::spawn(&db.remote(), &bus.address(), &[]);
-    Subscriber::connect(&bus.address())
-        .await
-        .wait_ready(WAIT)
-        .await;
-    Setup {
-        db,
-        bus,
-        _relay: relay,
-    }
-}
-
 /// A shell example with the bus and the relay binary under test in its environment.
 fn script(name: &str, bus: &Bus, args: &[&str]) -> Command {
     let mut cmd = Command::new("/bin/sh");
@@ -61,47 +42,18 @@ fn script(name: &str, bus: &Bus, args: &[&str]) -> Command {
     cmd
 }
 
-async fn run(cmd: Command) -> Output {
-    tokio::task::spawn_blocking(move || {
-        let mut cmd = cmd;
-        run_bounded(&mut cmd, COMMAND_TIMEOUT)
-    })
-    .await
-    .expect("command thread")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 /// Runs `name` for a tap that vswitchd gets 300 ms later; checks the printed ofport
 /// against the database, then a timeout for a tap that never comes.
 async fn tap_script_prints_the_ofport(name: &str, tag: &str) {
-    let Setup { db, bus, _relay } = setup().await;
-    let switch = Vswitchd::start(&db);
+    let stack = Stack::start(&[]).await;
+    let (db, bus) = (&stack.db, &stack.bus);
+    let switch = Vswitchd::start(db);
     let bridge = unique(&format!("b{tag}"));
     let tap = unique(&format!("t{tag}"));
-    db.vsctl(&[
-        "add-br",
-        &bridge,
-        "--",
-        "set",
-        "bridge",
-        &bridge,
-        "datapath_type=netdev",
-    ]);
-    let waiting = tokio::spawn(run(script(name, &bus, &[&tap, "15"])));
+    db.vsctl(&netdev_bridge(&bridge));
+    let waiting = tokio::spawn(run_blocking(script(name, bus, &[&tap, "15"])));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    db.vsctl(&[
-        "add-port",
-        &bridge,
-        &tap,
-        "--",
-        "set",
-        "interface",
-        &tap,
-        "type=internal",
-    ]);
+    db.vsctl(&internal_port(&bridge, &tap));
     let out = waiting.await.unwrap();
     assert!(
         out.status.success(),
@@ -123,7 +75,7 @@ async fn tap_script_prints_the_ofport(name: &str, tag: &str) {
     );
 
     let started = Instant::now();
-    let out = run(script(name, &bus, &[&unique("nope"), "1"])).await;
+    let out = run_blocking(script(name, bus, &[&unique("nope"), "1"])).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(started.elapsed() >= Duration::from_secs(1));
     assert!(
@@ -176,7 +128,8 @@ async fn watch_bridge_python_prints_one_bridges_interface_changes() {
         text(&check.stderr)
     );
 
-    let Setup { db, bus, _relay } = setup().await;
+    let stack = Stack::start(&[]).await;
+    let (db, bus) = (&stack.db, &stack.bus);
     db.vsctl(&["add-br", "br0"]);
     db.vsctl(&["add-br", "br1"]);
     db.vsctl(&["add-port", "br0", "pa"]);

@@ -12,8 +12,8 @@
 mod common;
 
 use common::cluster::{Cluster, SideServer, vsctl_at};
-use common::signals::{BUS_NAME, Dict, IFACE, ROOT, Signal, Subscriber};
-use common::{Bus, Ovsdb, Relay, dbus_send, send_signal, wait_until};
+use common::signals::{Dict, IFACE, Managed, ROOT, Signal, Subscriber, managed_objects};
+use common::{Bus, Ovsdb, Relay, Stack, dbus_send_relay, send_signal, wait_until};
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::Command;
@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_stream::StreamExt;
-use zbus::{Connection, MatchRule, Message, MessageStream, OwnedObjectPath, OwnedVariant, Variant};
+use zbus::{Connection, MatchRule, MessageStream, OwnedVariant, Variant};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -199,15 +199,6 @@ struct Mirror {
     rows: BTreeMap<(String, String), MirrorRow>,
 }
 
-type Managed = HashMap<OwnedObjectPath, HashMap<String, HashMap<String, OwnedVariant>>>;
-
-async fn managed_objects(conn: &Connection) -> zbus::Result<Managed> {
-    zbus::Proxy::new(conn, BUS_NAME, ROOT, "org.freedesktop.DBus.ObjectManager")
-        .await?
-        .call("GetManagedObjects", &())
-        .await
-}
-
 fn string_prop(props: &HashMap<String, OwnedVariant>, name: &str) -> String {
     String::try_from(props[name].clone()).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
@@ -327,46 +318,6 @@ impl Mirror {
 // ---------------------------------------------------------------------------------------
 // Signals and properties
 // ---------------------------------------------------------------------------------------
-
-/// The typed signal or `Resynced` in `message` (same decoding as `Subscriber::next`).
-fn parse_signal(message: &Message) -> Option<Signal> {
-    let header = message.header();
-    let member = header.member()?.to_string();
-    let body = message.body();
-    if member == "Resynced" {
-        let (a, c, r, meta): (u64, u64, u64, Dict) = body.deserialize().ok()?;
-        return Some(Signal {
-            member,
-            name: String::new(),
-            bridge: String::new(),
-            uuid: String::new(),
-            dicts: vec![],
-            meta,
-            counts: Some((a, c, r)),
-        });
-    }
-    let (name, bridge, uuid, dicts, meta) = match split_member(&member)?.1 {
-        "Changed" => {
-            let (n, b, u, changed, old, meta): (String, String, String, Dict, Dict, Dict) =
-                body.deserialize().ok()?;
-            (n, b, u, vec![changed, old], meta)
-        }
-        _ => {
-            let (n, b, u, columns, meta): (String, String, String, Dict, Dict) =
-                body.deserialize().ok()?;
-            (n, b, u, vec![columns], meta)
-        }
-    };
-    Some(Signal {
-        member,
-        name,
-        bridge,
-        uuid,
-        dicts,
-        meta,
-        counts: None,
-    })
-}
 
 fn received_usec(signal: &Signal) -> u64 {
     signal
@@ -996,7 +947,7 @@ async fn follow(address: String, follower: Arc<Mutex<Follower>>, stop: Arc<Atomi
         loop {
             match tokio::time::timeout(Duration::from_millis(300), stream.next()).await {
                 Ok(Some(Ok(message))) => {
-                    let Some(signal) = parse_signal(&message) else {
+                    let Some(Ok(signal)) = Signal::from_message(&message) else {
                         continue;
                     };
                     if signal.counts.is_some() {
@@ -1068,15 +1019,10 @@ async fn follow(address: String, follower: Arc<Mutex<Follower>>, stop: Arc<Atomi
 
 /// `State` of the relay read with `dbus-send` (for the blocking chaos driver).
 fn relay_state(address: &str) -> Option<String> {
-    let out = dbus_send(
+    let out = dbus_send_relay(
         address,
-        &[
-            "--dest=org.ovsdbus.Relay1",
-            ROOT,
-            "org.freedesktop.DBus.Properties.Get",
-            "string:org.ovsdbus.Relay1",
-            "string:State",
-        ],
+        "org.freedesktop.DBus.Properties.Get",
+        &["string:org.ovsdbus.Relay1", "string:State"],
     );
     let text = String::from_utf8_lossy(&out.stdout);
     let state = text.split('"').nth(1)?;
@@ -1256,15 +1202,19 @@ async fn chaos_subscriber_converges() {
         .unwrap_or(0x5eed_1e55_0b5e_55edu64);
     eprintln!("chaos seed {seed:#x} (set CHAOS_SEED to replay)");
     let started = Instant::now();
-    let mut db = Ovsdb::start();
+    let db = Ovsdb::start();
     db.vsctl(&[
         "add-br", "br0", "--", "add-br", "br1", "--", "add-port", "br0", "c00", "--", "add-port",
         "br1", "c01",
     ]);
-    let mut bus = Bus::start();
+    let Stack {
+        mut db,
+        mut bus,
+        relay,
+        sub,
+    } = Stack::start_on(db, &[], WAIT).await;
+    drop(sub);
     let address = bus.address();
-    let relay = Relay::spawn(&db.remote(), &address, &[]);
-    Subscriber::connect(&address).await.wait_ready(WAIT).await;
 
     let follower = Arc::new(Mutex::new(Follower::default()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -1362,7 +1312,7 @@ async fn chaos_subscriber_converges() {
 
 /// A standalone server that also listens on a tcp port on 127.0.0.1, and a relay using
 /// that port with `--inactivity-probe <probe>`, ready.
-async fn relay_on_tcp(probe: &str) -> (Ovsdb, Bus, Relay, Subscriber) {
+async fn relay_on_tcp(probe: &str) -> Stack {
     let db = Ovsdb::start();
     let port = common::cluster::free_ports(1)[0];
     let appctl = common::require("ovs-appctl", "openvswitch-common");
@@ -1387,9 +1337,7 @@ async fn relay_on_tcp(probe: &str) -> (Ovsdb, Bus, Relay, Subscriber) {
     let bus = Bus::start();
     let remote = format!("tcp:127.0.0.1:{port}");
     let relay = Relay::spawn(&remote, &bus.address(), &["--inactivity-probe", probe]);
-    let sub = Subscriber::connect(&bus.address()).await;
-    sub.wait_ready(WAIT).await;
-    (db, bus, relay, sub)
+    Stack::attach(db, bus, relay, WAIT).await
 }
 
 /// SIGSTOPs the server, waits (at most 5 s) until `State` leaves `ready`, SIGCONTs it.
@@ -1406,8 +1354,9 @@ async fn stop_server_until_noticed(db: &Ovsdb, sub: &Subscriber) -> (Result<Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_tcp_peer_is_detected_by_the_probe() {
-    let (db, _bus, _relay, sub) = relay_on_tcp("1").await;
-    let (left, detected) = stop_server_until_noticed(&db, &sub).await;
+    let stack = relay_on_tcp("1").await;
+    let (db, sub) = (&stack.db, &stack.sub);
+    let (left, detected) = stop_server_until_noticed(db, sub).await;
     let state = left
         .unwrap_or_else(|()| panic!("State still ready 5 s after the server stopped answering"));
     assert_eq!(state, "reconnecting", "after {detected:?}");
@@ -1420,7 +1369,7 @@ async fn silent_tcp_peer_is_detected_by_the_probe() {
     );
     eprintln!("silent peer detected after {detected:?}");
 
-    if let Err(state) = wait_state(&sub, "ready", Duration::from_secs(15)).await {
+    if let Err(state) = wait_state(sub, "ready", Duration::from_secs(15)).await {
         panic!("State {state:?}, not ready, after the server resumed");
     }
 }
@@ -1429,14 +1378,15 @@ async fn silent_tcp_peer_is_detected_by_the_probe() {
 /// short probe, because a wrong reason shows up at random (about one time in two).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inactivity_probe_timeout_is_logged_as_the_reason() {
-    let (db, _bus, relay, sub) = relay_on_tcp("0.3").await;
+    let stack = relay_on_tcp("0.3").await;
+    let (db, relay, sub) = (&stack.db, &stack.relay, &stack.sub);
     for cycle in 0..5 {
-        let (left, detected) = stop_server_until_noticed(&db, &sub).await;
+        let (left, detected) = stop_server_until_noticed(db, sub).await;
         assert!(
             left.is_ok(),
             "cycle {cycle}: still ready after {detected:?}"
         );
-        if let Err(state) = wait_state(&sub, "ready", Duration::from_secs(15)).await {
+        if let Err(state) = wait_state(sub, "ready", Duration::from_secs(15)).await {
             panic!("cycle {cycle}: State {state:?}, not ready, after the server resumed");
         }
     }
@@ -1508,10 +1458,12 @@ async fn bus_restart_reregisters_and_reports_missed_signals() {
     db.vsctl(&[
         "add-br", "br0", "--", "add-port", "br0", "p1", "--", "add-port", "br0", "p2",
     ]);
-    let mut bus = Bus::start();
-    let relay = Relay::spawn(&db.remote(), &bus.address(), &[]);
-    let mut sub = Subscriber::connect(&bus.address()).await;
-    sub.wait_ready(WAIT).await;
+    let Stack {
+        db,
+        mut bus,
+        relay,
+        mut sub,
+    } = Stack::start_on(db, &[], WAIT).await;
     db.vsctl(&["set", "port", "p1", "tag=5"]);
     let live = sub.take(1, WAIT).await;
     let before: u64 = sub.property("LastSeq").await;
@@ -1537,12 +1489,7 @@ async fn bus_restart_reregisters_and_reports_missed_signals() {
     std::thread::sleep(Duration::from_millis(3500).saturating_sub(killed.elapsed()));
     bus.restart();
     let mut sub = Subscriber::connect(&bus.address()).await;
-    let relay_was_back = zbus::fdo::DBusProxy::new(&sub.conn)
-        .await
-        .unwrap()
-        .name_has_owner(BUS_NAME.try_into().unwrap())
-        .await
-        .unwrap();
+    let relay_was_back = sub.relay_on_bus().await;
     sub.wait_ready(Duration::from_secs(15)).await;
 
     let objects = Mirror::seed(&sub.conn).await;

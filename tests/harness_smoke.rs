@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Bus, Ovsdb, Relay, dbus_send};
+use common::{Bus, Ovsdb, Relay, dbus_send, internal_port};
 
 fn assert_list_names(bus: &Bus) {
     let out = dbus_send(
@@ -57,16 +57,7 @@ fn ovsdb_and_bus_start_and_survive_restarts() {
     ovsdb.restart();
     assert_ne!(ovsdb.pid(), Some(old_pid));
     assert_eq!(ovsdb.vsctl(&["list-br"]), "br0");
-    ovsdb.vsctl(&[
-        "add-port",
-        "br0",
-        "tap0",
-        "--",
-        "set",
-        "interface",
-        "tap0",
-        "type=internal",
-    ]);
+    ovsdb.vsctl(&internal_port("br0", "tap0"));
     assert_eq!(ovsdb.vsctl(&["list-ports", "br0"]), "tap0");
 
     // The bus comes back on the same address.

@@ -2,8 +2,8 @@
 
 mod common;
 
-use common::signals::{BUS_NAME, ROOT, Subscriber};
-use common::{Bus, Ovsdb, Relay};
+use common::Stack;
+use common::signals::{BUS_NAME, ROOT};
 use std::time::Duration;
 
 /// The `<interface name="NAME">…</interface>` block, without comments or indentation.
@@ -30,9 +30,13 @@ fn interface_block(xml: &str, name: &str) -> Option<Vec<String>> {
 }
 
 async fn introspect(conn: &zbus::Connection, path: &str) -> String {
+    introspect_at(conn, BUS_NAME, path).await
+}
+
+async fn introspect_at(conn: &zbus::Connection, destination: &str, path: &str) -> String {
     zbus::fdo::IntrospectableProxy::builder(conn)
-        .destination(BUS_NAME)
-        .path(path.to_owned())
+        .destination(destination)
+        .path(path)
         .build()
         .await
         .unwrap()
@@ -48,11 +52,8 @@ async fn shipped_introspection_matches_the_service() {
         "/dbus/org.ovsdbus.Relay1.xml"
     ))
     .unwrap();
-    let db = Ovsdb::start();
-    let bus = Bus::start();
-    let _relay = Relay::spawn(&db.remote(), &bus.address(), &["--openqa-compat"]);
-    let sub = Subscriber::connect(&bus.address()).await;
-    sub.wait_ready(Duration::from_secs(10)).await;
+    let stack = Stack::start(&["--openqa-compat"]).await;
+    let (db, sub) = (&stack.db, &stack.sub);
     db.vsctl(&["add-br", "br0"]);
     let bridge = format!("{ROOT}/bridge/br0");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -68,15 +69,7 @@ async fn shipped_introspection_matches_the_service() {
     }
 
     let root = introspect(&sub.conn, ROOT).await;
-    let openqa = zbus::fdo::IntrospectableProxy::builder(&sub.conn)
-        .destination("org.opensuse.os_autoinst.switch")
-        .path("/switch")
-        .build()
-        .await
-        .unwrap()
-        .introspect()
-        .await
-        .unwrap();
+    let openqa = introspect_at(&sub.conn, "org.opensuse.os_autoinst.switch", "/switch").await;
     let cases = [
         ("org.ovsdbus.Relay1", root.clone()),
         ("org.ovsdbus.Switch1", root.clone()),

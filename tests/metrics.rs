@@ -7,15 +7,14 @@
 
 mod common;
 
-use common::signals::Subscriber;
-use common::{Bus, Ovsdb, Relay, dbus_send, wait_until};
+use common::cluster::free_ports;
+use common::{Bus, Ovsdb, Relay, Stack, dbus_send_relay, require, wait_until};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -40,32 +39,13 @@ const READ_METHODS: [&str; 7] = [
 ];
 
 // ---------------------------------------------------------------------------------------
-// Helpers: binaries, ports, a raw HTTP/1.1 client
+// Helpers: ports, a raw HTTP/1.1 client
 // ---------------------------------------------------------------------------------------
-
-/// Full path of a binary of the `prometheus` package; panics with the install hint.
-fn prometheus_bin(name: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/bin", "/usr/sbin", "/bin", "/sbin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|p| {
-            p.metadata()
-                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false)
-        })
-        .unwrap_or_else(|| {
-            panic!("{name} not found; install prometheus: apt-get install prometheus")
-        })
-}
 
 /// A loopback port nobody listens on right now. The gap before the real bind is tiny
 /// and the kernel does not hand out the same ephemeral port again at once.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
+    free_ports(1)[0]
 }
 
 struct Reply {
@@ -181,10 +161,7 @@ fn poll_http(
 // ---------------------------------------------------------------------------------------
 
 struct Setup {
-    db: Ovsdb,
-    bus: Bus,
-    relay: Relay,
-    sub: Subscriber,
+    stack: Stack,
     /// `127.0.0.1:PORT` of the relay's metrics endpoint.
     metrics: String,
 }
@@ -204,16 +181,9 @@ async fn setup() -> Setup {
         "--metrics-listen",
         &metrics,
     ]);
-    let sub = Subscriber::connect(&bus.address()).await;
-    sub.wait_ready(READY).await;
+    let stack = Stack::attach(db, bus, relay, READY).await;
     poll_http(&metrics, "/metrics", READY, |r| r.status == 200);
-    Setup {
-        db,
-        bus,
-        relay,
-        sub,
-        metrics,
-    }
+    Setup { stack, metrics }
 }
 
 fn scrape(addr: &str) -> String {
@@ -250,7 +220,7 @@ struct Prometheus {
 
 impl Prometheus {
     fn start(target: &str) -> Prometheus {
-        let bin = prometheus_bin("prometheus");
+        let bin = require("prometheus", "prometheus");
         let dir = tempfile::Builder::new()
             .prefix("prometheus-")
             .tempdir()
@@ -481,36 +451,24 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     prometheus.wait_for(&format!("up{{job=\"{JOB}\"}} == 1"), READY);
 
     // A workload after the first scrape, so rates and increases see it happen.
-    let db = &s.db;
+    let db = &s.stack.db;
     db.vsctl(&["add-br", "br0"]);
     db.vsctl(&["add-port", "br0", "tap0"]);
     db.vsctl(&["add-port", "br0", "tap1"]);
     db.vsctl(&["set", "port", "tap0", "tag=10"]);
     db.vsctl(&["set", "interface", "tap1", "external_ids:role=test"]);
     db.vsctl(&["del-port", "br0", "tap1"]);
-    let bus = s.bus.address();
-    let ok = dbus_send(
-        &bus,
-        &[
-            "--dest=org.ovsdbus.Relay1",
-            "/org/ovsdbus/Relay1",
-            "org.ovsdbus.Relay1.ListBridges",
-        ],
-    );
+    let bus = s.stack.bus.address();
+    let ok = dbus_send_relay(&bus, "org.ovsdbus.Relay1.ListBridges", &[]);
     assert!(
         ok.status.success(),
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    let failed = dbus_send(
+    let failed = dbus_send_relay(
         &bus,
-        &[
-            "--dest=org.ovsdbus.Relay1",
-            "/org/ovsdbus/Relay1",
-            "org.ovsdbus.Relay1.GetRow",
-            "string:Port",
-            "string:no-such-port",
-        ],
+        "org.ovsdbus.Relay1.GetRow",
+        &["string:Port", "string:no-such-port"],
     );
     assert!(
         !failed.status.success(),
@@ -571,8 +529,8 @@ async fn scrape_passes_promtool_and_exports_every_label_set() {
     let s = setup().await;
     let text = scrape(&s.metrics);
 
-    let promtool = prometheus_bin("promtool");
-    let file = s.bus.dir().join("scrape.prom");
+    let promtool = require("promtool", "prometheus");
+    let file = s.stack.bus.dir().join("scrape.prom");
     fs::write(&file, &text).expect("write scrape");
     let (code, lint) = run_with_stdin(&promtool, &["check", "metrics"], &file);
     assert!(
@@ -631,7 +589,7 @@ async fn scrape_passes_promtool_and_exports_every_label_set() {
     }
     // Every method the running relay serves on its own interfaces, as it introspects
     // (so a method added later without a metrics label set is caught here).
-    let served = served_methods(&s.bus.address());
+    let served = served_methods(&s.stack.bus.address());
     for method in READ_METHODS {
         assert!(
             served.contains(method),
@@ -660,8 +618,8 @@ async fn scrape_passes_promtool_and_exports_every_label_set() {
     assert_eq!(sample(&text, "ovsdbus_last_event_timestamp_seconds"), 0.0);
 
     // Counters move with the workload, and rows follow the replica.
-    s.db.vsctl(&["add-br", "br0"]);
-    s.db.vsctl(&["add-port", "br0", "tap0"]);
+    s.stack.db.vsctl(&["add-br", "br0"]);
+    s.stack.db.vsctl(&["add-port", "br0", "tap0"]);
     let moved = wait_until(READY, || {
         let text = scrape(&s.metrics);
         // add-br also adds the bridge's own port br0.
@@ -692,14 +650,7 @@ async fn scrape_passes_promtool_and_exports_every_label_set() {
 
 /// Method names of the `org.ovsdbus.*` interfaces on the relay's root object.
 fn served_methods(bus: &str) -> BTreeSet<String> {
-    let out = dbus_send(
-        bus,
-        &[
-            "--dest=org.ovsdbus.Relay1",
-            "/org/ovsdbus/Relay1",
-            "org.freedesktop.DBus.Introspectable.Introspect",
-        ],
-    );
+    let out = dbus_send_relay(bus, "org.freedesktop.DBus.Introspectable.Introspect", &[]);
     assert!(
         out.status.success(),
         "{}",
@@ -757,7 +708,7 @@ async fn healthz_follows_the_ovsdb_connection() {
     let reply = poll_http(&s.metrics, "/healthz", READY, |r| r.status == 200);
     assert_eq!(reply.body, "ok\n");
 
-    s.db.kill();
+    s.stack.db.kill();
     let reply = poll_http(&s.metrics, "/healthz", READY, |r| r.status == 503);
     assert_eq!(
         reply.body.trim(),
@@ -772,10 +723,10 @@ async fn healthz_follows_the_ovsdb_connection() {
         503
     );
 
-    s.db.restart();
+    s.stack.db.restart();
     let reply = poll_http(&s.metrics, "/healthz", READY, |r| r.status == 200);
     assert_eq!(reply.body, "ok\n");
-    s.sub.wait_ready(READY).await;
+    s.stack.sub.wait_ready(READY).await;
     let text = scrape(&s.metrics);
     assert_eq!(sample(&text, "ovsdbus_ovsdb_connected"), 1.0);
     assert!(
@@ -785,5 +736,5 @@ async fn healthz_follows_the_ovsdb_connection() {
     let resyncs = sample(&text, r#"ovsdbus_resyncs_total{kind="fast"}"#)
         + sample(&text, r#"ovsdbus_resyncs_total{kind="full"}"#);
     assert!(resyncs >= 1.0, "a reconnect resyncs:\n{text}");
-    assert!(s.relay.is_running());
+    assert!(s.stack.relay.is_running());
 }

@@ -3,53 +3,15 @@
 
 mod common;
 
-use common::signals::{BUS_NAME, IFACE, ROOT, Subscriber};
-use common::{Bus, Ovsdb, Relay, Vswitchd};
+use common::signals::{BUS_NAME, ROOT, error_name, managed_objects, relay_proxy};
+use common::{Ovsdb, Stack, Vswitchd, internal_port, netdev_bridge};
 use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio_stream::StreamExt;
-use zbus::{Connection, MatchRule, MessageStream, OwnedObjectPath, OwnedVariant, Proxy};
+use zbus::{MatchRule, MessageStream, OwnedObjectPath, OwnedVariant, Proxy};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-type Managed = HashMap<OwnedObjectPath, HashMap<String, HashMap<String, OwnedVariant>>>;
-
-struct Setup {
-    db: Ovsdb,
-    _bus: Bus,
-    _relay: Relay,
-    sub: Subscriber,
-}
-
-async fn setup() -> Setup {
-    let db = Ovsdb::start();
-    let bus = Bus::start();
-    let relay = Relay::spawn(&db.remote(), &bus.address(), &[]);
-    let sub = Subscriber::connect(&bus.address()).await;
-    sub.wait_ready(WAIT).await;
-    Setup {
-        db,
-        _bus: bus,
-        _relay: relay,
-        sub,
-    }
-}
-
-async fn relay(conn: &Connection) -> Proxy<'static> {
-    Proxy::new(conn, BUS_NAME, ROOT, IFACE)
-        .await
-        .expect("relay proxy")
-}
-
-async fn managed(conn: &Connection) -> Managed {
-    Proxy::new(conn, BUS_NAME, ROOT, "org.freedesktop.DBus.ObjectManager")
-        .await
-        .unwrap()
-        .call("GetManagedObjects", &())
-        .await
-        .expect("GetManagedObjects")
-}
 
 /// `ovs-vsctl --format=json list TABLE` as name → column → value.
 fn list(db: &Ovsdb, table: &str) -> HashMap<String, HashMap<String, Json>> {
@@ -111,12 +73,8 @@ fn escape(name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn managed_objects_equal_the_database() {
-    let Setup {
-        db,
-        sub,
-        _bus,
-        _relay,
-    } = setup().await;
+    let stack = Stack::start(&[]).await;
+    let (db, sub) = (&stack.db, &stack.sub);
     let names = ["br-int.1", "9x", "a_b", "päd€", "plain"];
     db.vsctl(&[
         "add-br",
@@ -172,10 +130,10 @@ async fn managed_objects_equal_the_database() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let objects = managed(&sub.conn).await;
-    let bridges = list(&db, "bridge");
-    let ports = list(&db, "port");
-    let interfaces = list(&db, "interface");
+    let objects = managed_objects(&sub.conn).await.expect("GetManagedObjects");
+    let bridges = list(db, "bridge");
+    let ports = list(db, "port");
+    let interfaces = list(db, "interface");
     assert_eq!(
         objects.len(),
         bridges.len() + ports.len() + interfaces.len(),
@@ -313,12 +271,8 @@ async fn managed_objects_equal_the_database() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_signals_are_batched_per_update() {
-    let Setup {
-        db,
-        sub,
-        _bus,
-        _relay,
-    } = setup().await;
+    let stack = Stack::start(&[]).await;
+    let (db, sub) = (&stack.db, &stack.sub);
     db.vsctl(&["add-br", "br0"]);
     db.vsctl(&["add-port", "br0", "p1"]);
     let rule = MatchRule::builder()
@@ -406,24 +360,18 @@ async fn wait_for(
         .await
 }
 
-fn error_name(result: zbus::Result<HashMap<String, OwnedVariant>>) -> String {
-    match result {
-        Err(zbus::Error::MethodError(name, _, _)) => name.to_string(),
-        Err(zbus::Error::FDO(e)) => zbus::DBusError::name(&*e).to_string(),
-        other => panic!("expected a D-Bus error, got {other:?}"),
-    }
+/// The stack with br0 in the database, and the relay's `org.ovsdbus.Relay1` methods.
+async fn with_br0() -> (Stack, Proxy<'static>) {
+    let stack = Stack::start(&[]).await;
+    let proxy = relay_proxy(&stack.sub.conn).await;
+    stack.db.vsctl(&["add-br", "br0"]);
+    (stack, proxy)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_for_rows_and_conditions() {
-    let Setup {
-        db,
-        sub,
-        _bus,
-        _relay,
-    } = setup().await;
-    let proxy = relay(&sub.conn).await;
-    db.vsctl(&["add-br", "br0"]);
+    let (stack, proxy) = with_br0().await;
+    let db = &stack.db;
 
     // Already true: answers at once.
     let started = Instant::now();
@@ -440,32 +388,26 @@ async fn wait_for_rows_and_conditions() {
     assert!(row.contains_key("_uuid"));
 
     // Created 200 ms later.
-    let remote = db.remote();
-    let creator = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(200));
-        let out = std::process::Command::new("ovs-vsctl")
-            .args([
-                &format!("--db={remote}"),
-                "--no-wait",
-                "add-port",
-                "br0",
-                "late",
-                "--",
-                "set",
-                "interface",
-                "late",
-                "external_ids:iface-id=abc",
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-    });
+    let later = Duration::from_millis(200);
+    let creator = db.vsctl_later(
+        later,
+        &[
+            "add-port",
+            "br0",
+            "late",
+            "--",
+            "set",
+            "interface",
+            "late",
+            "external_ids:iface-id=abc",
+        ],
+    );
     let row = wait_for(&proxy, "port", "late", &[], 5000).await.unwrap();
     assert_eq!(
         String::try_from(row["name"].try_clone().unwrap()).unwrap(),
         "late"
     );
-    creator.join().unwrap();
+    assert!(creator.join().unwrap().status.success());
     wait_for(
         &proxy,
         "Interface",
@@ -477,23 +419,7 @@ async fn wait_for_rows_and_conditions() {
     .unwrap();
 
     // Condition on a value set later; then a removal.
-    let setter = {
-        let remote = db.remote();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(200));
-            std::process::Command::new("ovs-vsctl")
-                .args([
-                    &format!("--db={remote}"),
-                    "--no-wait",
-                    "set",
-                    "port",
-                    "late",
-                    "tag=42",
-                ])
-                .status()
-                .unwrap();
-        })
-    };
+    let setter = db.vsctl_later(later, &["set", "port", "late", "tag=42"]);
     let row = wait_for(
         &proxy,
         "Port",
@@ -508,16 +434,7 @@ async fn wait_for_rows_and_conditions() {
         [42]
     );
     setter.join().unwrap();
-    let remover = {
-        let remote = db.remote();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(200));
-            std::process::Command::new("ovs-vsctl")
-                .args([&format!("--db={remote}"), "--no-wait", "del-port", "late"])
-                .status()
-                .unwrap();
-        })
-    };
+    let remover = db.vsctl_later(later, &["del-port", "late"]);
     let removed: zbus::Result<()> = proxy
         .call("WaitForRemoval", &("Port", "late", 5000u32))
         .await;
@@ -551,14 +468,8 @@ async fn wait_for_rows_and_conditions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_concurrent_waiters_all_wake() {
-    let Setup {
-        db,
-        sub,
-        _bus,
-        _relay,
-    } = setup().await;
-    let proxy = relay(&sub.conn).await;
-    db.vsctl(&["add-br", "br0"]);
+    let (stack, proxy) = with_br0().await;
+    let db = &stack.db;
     let mut waiters = tokio::task::JoinSet::new();
     for i in 0..100 {
         let proxy = proxy.clone();
@@ -594,14 +505,8 @@ async fn hundred_concurrent_waiters_all_wake() {
 /// Creating a port and calling WaitFor right away must never hang, whichever comes first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_then_wait_never_races() {
-    let Setup {
-        db,
-        sub,
-        _bus,
-        _relay,
-    } = setup().await;
-    let proxy = relay(&sub.conn).await;
-    db.vsctl(&["add-br", "br0"]);
+    let (stack, proxy) = with_br0().await;
+    let db = &stack.db;
     let remote = format!("--db={}", db.remote());
     for i in 0..1000 {
         let name = format!("r{i}");
@@ -617,24 +522,12 @@ async fn create_then_wait_never_races() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_for_ofport_assigned_by_vswitchd() {
-    let Setup {
-        db,
-        sub,
-        _bus,
-        _relay,
-    } = setup().await;
-    let _switch = Vswitchd::start(&db);
-    let proxy = relay(&sub.conn).await;
+    let stack = Stack::start(&[]).await;
+    let (db, sub) = (&stack.db, &stack.sub);
+    let _switch = Vswitchd::start(db);
+    let proxy = relay_proxy(&sub.conn).await;
     let (bridge, tap) = ("br0".to_owned(), "tap9".to_owned());
-    db.vsctl(&[
-        "add-br",
-        &bridge,
-        "--",
-        "set",
-        "bridge",
-        &bridge,
-        "datapath_type=netdev",
-    ]);
+    db.vsctl(&netdev_bridge(&bridge));
     let waiting = {
         let proxy = proxy.clone();
         let tap = tap.clone();
@@ -643,16 +536,7 @@ async fn wait_for_ofport_assigned_by_vswitchd() {
         )
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    db.vsctl(&[
-        "add-port",
-        &bridge,
-        &tap,
-        "--",
-        "set",
-        "interface",
-        &tap,
-        "type=internal",
-    ]);
+    db.vsctl(&internal_port(&bridge, &tap));
     let row = waiting.await.unwrap().expect("ofport assigned");
     let ofport = Vec::<i64>::try_from(row["ofport"].try_clone().unwrap()).unwrap();
     assert_eq!(ofport.len(), 1);
@@ -665,14 +549,8 @@ async fn wait_for_ofport_assigned_by_vswitchd() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_methods_list_and_show() {
-    let Setup {
-        db,
-        sub,
-        _bus,
-        _relay,
-    } = setup().await;
-    let proxy = relay(&sub.conn).await;
-    db.vsctl(&["add-br", "br0"]);
+    let (stack, proxy) = with_br0().await;
+    let db = &stack.db;
     db.vsctl(&["add-br", "br1"]);
     db.vsctl(&["add-port", "br0", "p1", "--", "set", "port", "p1", "tag=3"]);
     wait_for(&proxy, "Port", "p1", &["tag=3"], 5000)

@@ -17,12 +17,15 @@
 
 mod common;
 
-use common::{COMMAND_TIMEOUT, Ovsdb, Relay, START_TIMEOUT, require, run_bounded, wait_until};
+use common::{
+    Bus, COMMAND_TIMEOUT, Ovsdb, Reaped, Relay, START_TIMEOUT, require, run_bounded, text,
+    wait_until,
+};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::os::unix::fs::PermissionsExt;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::mpsc;
 use std::thread;
@@ -42,10 +45,6 @@ fn shipped(relative: &str) -> PathBuf {
 
 fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -296,11 +295,9 @@ fn ovsdbus_gid() -> u32 {
 
 /// A private `dbus-daemon` configured like the system bus: connecting is open to all,
 /// owning names and method calls are denied unless a policy file punches a hole, and the
-/// shipped policy files are included from the source tree.
-struct SystemBus {
-    dir: tempfile::TempDir,
-    child: Child,
-}
+/// shipped policy files are included from the source tree. Its directory is
+/// world-searchable, so that clients running as nobody reach the socket.
+struct SystemBus(Bus);
 
 impl SystemBus {
     fn start() -> SystemBus {
@@ -318,26 +315,14 @@ impl SystemBus {
     }
 
     fn launch(extra: &str) -> SystemBus {
-        let daemon = require("dbus-daemon", "dbus");
+        // dbus-daemon resolves the policies' group when it loads the configuration.
         ovsdbus_gid();
-        // Short path (sockets are limited to 108 bytes), world-searchable so that clients
-        // running as nobody reach the socket.
-        let dir = tempfile::Builder::new()
-            .prefix("sysbus-")
-            .tempdir_in("/tmp")
-            .expect("temp dir");
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
-        let sock = dir.path().join("bus.sock");
         // The default policy is /usr/share/dbus-1/system.conf's (dbus 1.14), minus what
         // a private test bus cannot or need not do (user switch, fork, syslog, helper).
-        let config = format!(
-            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={sock}</listen>
-  <auth>EXTERNAL</auth>
-  {extra}
+        SystemBus(Bus::start_custom(
+            "system",
+            &format!(
+                r#"{extra}
   <policy context="default">
     <allow user="*"/>
     <deny own="*"/>
@@ -362,53 +347,25 @@ impl SystemBus {
            send_interface="org.freedesktop.DBus.Monitoring"/>
   </policy>
   <include>{relay_conf}</include>
-  <include>{openqa_conf}</include>
-</busconfig>
-"#,
-            sock = sock.display(),
-            relay_conf = shipped("dbus/org.ovsdbus.Relay1.conf").display(),
-            openqa_conf = shipped("dbus/org.opensuse.os_autoinst.switch.conf").display(),
-        );
-        let config_path = dir.path().join("system.conf");
-        fs::write(&config_path, config).expect("write system.conf");
-        let log_path = dir.path().join("bus.log");
-        let log = File::create(&log_path).expect("create bus.log");
-        let mut child = Command::new(&daemon)
-            .arg(format!("--config-file={}", config_path.display()))
-            .args(["--nofork", "--nopidfile"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", daemon.display()));
-        let up = wait_until(START_TIMEOUT, || {
-            sock.exists() || !matches!(child.try_wait(), Ok(None))
-        });
-        if !up || !matches!(child.try_wait(), Ok(None)) {
-            let _ = child.kill();
-            let _ = child.wait();
-            // A malformed or rejected policy file ends up here, with dbus-daemon's reason.
-            panic!(
-                "dbus-daemon did not start with the shipped policy files:\n{}",
-                read(&log_path)
-            );
-        }
-        SystemBus { dir, child }
+  <include>{openqa_conf}</include>"#,
+                relay_conf = shipped("dbus/org.ovsdbus.Relay1.conf").display(),
+                openqa_conf = shipped("dbus/org.opensuse.os_autoinst.switch.conf").display(),
+            ),
+        ))
     }
+}
 
-    fn address(&self) -> String {
-        format!("unix:path={}", self.dir.path().join("bus.sock").display())
-    }
+impl Deref for SystemBus {
+    type Target = Bus;
 
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("bus.log")).unwrap_or_default()
+    fn deref(&self) -> &Bus {
+        &self.0
     }
 }
 
 impl Drop for SystemBus {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // A malformed or rejected policy file shows up here, with dbus-daemon's reason.
         if thread::panicking() {
             eprintln!("----- dbus-daemon log -----\n{}", self.log());
         }
@@ -468,6 +425,16 @@ fn describe(who: Who, method: &str, out: &Output) -> String {
         text(&out.stdout).trim(),
         text(&out.stderr).trim()
     )
+}
+
+/// Asserts that the bus refuses `who` the call with `AccessDenied`.
+fn assert_denied(who: Who, address: &str, dest: &str, path: &str, method: &str, args: &[&str]) {
+    let out = call_as(who, address, dest, path, method, args);
+    assert!(
+        access_denied(&out),
+        "expected AccessDenied: {}",
+        describe(who, method, &out)
+    );
 }
 
 /// Every org.ovsdbus.Switch1 method with arguments of the right types where dbus-send
@@ -639,12 +606,7 @@ fn policy_matrix_with_a_stand_in_service() {
         );
     };
     let denied = |who: Who, dest: &str, path: &str, method: &str, args: &[&str]| {
-        let out = call_as(who, &address, dest, path, method, args);
-        assert!(
-            access_denied(&out),
-            "expected AccessDenied: {}",
-            describe(who, method, &out)
-        );
+        assert_denied(who, &address, dest, path, method, args)
     };
 
     // Reading is open to everyone, in every group.
@@ -799,16 +761,6 @@ except dbus.exceptions.DBusException as e:
 // The policy with the real relay
 // ---------------------------------------------------------------------------------------
 
-/// A child process killed (and reaped) on drop.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `State` of the relay as root sees it, or `None` if it cannot be read yet.
 fn relay_state(address: &str) -> Option<String> {
     let out = call_as(
@@ -826,24 +778,40 @@ fn relay_state(address: &str) -> Option<String> {
         .flatten()
 }
 
-#[test]
-fn policy_with_the_real_relay() {
+/// ovsdb-server with `port` on br0, the system-like bus, and the relay with `extra` flags
+/// on them, ready and owning the `other_names` too. The relay runs as root, like the
+/// shipped unit, and must be able to own its names.
+fn relay_on_system_bus(
+    port: &str,
+    extra: &[&str],
+    other_names: &[&str],
+) -> (Ovsdb, SystemBus, Relay) {
     let db = Ovsdb::start();
     db.vsctl(&["add-br", "br0"]);
-    db.vsctl(&["add-port", "br0", "p1"]);
+    db.vsctl(&["add-port", "br0", port]);
     let bus = SystemBus::start();
     let address = bus.address();
-    // The relay runs as root, like the shipped unit, and must be able to own its name.
-    let mut relay = Relay::spawn(&db.remote(), &address, &[]);
+    let mut relay = Relay::spawn(&db.remote(), &address, extra);
     let ready = wait_until(Duration::from_secs(20), || {
         relay_state(&address).as_deref() == Some("ready")
+            && other_names
+                .iter()
+                .all(|name| name_has_owner(&address, name))
     });
+    let with: String = other_names.iter().map(|n| format!(" with {n}")).collect();
     assert!(
         ready && relay.is_running(),
-        "relay did not become ready on the system-like bus:\n{}\n{}",
+        "relay did not become ready{with} on the system-like bus:\n{}\n{}",
         relay.log(),
         bus.log()
     );
+    (db, bus, relay)
+}
+
+#[test]
+fn policy_with_the_real_relay() {
+    let (db, bus, mut relay) = relay_on_system_bus("p1", &[], &[]);
+    let address = bus.address();
 
     // An unprivileged user reads state, rows and objects.
     let read = |path: &str, method: &str, args: &[&str], expect: &str| {
@@ -883,7 +851,7 @@ fn policy_with_the_real_relay() {
     // ... and receives the typed signals. dbus-monitor cannot become a monitor or
     // eavesdrop as nobody; it then falls back to an ordinary match rule, which is exactly
     // what an unprivileged subscriber uses.
-    let monitor_log = bus.dir.path().join("monitor.log");
+    let monitor_log = bus.dir().join("monitor.log");
     let monitor_out = File::create(&monitor_log).expect("monitor log");
     let monitor = command_as(Who::Nobody, &require("dbus-monitor", "dbus"))
         // dbus-monitor takes `--address ADDRESS`, not `--address=ADDRESS`.
@@ -915,12 +883,7 @@ fn policy_with_the_real_relay() {
 
     // Writes are refused to an unprivileged user, and Set is refused to everyone.
     for (method, args) in SWITCH1_CALLS {
-        let out = call_as(Who::Nobody, &address, RELAY_NAME, RELAY_PATH, method, args);
-        assert!(
-            access_denied(&out),
-            "expected AccessDenied: {}",
-            describe(Who::Nobody, method, &out)
-        );
+        assert_denied(Who::Nobody, &address, RELAY_NAME, RELAY_PATH, method, args);
     }
     let out = call_as(
         Who::Nobody,
@@ -988,23 +951,10 @@ fn name_has_owner(address: &str, name: &str) -> bool {
 
 #[test]
 fn openqa_policy_with_the_real_relay() {
-    let db = Ovsdb::start();
-    db.vsctl(&["add-br", "br0"]);
-    db.vsctl(&["add-port", "br0", "tap0"]);
-    let bus = SystemBus::start();
+    // Like the shipped unit with OVS_DBUS_RELAY_OPENQA_COMPAT set: the relay owns both
+    // names.
+    let (db, bus, mut relay) = relay_on_system_bus("tap0", &["--openqa-compat"], &[OPENQA_NAME]);
     let address = bus.address();
-    // As root, like the shipped unit with OVS_DBUS_RELAY_OPENQA_COMPAT set: the relay
-    // owns both names.
-    let mut relay = Relay::spawn(&db.remote(), &address, &["--openqa-compat"]);
-    let ready = wait_until(Duration::from_secs(20), || {
-        relay_state(&address).as_deref() == Some("ready") && name_has_owner(&address, OPENQA_NAME)
-    });
-    assert!(
-        ready && relay.is_running(),
-        "relay did not become ready with {OPENQA_NAME} on the system-like bus:\n{}\n{}",
-        relay.log(),
-        bus.log()
-    );
     let tag = || db.vsctl(&["get", "Port", "tap0", "tag"]);
 
     // Everyone may introspect the openQA object ...
@@ -1023,18 +973,13 @@ fn openqa_policy_with_the_real_relay() {
     );
     // ... but an unprivileged user gets AccessDenied on every method, show included.
     for (method, args) in OPENQA_CALLS {
-        let out = call_as(
+        assert_denied(
             Who::Nobody,
             &address,
             OPENQA_NAME,
             OPENQA_PATH,
             method,
             args,
-        );
-        assert!(
-            access_denied(&out),
-            "expected AccessDenied: {}",
-            describe(Who::Nobody, method, &out)
         );
     }
     assert_eq!(tag(), "[]");

@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::signals::{Signal, Subscriber, assert_consecutive};
-use common::{Bus, Ovsdb, Relay};
+use common::signals::{Signal, assert_consecutive};
+use common::{Stack, internal_port};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use zbus::{OwnedVariant, Variant};
@@ -24,27 +24,6 @@ fn strmap(pairs: &[(&str, &str)]) -> OwnedVariant {
     )
 }
 
-struct Setup {
-    db: Ovsdb,
-    _bus: Bus,
-    relay: Relay,
-    sub: Subscriber,
-}
-
-async fn setup() -> Setup {
-    let db = Ovsdb::start();
-    let bus = Bus::start();
-    let relay = Relay::spawn(&db.remote(), &bus.address(), &[]);
-    let sub = Subscriber::connect(&bus.address()).await;
-    sub.wait_ready(WAIT).await;
-    Setup {
-        db,
-        _bus: bus,
-        relay,
-        sub,
-    }
-}
-
 fn names(signals: &[Signal]) -> Vec<String> {
     signals.iter().map(Signal::summary).collect()
 }
@@ -57,12 +36,8 @@ fn column<'s>(signal: &'s Signal, dict: usize, name: &str) -> &'s OwnedVariant {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bridge_port_and_interface_lifecycle() {
-    let Setup {
-        db,
-        _bus,
-        relay,
-        mut sub,
-    } = setup().await;
+    let mut stack = Stack::start(&[]).await;
+    let (db, sub) = (&stack.db, &mut stack.sub);
 
     // Nothing for the start-up snapshot.
     sub.assert_quiet(Duration::from_millis(300)).await;
@@ -112,16 +87,7 @@ async fn bridge_port_and_interface_lifecycle() {
     );
 
     // add-port: the new port and interface, and the bridge's port list.
-    db.vsctl(&[
-        "add-port",
-        "br0",
-        "tap0",
-        "--",
-        "set",
-        "interface",
-        "tap0",
-        "type=internal",
-    ]);
+    db.vsctl(&internal_port("br0", "tap0"));
     let s2 = sub.take(3, WAIT).await;
     assert_eq!(
         names(&s2),
@@ -222,17 +188,12 @@ async fn bridge_port_and_interface_lifecycle() {
     assert_eq!(gone[2].uuid, br_uuid);
     sub.assert_quiet(Duration::from_millis(300)).await;
     assert_eq!(sub.property::<u64>("LastSeq").await, 20);
-    drop(relay);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_ports_in_one_transaction_arrive_in_order() {
-    let Setup {
-        db,
-        _bus,
-        relay: _relay,
-        mut sub,
-    } = setup().await;
+    let mut stack = Stack::start(&[]).await;
+    let (db, sub) = (&stack.db, &mut stack.sub);
     db.vsctl(&["add-br", "br0"]);
     sub.take(3, WAIT).await;
 
@@ -267,12 +228,8 @@ async fn thousand_ports_in_one_transaction_arrive_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_properties_describe_the_server() {
-    let Setup {
-        db,
-        _bus,
-        relay: _relay,
-        sub,
-    } = setup().await;
+    let stack = Stack::start(&[]).await;
+    let (db, sub) = (&stack.db, &stack.sub);
     db.vsctl(&[
         "set",
         "open_vswitch",
@@ -306,12 +263,8 @@ async fn relay_properties_describe_the_server() {
 /// `arg0` match rules in the real dbus-daemon select one row's signals.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dbus_monitor_arg0_filter_selects_one_port() {
-    let Setup {
-        db,
-        _bus: bus,
-        relay: _relay,
-        mut sub,
-    } = setup().await;
+    let mut stack = Stack::start(&[]).await;
+    let (db, bus, sub) = (&stack.db, &stack.bus, &mut stack.sub);
     db.vsctl(&["add-br", "br0"]);
     sub.take(3, WAIT).await;
 

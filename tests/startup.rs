@@ -3,14 +3,14 @@
 mod common;
 
 use common::signals::Subscriber;
-use common::{Bus, Ovsdb, Relay};
+use common::{Bus, Ovsdb, Relay, Stack};
 use std::time::Duration;
 
 const EXIT_WAIT: Duration = Duration::from_secs(15);
 
-/// Runs the relay to completion and returns its exit code and output.
-fn failing_run(args: &[&str]) -> (i32, String) {
-    let mut relay = Relay::spawn_args(args);
+/// Runs the relay ([`Relay::spawn`]) to completion and returns its exit code and output.
+fn failing_run(db: &str, bus: &str, extra: &[&str]) -> (i32, String) {
+    let mut relay = Relay::spawn(db, bus, extra);
     let code = relay.wait_exit(EXIT_WAIT).expect("relay did not exit");
     (code, relay.log())
 }
@@ -35,15 +35,7 @@ fn assert_one_line_error(log: &str, needle: &str) {
 fn bad_remote_syntax_exits_2() {
     let bus = Bus::start();
     for db in ["tcp:localhost", "http://x", "unix:"] {
-        let (code, log) = failing_run(&[
-            "run",
-            "--db",
-            db,
-            "--bus",
-            &bus.address(),
-            "--metrics-listen",
-            "off",
-        ]);
+        let (code, log) = failing_run(db, &bus.address(), &[]);
         assert_eq!(code, 2, "{log}");
         assert_one_line_error(&log, "--db");
     }
@@ -52,29 +44,13 @@ fn bad_remote_syntax_exits_2() {
 #[test]
 fn bad_bus_argument_and_unreachable_bus_exit_2() {
     let db = Ovsdb::start();
-    let (code, log) = failing_run(&[
-        "run",
-        "--db",
-        &db.remote(),
-        "--bus",
-        "sytem",
-        "--metrics-listen",
-        "off",
-    ]);
+    let (code, log) = failing_run(&db.remote(), "sytem", &[]);
     assert_eq!(code, 2);
     assert_one_line_error(&log, "--bus");
 
     let dir = tempfile::tempdir().unwrap();
     let nowhere = format!("unix:path={}/no-bus.sock", dir.path().display());
-    let (code, log) = failing_run(&[
-        "run",
-        "--db",
-        &db.remote(),
-        "--bus",
-        &nowhere,
-        "--metrics-listen",
-        "off",
-    ]);
+    let (code, log) = failing_run(&db.remote(), &nowhere, &[]);
     assert_eq!(code, 2);
     assert_one_line_error(&log, "cannot connect to the bus");
 }
@@ -85,17 +61,7 @@ fn unreachable_server_exits_2_after_connect_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("unix:{}/nothing.sock", dir.path().display());
     let started = std::time::Instant::now();
-    let (code, log) = failing_run(&[
-        "run",
-        "--db",
-        &db,
-        "--bus",
-        &bus.address(),
-        "--metrics-listen",
-        "off",
-        "--connect-timeout",
-        "1",
-    ]);
+    let (code, log) = failing_run(&db, &bus.address(), &["--connect-timeout", "1"]);
     assert_eq!(code, 2, "{log}");
     assert_one_line_error(&log, "cannot reach OVSDB");
     assert!(log.contains("nothing.sock"), "{log}");
@@ -141,15 +107,7 @@ fn database_without_open_vswitch_schema_exits_2() {
     assert!(common::wait_until(Duration::from_secs(10), || sock.exists()));
     let bus = Bus::start();
     let remote = format!("unix:{}", sock.display());
-    let (code, log) = failing_run(&[
-        "run",
-        "--db",
-        &remote,
-        "--bus",
-        &bus.address(),
-        "--metrics-listen",
-        "off",
-    ]);
+    let (code, log) = failing_run(&remote, &bus.address(), &[]);
     server.kill().unwrap();
     server.wait().unwrap();
     assert_eq!(code, 2, "{log}");
@@ -158,21 +116,10 @@ fn database_without_open_vswitch_schema_exits_2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_instance_cannot_take_the_name() {
-    let db = Ovsdb::start();
-    let bus = Bus::start();
-    let _first = Relay::spawn(&db.remote(), &bus.address(), &[]);
-    let sub = Subscriber::connect(&bus.address()).await;
-    sub.wait_ready(Duration::from_secs(10)).await;
+    let stack = Stack::start(&[]).await;
+    let (db, bus, sub) = (&stack.db, &stack.bus, &stack.sub);
 
-    let (code, log) = failing_run(&[
-        "run",
-        "--db",
-        &db.remote(),
-        "--bus",
-        &bus.address(),
-        "--metrics-listen",
-        "off",
-    ]);
+    let (code, log) = failing_run(&db.remote(), &bus.address(), &[]);
     assert_eq!(code, 2, "{log}");
     assert_one_line_error(&log, "already owned");
     // The first instance keeps its name and keeps answering.
@@ -186,23 +133,7 @@ async fn waits_for_a_server_that_appears_later() {
     let bus = Bus::start();
     let mut relay = Relay::spawn(&db.remote(), &bus.address(), &["--connect-timeout", "30"]);
     let sub = Subscriber::connect(&bus.address()).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let owned = zbus::fdo::DBusProxy::new(&sub.conn)
-            .await
-            .unwrap()
-            .name_has_owner(common::signals::BUS_NAME.try_into().unwrap())
-            .await
-            .unwrap();
-        if owned {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "relay never owned its name"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    sub.wait_relay_on_bus(Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(sub.property::<String>("State").await, "connecting");
     assert!(relay.is_running());

@@ -12,14 +12,17 @@
 
 mod common;
 
-use common::compare::{Snapshot, assert_same, assert_unchanged, pair, snapshot};
-use common::signals::{BUS_NAME, ROOT, Subscriber};
-use common::{Bus, COMMAND_TIMEOUT, Ovsdb, Relay, START_TIMEOUT, require, run_bounded};
+use common::Ovsdb;
+use common::Stack;
+use common::compare::{
+    ADD_NETDEV_BRIDGE, ADD_PATCH_PORT, DELETE_BRIDGE_SETUP, DELETE_PORT_SETUP, Snapshot,
+    add_internal_port_with_everything, assert_same, assert_unchanged, external_ids_abc, pair,
+    set_external_ids_vsctl, snapshot,
+};
+use common::signals::{BUS_NAME, ROOT, error_name, error_of, relay_proxy};
 use ovs_dbus_relay::bus::escape::encode_label;
 use serde_json::{Value as Json, json};
 use std::collections::HashMap;
-use std::fs;
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use zbus::{Connection, OwnedVariant, Proxy, Variant};
 
@@ -56,26 +59,6 @@ fn ss(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 
 fn ss_variant(pairs: &[(&str, &str)]) -> Variant<'static> {
     Variant::from(ss(pairs))
-}
-
-/// The name and text of a D-Bus error reply; panics on success.
-fn error_of<T: std::fmt::Debug>(result: zbus::Result<T>) -> (String, String) {
-    match result {
-        Err(zbus::Error::MethodError(name, text, _)) => {
-            (name.to_string(), text.unwrap_or_default())
-        }
-        Err(zbus::Error::FDO(e)) => (
-            zbus::DBusError::name(&*e).to_string(),
-            zbus::DBusError::description(&*e)
-                .unwrap_or_default()
-                .to_string(),
-        ),
-        other => panic!("expected a D-Bus error, got {other:?}"),
-    }
-}
-
-fn error_name<T: std::fmt::Debug>(result: zbus::Result<T>) -> String {
-    error_of(result).0
 }
 
 /// `org.ovsdbus.Switch1` on the relay's root object.
@@ -178,10 +161,7 @@ fn object_of(table: &str, name: &str) -> (String, String) {
 }
 
 async fn get_row(conn: &Connection, table: &str, name: &str) -> zbus::Result<Dict> {
-    Proxy::new(conn, BUS_NAME, ROOT, "org.ovsdbus.Relay1")
-        .await?
-        .call("GetRow", &(table, name))
-        .await
+    relay_proxy(conn).await.call("GetRow", &(table, name)).await
 }
 
 async fn get_all(conn: &Connection, path: &str, interface: &str) -> zbus::Result<Dict> {
@@ -338,13 +318,10 @@ async fn assert_gone(conn: &Connection, table: &str, name: &str) {
 // ---------------------------------------------------------------------------------------
 
 struct Env {
-    /// The server the relay writes to.
-    ours: Ovsdb,
+    /// The relay on the server it writes to, [`Env::ours`].
+    stack: Stack,
     /// The server `ovs-vsctl` writes to.
     theirs: Ovsdb,
-    _bus: Bus,
-    _relay: Relay,
-    sub: Subscriber,
     switch: Switch,
 }
 
@@ -352,23 +329,22 @@ impl Env {
     /// Both servers prepared with `setup`; the relay (with `extra` flags) on the first.
     async fn start(setup: &[&[&str]], extra: &[&str]) -> Env {
         let (ours, theirs) = pair(setup);
-        let bus = Bus::start();
-        let relay = Relay::spawn(&ours.remote(), &bus.address(), extra);
-        let sub = Subscriber::connect(&bus.address()).await;
-        sub.wait_ready(WAIT).await;
-        let switch = Switch::new(&sub.conn).await;
+        let stack = Stack::start_on(ours, extra, WAIT).await;
+        let switch = Switch::new(&stack.sub.conn).await;
         Env {
-            ours,
+            stack,
             theirs,
-            _bus: bus,
-            _relay: relay,
-            sub,
             switch,
         }
     }
 
+    /// The server the relay writes to.
+    fn ours(&self) -> &Ovsdb {
+        &self.stack.db
+    }
+
     fn conn(&self) -> &Connection {
-        &self.sub.conn
+        &self.stack.sub.conn
     }
 
     async fn current(
@@ -376,7 +352,7 @@ impl Env {
         table: &str,
         name: &str,
     ) -> (HashMap<String, Json>, HashMap<String, Json>) {
-        assert_current(self.conn(), &self.ours, table, name).await
+        assert_current(self.conn(), self.ours(), table, name).await
     }
 
     async fn gone(&self, table: &str, name: &str) {
@@ -384,7 +360,26 @@ impl Env {
     }
 
     fn snapshot(&self) -> Snapshot {
-        snapshot(&self.ours)
+        snapshot(self.ours())
+    }
+
+    /// Deleting a row that is gone already with `delete(if_exists)`: success with
+    /// `if_exists`, `NotFound` without, and nothing changes; `ovs-vsctl` refuses `vsctl`.
+    async fn assert_deleting_missing<F, Fut>(
+        &self,
+        method: &str,
+        what: &str,
+        delete: F,
+        vsctl: &[&str],
+    ) where
+        F: Fn(bool) -> Fut,
+        Fut: Future<Output = zbus::Result<()>>,
+    {
+        let before = self.snapshot();
+        ok(delete(true).await, &format!("{method} if_exists"));
+        assert_eq!(error_name(delete(false).await), NOT_FOUND);
+        assert_unchanged(self.ours(), &before, &format!("{method} of {what}"));
+        self.vsctl_refuses(vsctl);
     }
 
     /// Asserts that `theirs` refuses `args` too (as the relay just did).
@@ -432,7 +427,7 @@ async fn add_bridge_matches_add_br() {
     assert_eq!(iface["type"], "internal");
     assert_eq!(port["interfaces"], iface["_uuid"]);
     env.theirs.vsctl(&["add-br", "br0"]);
-    assert_same(&env.ours, &env.theirs);
+    assert_same(env.ours(), &env.theirs);
 
     ok(
         env.switch
@@ -458,39 +453,13 @@ async fn add_bridge_matches_add_br() {
     );
     env.current("Port", "br-nd").await;
     env.current("Interface", "br-nd").await;
-    env.theirs.vsctl(&[
-        "add-br",
-        "br-nd",
-        "--",
-        "set",
-        "bridge",
-        "br-nd",
-        "datapath_type=netdev",
-        "external_ids:owner=test",
-        "external_ids:k=v w",
-    ]);
-    assert_same(&env.ours, &env.theirs);
+    env.theirs.vsctl(ADD_NETDEV_BRIDGE);
+    assert_same(env.ours(), &env.theirs);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_bridge_matches_del_br() {
-    let setup: &[&[&str]] = &[
-        &["add-br", "br0"],
-        &["add-br", "br1"],
-        &["add-port", "br0", "p1", "tag=5"],
-        &[
-            "add-port",
-            "br0",
-            "p2",
-            "--",
-            "set",
-            "interface",
-            "p2",
-            "type=internal",
-        ],
-        &["add-port", "br1", "q1"],
-    ];
-    let env = Env::start(setup, &[]).await;
+    let env = Env::start(DELETE_BRIDGE_SETUP, &[]).await;
 
     ok(env.switch.delete_bridge("br0", false).await, "DeleteBridge");
     env.gone("Bridge", "br0").await;
@@ -501,22 +470,18 @@ async fn delete_bridge_matches_del_br() {
     env.current("Bridge", "br1").await;
     env.current("Port", "q1").await;
     env.theirs.vsctl(&["del-br", "br0"]);
-    assert_same(&env.ours, &env.theirs);
+    assert_same(env.ours(), &env.theirs);
 
     // Gone already: fine with if_exists (and nothing changes), NotFound without.
-    let before = env.snapshot();
-    ok(
-        env.switch.delete_bridge("br0", true).await,
-        "DeleteBridge if_exists",
-    );
-    assert_eq!(
-        error_name(env.switch.delete_bridge("br0", false).await),
-        NOT_FOUND
-    );
-    assert_unchanged(&env.ours, &before, "DeleteBridge of a missing bridge");
-    env.vsctl_refuses(&["del-br", "br0"]);
+    env.assert_deleting_missing(
+        "DeleteBridge",
+        "a missing bridge",
+        |if_exists| env.switch.delete_bridge("br0", if_exists),
+        &["del-br", "br0"],
+    )
+    .await;
     env.theirs.vsctl(&["--if-exists", "del-br", "br0"]);
-    assert_same(&env.ours, &env.theirs);
+    assert_same(env.ours(), &env.theirs);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -535,7 +500,7 @@ async fn add_port_matches_add_port() {
     assert_eq!(props["Bridge"], json!(object_of("Bridge", "br0").0));
     env.current("Bridge", "br0").await;
     env.theirs.vsctl(&["add-port", "br0", "p1"]);
-    assert_same(&env.ours, &env.theirs);
+    assert_same(env.ours(), &env.theirs);
 
     ok(
         env.switch
@@ -566,23 +531,9 @@ async fn add_port_matches_add_port() {
     let (row, _) = env.current("Interface", "int1").await;
     assert_eq!(row["type"], "internal");
     env.current("Bridge", "br1").await;
-    env.theirs.vsctl(&[
-        "add-port",
-        "br1",
-        "int1",
-        "tag=10",
-        "trunks=20,30,4095",
-        "external_ids:iface-id=vm1",
-        "external_ids:owner=relay",
-        "--",
-        "set",
-        "interface",
-        "int1",
-        "type=internal",
-        "options:key=flow",
-        "options:x=y z",
-    ]);
-    assert_same(&env.ours, &env.theirs);
+    env.theirs
+        .vsctl(&add_internal_port_with_everything("options:x=y z"));
+    assert_same(env.ours(), &env.theirs);
 
     // A patch port with VLAN 0 (a valid tag, not "no tag").
     ok(
@@ -602,38 +553,13 @@ async fn add_port_matches_add_port() {
     let (row, _) = env.current("Port", "patch-a").await;
     assert_eq!(row["tag"], 0);
     env.current("Interface", "patch-a").await;
-    env.theirs.vsctl(&[
-        "add-port",
-        "br0",
-        "patch-a",
-        "tag=0",
-        "--",
-        "set",
-        "interface",
-        "patch-a",
-        "type=patch",
-        "options:peer=patch-b",
-    ]);
-    assert_same(&env.ours, &env.theirs);
+    env.theirs.vsctl(ADD_PATCH_PORT);
+    assert_same(env.ours(), &env.theirs);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_port_matches_del_port() {
-    let setup: &[&[&str]] = &[
-        &["add-br", "br0"],
-        &["add-port", "br0", "p1", "tag=3"],
-        &[
-            "add-port",
-            "br0",
-            "p2",
-            "--",
-            "set",
-            "interface",
-            "p2",
-            "type=internal",
-        ],
-    ];
-    let env = Env::start(setup, &[]).await;
+    let env = Env::start(DELETE_PORT_SETUP, &[]).await;
 
     ok(env.switch.delete_port("p1", false).await, "DeletePort p1");
     env.gone("Port", "p1").await;
@@ -641,19 +567,15 @@ async fn delete_port_matches_del_port() {
     let (row, _) = env.current("Bridge", "br0").await;
     assert_eq!(row["ports"].as_array().map(Vec::len), Some(2), "{row:?}");
     env.theirs.vsctl(&["del-port", "br0", "p1"]);
-    assert_same(&env.ours, &env.theirs);
+    assert_same(env.ours(), &env.theirs);
 
-    let before = env.snapshot();
-    ok(
-        env.switch.delete_port("p1", true).await,
-        "DeletePort if_exists",
-    );
-    assert_eq!(
-        error_name(env.switch.delete_port("p1", false).await),
-        NOT_FOUND
-    );
-    assert_unchanged(&env.ours, &before, "DeletePort of a missing port");
-    env.vsctl_refuses(&["del-port", "p1"]);
+    env.assert_deleting_missing(
+        "DeletePort",
+        "a missing port",
+        |if_exists| env.switch.delete_port("p1", if_exists),
+        &["del-port", "p1"],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -701,18 +623,17 @@ async fn set_vlan_and_clear_vlan_match_set_and_clear() {
     ] {
         env.theirs.vsctl(args);
     }
-    assert_same(&env.ours, &env.theirs);
+    assert_same(env.ours(), &env.theirs);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_external_ids_matches_remove_and_set_on_each_table() {
-    let ids = ["external_ids:a=1", "external_ids:b=2", "external_ids:c=3"];
     let setup: &[&[&str]] = &[
         &["add-br", "br0"],
         &["add-port", "br0", "p1"],
-        &["set", "Bridge", "br0", ids[0], ids[1], ids[2]],
-        &["set", "Port", "p1", ids[0], ids[1], ids[2]],
-        &["set", "Interface", "p1", ids[0], ids[1], ids[2]],
+        &external_ids_abc("Bridge", "br0"),
+        &external_ids_abc("Port", "p1"),
+        &external_ids_abc("Interface", "p1"),
     ];
     let env = Env::start(setup, &[]).await;
 
@@ -737,23 +658,9 @@ async fn set_external_ids_matches_remove_and_set_on_each_table() {
         let want = json!(["map", [["a", "1"], ["b", "20"], ["d", "4"], ["e", ""]]]);
         assert_eq!(row["external_ids"], want, "{table}");
         assert_eq!(props["ExternalIds"], want, "{table}");
-        env.theirs.vsctl(&[
-            "remove",
-            table,
-            record,
-            "external_ids",
-            "c",
-            "missing",
-            "--",
-            "set",
-            table,
-            record,
-            "external_ids:b=20",
-            "external_ids:d=4",
-            "external_ids:e=\"\"",
-        ]);
+        env.theirs.vsctl(&set_external_ids_vsctl(table, record));
     }
-    assert_same(&env.ours, &env.theirs);
+    assert_same(env.ours(), &env.theirs);
 
     // Only removals, only additions, and nothing at all.
     ok(
@@ -783,7 +690,7 @@ async fn set_external_ids_matches_remove_and_set_on_each_table() {
         .vsctl(&["remove", "port", "p1", "external_ids", "a"]);
     env.theirs
         .vsctl(&["set", "interface", "p1", "external_ids:a=9"]);
-    assert_same(&env.ours, &env.theirs);
+    assert_same(env.ours(), &env.theirs);
 }
 
 /// Several callers at once: every reply still comes after its own change is visible.
@@ -819,7 +726,7 @@ async fn read_your_writes_with_concurrent_callers() {
         let tag = format!("tag={}", n + 100);
         env.theirs.vsctl(&["add-port", "br0", &port, &tag]);
     }
-    assert_same(&env.ours, &env.theirs);
+    assert_same(env.ours(), &env.theirs);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -883,7 +790,7 @@ async fn already_exists_unless_may_exist() {
         );
         env.vsctl_refuses(&["--may-exist", "add-port", bridge, port]);
     }
-    assert_unchanged(&env.ours, &before, "a refused AddBridge/AddPort");
+    assert_unchanged(env.ours(), &before, "a refused AddBridge/AddPort");
 
     // may_exist: success, and nothing changes (the options are not applied either).
     ok(
@@ -922,10 +829,10 @@ async fn already_exists_unless_may_exist() {
         ),
         ALREADY_EXISTS
     );
-    assert_unchanged(&env.ours, &before, "AddBridge/AddPort with may_exist");
+    assert_unchanged(env.ours(), &before, "AddBridge/AddPort with may_exist");
     env.theirs.vsctl(&["--may-exist", "add-br", "br0"]);
     env.theirs.vsctl(&["--may-exist", "add-port", "br0", "p1"]);
-    assert_same(&env.ours, &env.theirs);
+    assert_same(env.ours(), &env.theirs);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -981,7 +888,7 @@ async fn not_found_errors() {
         sw.delete_bridge("nobr", true).await,
         "DeleteBridge if_exists",
     );
-    assert_unchanged(&env.ours, &before, "calls on missing rows");
+    assert_unchanged(env.ours(), &before, "calls on missing rows");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1100,21 +1007,19 @@ async fn invalid_args() {
     env.vsctl_refuses(&["set", "port", "p1", "tag=4096"]);
     env.vsctl_refuses(&["add-br", ""]);
     env.vsctl_refuses(&["del-port", "br0"]);
-    assert_unchanged(&env.ours, &before, "refused calls");
-    assert_same(&env.ours, &env.theirs);
+    assert_unchanged(env.ours(), &before, "refused calls");
+    assert_same(env.ours(), &env.theirs);
 }
 
 /// A database server that is gone: every write says `NotConnected` at once; once the
 /// server is back, writes work again and still read their own writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_connected_while_ovsdb_server_is_down() {
-    let mut db = Ovsdb::start();
+    let db = Ovsdb::start();
     db.vsctl(&["add-br", "br0"]);
     db.vsctl(&["add-port", "br0", "p1"]);
-    let bus = Bus::start();
-    let _relay = Relay::spawn(&db.remote(), &bus.address(), &[]);
-    let sub = Subscriber::connect(&bus.address()).await;
-    sub.wait_ready(WAIT).await;
+    let mut stack = Stack::start_on(db, &[], WAIT).await;
+    let (db, sub) = (&mut stack.db, &stack.sub);
     let sw = Switch::new(&sub.conn).await;
 
     db.kill();
@@ -1151,89 +1056,13 @@ async fn not_connected_while_ovsdb_server_is_down() {
     db.restart();
     sub.wait_ready(WAIT).await;
     ok(sw.set_vlan("p1", 5).await, "SetVlan after the restart");
-    let (row, _) = assert_current(&sub.conn, &db, "Port", "p1").await;
+    let (row, _) = assert_current(&sub.conn, db, "Port", "p1").await;
     assert_eq!(row["tag"], 5);
     ok(
         sw.add_port("br0", "p2", opts([])).await,
         "AddPort after the restart",
     );
-    assert_current(&sub.conn, &db, "Port", "p2").await;
-}
-
-/// An `ovsdb-server` in backup mode (`--sync-from` an active server, as in an
-/// active-backup deployment) serves reads and monitors but refuses every write.
-struct BackupServer {
-    dir: tempfile::TempDir,
-    child: Child,
-}
-
-impl BackupServer {
-    fn start(active: &Ovsdb) -> BackupServer {
-        let tool = require("ovsdb-tool", "openvswitch-switch");
-        let server = require("ovsdb-server", "openvswitch-switch");
-        let dir = tempfile::Builder::new()
-            .prefix("ovsdb-backup-")
-            .tempdir_in("/tmp")
-            .expect("temp dir");
-        let path = |name: &str| dir.path().join(name);
-        let out = run_bounded(
-            Command::new(tool)
-                .arg("create")
-                .arg(path("conf.db"))
-                .arg(common::VSWITCH_SCHEMA),
-            COMMAND_TIMEOUT,
-        );
-        assert!(out.status.success(), "ovsdb-tool create: {out:?}");
-        let child = Command::new(server)
-            .arg(path("conf.db"))
-            .arg(format!("--remote=punix:{}", path("db.sock").display()))
-            .arg(format!("--unixctl={}", path("ovsdb.ctl").display()))
-            .arg(format!("--log-file={}", path("ovsdb.log").display()))
-            .arg(format!("--sync-from={}", active.remote()))
-            .env("OVS_RUNDIR", dir.path())
-            .env("OVS_LOGDIR", dir.path())
-            .env("OVS_DBDIR", dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the backup ovsdb-server");
-        let backup = BackupServer { dir, child };
-        // Synced once the active server's bridges show up.
-        let want = active.vsctl(&["list-br"]);
-        let synced = common::wait_until(START_TIMEOUT, || {
-            let out = backup.vsctl_output(&["list-br"]);
-            out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == want
-        });
-        assert!(synced, "backup did not sync:\n{}", backup.log());
-        backup
-    }
-
-    fn remote(&self) -> String {
-        format!("unix:{}", self.dir.path().join("db.sock").display())
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("ovsdb.log")).unwrap_or_default()
-    }
-
-    fn vsctl_output(&self, args: &[&str]) -> Output {
-        run_bounded(
-            Command::new(require("ovs-vsctl", "openvswitch-switch"))
-                .arg(format!("--db={}", self.remote()))
-                .args(["--no-wait", "--timeout=10"])
-                .args(args)
-                .env("OVS_RUNDIR", self.dir.path()),
-            COMMAND_TIMEOUT,
-        )
-    }
-}
-
-impl Drop for BackupServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    assert_current(&sub.conn, db, "Port", "p2").await;
 }
 
 /// `TransactionFailed` with the server's own error text: the relay pointed at a backup
@@ -1243,11 +1072,8 @@ async fn transaction_failed_on_a_read_only_backup_server() {
     let active = Ovsdb::start();
     active.vsctl(&["add-br", "br0"]);
     active.vsctl(&["add-port", "br0", "tap0"]);
-    let backup = BackupServer::start(&active);
-    let bus = Bus::start();
-    let _relay = Relay::spawn(&backup.remote(), &bus.address(), &["--openqa-compat"]);
-    let sub = Subscriber::connect(&bus.address()).await;
-    sub.wait_ready(WAIT).await;
+    let stack = Stack::start_on(Ovsdb::start_backup(&active), &["--openqa-compat"], WAIT).await;
+    let (backup, sub) = (&stack.db, &stack.sub);
     let sw = Switch::new(&sub.conn).await;
     get_row(&sub.conn, "Port", "tap0")
         .await
@@ -1332,7 +1158,7 @@ async fn openqa_set_vlan_and_unset_vlan_match_the_script() {
         .vsctl(&["set", "port", "tap0", "tag=5", "vlan_mode=dot1q-tunnel"]);
     env.theirs
         .vsctl(&["set", "port", "tap1", "tag=8", "vlan_mode=dot1q-tunnel"]);
-    assert_same(&env.ours, &env.theirs);
+    assert_same(env.ours(), &env.theirs);
 
     // unset_vlan removes the tag if it is that VLAN, and only the tag.
     assert_eq!(openqa.unset_vlan("tap0", 5).await, (0, String::new()));
@@ -1351,7 +1177,7 @@ async fn openqa_set_vlan_and_unset_vlan_match_the_script() {
     ] {
         env.theirs.vsctl(&args);
     }
-    assert_same(&env.ours, &env.theirs);
+    assert_same(env.ours(), &env.theirs);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1384,7 +1210,7 @@ async fn openqa_checks_reject_bad_taps() {
     assert_ne!(rc, 0, "{message}");
     assert!(message.contains("4096"), "{message}");
     env.vsctl_refuses(&["set", "port", "tap0", "tag=4096", "vlan_mode=dot1q-tunnel"]);
-    assert_unchanged(&env.ours, &before, "refused openQA calls");
+    assert_unchanged(env.ours(), &before, "refused openQA calls");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1408,7 +1234,7 @@ async fn openqa_show_lays_out_the_switch() {
     }
     // Every bridge, port, interface and VLAN line of `ovs-vsctl show` is there, at the
     // same indentation.
-    let theirs = env.ours.vsctl(&["show"]);
+    let theirs = env.ours().vsctl(&["show"]);
     for line in theirs.lines().skip(1) {
         let item = line.trim_start();
         if ["Bridge ", "Port ", "Interface ", "tag: ", "type: "]
@@ -1442,7 +1268,7 @@ async fn openqa_bridge_option_selects_the_bridge() {
     );
     env.theirs
         .vsctl(&["set", "port", "tap7", "tag=12", "vlan_mode=dot1q-tunnel"]);
-    assert_same(&env.ours, &env.theirs);
+    assert_same(env.ours(), &env.theirs);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,11 @@
 
 mod common;
 
-use common::compare::{assert_same, assert_unchanged, pair, snapshot};
+use common::compare::{
+    ADD_NETDEV_BRIDGE, ADD_PATCH_PORT, DELETE_BRIDGE_SETUP, DELETE_PORT_SETUP,
+    add_internal_port_with_everything, assert_same, assert_unchanged, external_ids_abc, pair,
+    set_external_ids_vsctl, snapshot,
+};
 use common::{COMMAND_TIMEOUT, Ovsdb, require, run_bounded};
 use ovs_dbus_relay::ovsdb::datum::Uuid;
 use ovs_dbus_relay::ovsdb::txn::{self, AddBridge, AddPort};
@@ -63,9 +67,20 @@ fn apply_err(db: &Ovsdb, params: &Json) -> String {
     err
 }
 
+/// Sends `params`, whose rows are not (or no longer) where they say, and asserts that it
+/// failed on the `wait` guarding them, leaving the database as it was.
+fn apply_stale(db: &Ovsdb, params: &Json) {
+    let err = apply_err(db, params);
+    assert!(err.starts_with("timed out"), "{params}: {err}");
+}
+
 fn uuid_of(db: &Ovsdb, table: &str, record: &str) -> Uuid {
     let text = db.vsctl(&["get", table, record, "_uuid"]);
     Uuid::parse(&text).unwrap_or_else(|| panic!("bad uuid {text:?}"))
+}
+
+fn port(db: &Ovsdb, name: &str) -> Uuid {
+    uuid_of(db, "Port", name)
 }
 
 fn root(db: &Ovsdb) -> Uuid {
@@ -97,6 +112,14 @@ fn names(db: &Ovsdb, table: &str) -> Vec<String> {
 
 const NONE: &BTreeMap<String, String> = &BTreeMap::new();
 
+fn no_options_bridge(name: &str) -> AddBridge<'_> {
+    AddBridge {
+        name,
+        datapath_type: None,
+        external_ids: NONE,
+    }
+}
+
 fn no_options_port(name: &str) -> AddPort<'_> {
     AddPort {
         name,
@@ -117,14 +140,7 @@ fn add_bridge_matches_add_br() {
     let (ours, theirs) = pair(&[]);
     let reply = apply(
         &ours,
-        &txn::add_bridge(
-            root(&ours),
-            &AddBridge {
-                name: "br0",
-                datapath_type: None,
-                external_ids: NONE,
-            },
-        ),
+        &txn::add_bridge(root(&ours), &no_options_bridge("br0")),
     );
     theirs.vsctl(&["add-br", "br0"]);
     assert_same(&ours, &theirs);
@@ -150,40 +166,14 @@ fn add_bridge_with_datapath_type_and_external_ids() {
             },
         ),
     );
-    theirs.vsctl(&[
-        "add-br",
-        "br-nd",
-        "--",
-        "set",
-        "bridge",
-        "br-nd",
-        "datapath_type=netdev",
-        "external_ids:owner=test",
-        "external_ids:k=v w",
-    ]);
+    theirs.vsctl(ADD_NETDEV_BRIDGE);
     assert_same(&ours, &theirs);
     assert_eq!(get(&ours, "Bridge", "br-nd", "datapath_type"), "netdev");
 }
 
 #[test]
 fn delete_bridge_matches_del_br() {
-    let setup: &[&[&str]] = &[
-        &["add-br", "br0"],
-        &["add-br", "br1"],
-        &["add-port", "br0", "p1", "tag=5"],
-        &[
-            "add-port",
-            "br0",
-            "p2",
-            "--",
-            "set",
-            "interface",
-            "p2",
-            "type=internal",
-        ],
-        &["add-port", "br1", "q1"],
-    ];
-    let (ours, theirs) = pair(setup);
+    let (ours, theirs) = pair(DELETE_BRIDGE_SETUP);
     let br0 = uuid_of(&ours, "Bridge", "br0");
     apply(&ours, &txn::delete_bridge(root(&ours), br0));
     theirs.vsctl(&["del-br", "br0"]);
@@ -257,17 +247,7 @@ fn add_bridge_duplicate_is_a_constraint_violation() {
     // Same name as a bridge, and as a port/interface of another bridge: both are unique
     // indexes in the schema.
     for name in ["br0", "p1"] {
-        let err = apply_err(
-            &ours,
-            &txn::add_bridge(
-                root,
-                &AddBridge {
-                    name,
-                    datapath_type: None,
-                    external_ids: NONE,
-                },
-            ),
-        );
+        let err = apply_err(&ours, &txn::add_bridge(root, &no_options_bridge(name)));
         assert!(err.starts_with("constraint violation: "), "{name}: {err}");
         assert!(err.contains(&format!("({name})")), "{name}: {err}");
     }
@@ -277,18 +257,7 @@ fn add_bridge_duplicate_is_a_constraint_violation() {
 fn add_bridge_with_stale_root_fails() {
     let (ours, _) = pair(&[]);
     let stale = Uuid::parse("01234567-89ab-cdef-0123-456789abcdef").unwrap();
-    let err = apply_err(
-        &ours,
-        &txn::add_bridge(
-            stale,
-            &AddBridge {
-                name: "br0",
-                datapath_type: None,
-                external_ids: NONE,
-            },
-        ),
-    );
-    assert!(err.starts_with("timed out"), "{err}");
+    apply_stale(&ours, &txn::add_bridge(stale, &no_options_bridge("br0")));
 }
 
 #[test]
@@ -300,8 +269,7 @@ fn delete_bridge_with_stale_uuid_fails() {
     assert_eq!(err, "timed out: \"where\" clause test failed");
     // Re-created under the same name: the old uuid is still stale.
     ours.vsctl(&["add-br", "br0"]);
-    let err = apply_err(&ours, &txn::delete_bridge(root(&ours), br0));
-    assert!(err.starts_with("timed out"), "{err}");
+    apply_stale(&ours, &txn::delete_bridge(root(&ours), br0));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -337,22 +305,7 @@ fn add_port_internal_with_everything_matches_add_port() {
             },
         ),
     );
-    theirs.vsctl(&[
-        "add-port",
-        "br1",
-        "int1",
-        "tag=10",
-        "trunks=20,30,4095",
-        "external_ids:iface-id=vm1",
-        "external_ids:owner=relay",
-        "--",
-        "set",
-        "interface",
-        "int1",
-        "type=internal",
-        "options:key=flow",
-        "options:x=y",
-    ]);
+    theirs.vsctl(&add_internal_port_with_everything("options:x=y"));
     assert_same(&ours, &theirs);
     assert_eq!(get(&ours, "Port", "int1", "trunks"), "[20, 30, 4095]");
 }
@@ -374,18 +327,7 @@ fn add_port_patch_with_tag_zero_matches_add_port() {
             },
         ),
     );
-    theirs.vsctl(&[
-        "add-port",
-        "br0",
-        "patch-a",
-        "tag=0",
-        "--",
-        "set",
-        "interface",
-        "patch-a",
-        "type=patch",
-        "options:peer=patch-b",
-    ]);
+    theirs.vsctl(ADD_PATCH_PORT);
     assert_same(&ours, &theirs);
 }
 
@@ -403,29 +345,14 @@ fn add_port_duplicate_or_stale_bridge_fails() {
         assert!(err.starts_with("constraint violation: "), "{name}: {err}");
     }
     ours.vsctl(&["del-br", "br1"]);
-    let err = apply_err(&ours, &txn::add_port(br1, &no_options_port("p2")));
-    assert!(err.starts_with("timed out"), "{err}");
+    apply_stale(&ours, &txn::add_port(br1, &no_options_port("p2")));
 }
 
 #[test]
 fn delete_port_matches_del_port() {
-    let setup: &[&[&str]] = &[
-        &["add-br", "br0"],
-        &["add-port", "br0", "p1", "tag=3"],
-        &[
-            "add-port",
-            "br0",
-            "p2",
-            "--",
-            "set",
-            "interface",
-            "p2",
-            "type=internal",
-        ],
-    ];
-    let (ours, theirs) = pair(setup);
+    let (ours, theirs) = pair(DELETE_PORT_SETUP);
     let br0 = uuid_of(&ours, "Bridge", "br0");
-    let p1 = uuid_of(&ours, "Port", "p1");
+    let p1 = port(&ours, "p1");
     apply(&ours, &txn::delete_port(br0, p1));
     theirs.vsctl(&["del-port", "br0", "p1"]);
     assert_same(&ours, &theirs);
@@ -443,16 +370,14 @@ fn delete_port_stale_or_on_another_bridge_fails() {
     ];
     let (ours, _) = pair(setup);
     let br0 = uuid_of(&ours, "Bridge", "br0");
-    let q1 = uuid_of(&ours, "Port", "q1");
+    let q1 = port(&ours, "q1");
     // q1 is on br1, not br0.
-    let err = apply_err(&ours, &txn::delete_port(br0, q1));
-    assert!(err.starts_with("timed out"), "{err}");
+    apply_stale(&ours, &txn::delete_port(br0, q1));
     // p1 was deleted (and re-created with a new uuid) since the caller looked it up.
-    let p1 = uuid_of(&ours, "Port", "p1");
+    let p1 = port(&ours, "p1");
     ours.vsctl(&["del-port", "p1"]);
     ours.vsctl(&["add-port", "br0", "p1"]);
-    let err = apply_err(&ours, &txn::delete_port(br0, p1));
-    assert!(err.starts_with("timed out"), "{err}");
+    apply_stale(&ours, &txn::delete_port(br0, p1));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -467,8 +392,8 @@ fn set_vlan_matches_set_tag() {
         &["add-port", "br0", "p2", "tag=9", "vlan_mode=access"],
     ];
     let (ours, theirs) = pair(setup);
-    apply(&ours, &txn::set_vlan(uuid_of(&ours, "Port", "p1"), 42));
-    apply(&ours, &txn::set_vlan(uuid_of(&ours, "Port", "p2"), 4095));
+    apply(&ours, &txn::set_vlan(port(&ours, "p1"), 42));
+    apply(&ours, &txn::set_vlan(port(&ours, "p2"), 4095));
     theirs.vsctl(&["set", "port", "p1", "tag=42"]);
     theirs.vsctl(&["set", "port", "p2", "tag=4095"]);
     assert_same(&ours, &theirs);
@@ -483,9 +408,9 @@ fn clear_vlan_matches_clear_tag() {
         &["add-port", "br0", "p2"],
     ];
     let (ours, theirs) = pair(setup);
-    apply(&ours, &txn::clear_vlan(uuid_of(&ours, "Port", "p1")));
+    apply(&ours, &txn::clear_vlan(port(&ours, "p1")));
     // Clearing an absent tag is fine too.
-    apply(&ours, &txn::clear_vlan(uuid_of(&ours, "Port", "p2")));
+    apply(&ours, &txn::clear_vlan(port(&ours, "p2")));
     theirs.vsctl(&["clear", "port", "p1", "tag"]);
     theirs.vsctl(&["clear", "port", "p2", "tag"]);
     assert_same(&ours, &theirs);
@@ -495,7 +420,7 @@ fn clear_vlan_matches_clear_tag() {
 #[test]
 fn vlan_on_stale_port_fails() {
     let (ours, _) = pair(&[&["add-br", "br0"], &["add-port", "br0", "p1"]]);
-    let p1 = uuid_of(&ours, "Port", "p1");
+    let p1 = port(&ours, "p1");
     ours.vsctl(&["del-port", "p1"]);
     for params in [
         txn::set_vlan(p1, 1),
@@ -503,8 +428,7 @@ fn vlan_on_stale_port_fails() {
         txn::openqa_set_vlan(p1, 1),
         txn::openqa_unset_vlan(p1, 1),
     ] {
-        let err = apply_err(&ours, &params);
-        assert!(err.starts_with("timed out"), "{params}: {err}");
+        apply_stale(&ours, &params);
     }
 }
 
@@ -512,7 +436,7 @@ fn vlan_on_stale_port_fails() {
 fn out_of_range_vlan_is_rejected_by_the_server() {
     // validate_vlan is the caller's guard; the schema backs it up.
     let (ours, _) = pair(&[&["add-br", "br0"], &["add-port", "br0", "p1"]]);
-    let err = apply_err(&ours, &txn::set_vlan(uuid_of(&ours, "Port", "p1"), 4096));
+    let err = apply_err(&ours, &txn::set_vlan(port(&ours, "p1"), 4096));
     assert!(err.starts_with("constraint violation"), "{err}");
     assert!(txn::validate_vlan(4096).is_err());
 }
@@ -526,38 +450,10 @@ fn set_external_ids_matches_remove_and_set_on_every_table() {
     let setup: &[&[&str]] = &[
         &["add-br", "br0"],
         &["add-port", "br0", "p1"],
-        &[
-            "set",
-            "Open_vSwitch",
-            ".",
-            "external_ids:a=1",
-            "external_ids:b=2",
-            "external_ids:c=3",
-        ],
-        &[
-            "set",
-            "Bridge",
-            "br0",
-            "external_ids:a=1",
-            "external_ids:b=2",
-            "external_ids:c=3",
-        ],
-        &[
-            "set",
-            "Port",
-            "p1",
-            "external_ids:a=1",
-            "external_ids:b=2",
-            "external_ids:c=3",
-        ],
-        &[
-            "set",
-            "Interface",
-            "p1",
-            "external_ids:a=1",
-            "external_ids:b=2",
-            "external_ids:c=3",
-        ],
+        &external_ids_abc("Open_vSwitch", "."),
+        &external_ids_abc("Bridge", "br0"),
+        &external_ids_abc("Port", "p1"),
+        &external_ids_abc("Interface", "p1"),
     ];
     let (ours, theirs) = pair(setup);
     let set = map(&[("b", "20"), ("d", "4"), ("e", "")]);
@@ -571,21 +467,7 @@ fn set_external_ids_matches_remove_and_set_on_every_table() {
     ] {
         let row = uuid_of(&ours, table, record);
         apply(&ours, &txn::set_external_ids(spelled, row, &set, &remove));
-        theirs.vsctl(&[
-            "remove",
-            table,
-            record,
-            "external_ids",
-            "c",
-            "missing",
-            "--",
-            "set",
-            table,
-            record,
-            "external_ids:b=20",
-            "external_ids:d=4",
-            "external_ids:e=\"\"",
-        ]);
+        theirs.vsctl(&set_external_ids_vsctl(table, record));
         assert_eq!(
             get(&ours, table, record, "external_ids"),
             r#"{a="1", b="20", d="4", e=""}"#,
@@ -606,7 +488,7 @@ fn set_external_ids_only_removes_or_only_sets() {
     let (ours, theirs) = pair(setup);
     apply(
         &ours,
-        &txn::set_external_ids("port", uuid_of(&ours, "Port", "p1"), NONE, &["a".into()]),
+        &txn::set_external_ids("port", port(&ours, "p1"), NONE, &["a".into()]),
     );
     apply(
         &ours,
@@ -632,11 +514,10 @@ fn set_external_ids_on_stale_row_fails() {
     let (ours, _) = pair(&[&["add-br", "br0"], &["add-port", "br0", "p1"]]);
     let iface = uuid_of(&ours, "Interface", "p1");
     ours.vsctl(&["del-port", "p1"]);
-    let err = apply_err(
+    apply_stale(
         &ours,
         &txn::set_external_ids("Interface", iface, &map(&[("k", "v")]), &[]),
     );
-    assert!(err.starts_with("timed out"), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -651,14 +532,8 @@ fn openqa_set_vlan_matches_the_script() {
         &["add-port", "br0", "tap1", "tag=3", "vlan_mode=access"],
     ];
     let (ours, theirs) = pair(setup);
-    apply(
-        &ours,
-        &txn::openqa_set_vlan(uuid_of(&ours, "Port", "tap0"), 7),
-    );
-    apply(
-        &ours,
-        &txn::openqa_set_vlan(uuid_of(&ours, "Port", "tap1"), 8),
-    );
+    apply(&ours, &txn::openqa_set_vlan(port(&ours, "tap0"), 7));
+    apply(&ours, &txn::openqa_set_vlan(port(&ours, "tap1"), 8));
     theirs.vsctl(&["set", "port", "tap0", "tag=7", "vlan_mode=dot1q-tunnel"]);
     theirs.vsctl(&["set", "port", "tap1", "tag=8", "vlan_mode=dot1q-tunnel"]);
     assert_same(&ours, &theirs);
@@ -675,19 +550,10 @@ fn openqa_unset_vlan_matches_the_script() {
     ];
     let (ours, theirs) = pair(setup);
     // The matching tag goes; vlan_mode stays (the script only runs `remove ... tag`).
-    apply(
-        &ours,
-        &txn::openqa_unset_vlan(uuid_of(&ours, "Port", "tap0"), 7),
-    );
+    apply(&ours, &txn::openqa_unset_vlan(port(&ours, "tap0"), 7));
     // A different tag stays, and so does "no tag at all"; both succeed.
-    apply(
-        &ours,
-        &txn::openqa_unset_vlan(uuid_of(&ours, "Port", "tap1"), 8),
-    );
-    apply(
-        &ours,
-        &txn::openqa_unset_vlan(uuid_of(&ours, "Port", "tap2"), 8),
-    );
+    apply(&ours, &txn::openqa_unset_vlan(port(&ours, "tap1"), 8));
+    apply(&ours, &txn::openqa_unset_vlan(port(&ours, "tap2"), 8));
     theirs.vsctl(&["remove", "port", "tap0", "tag", "7"]);
     theirs.vsctl(&["remove", "port", "tap1", "tag", "8"]);
     theirs.vsctl(&["remove", "port", "tap2", "tag", "8"]);
@@ -728,13 +594,10 @@ fn life_cycle_from_relay_transactions_only() {
         ),
     );
     let tap0 = Uuid::parse(reply[2]["uuid"][1].as_str().unwrap()).unwrap();
-    assert_eq!(tap0, uuid_of(&ours, "Port", "tap0"));
+    assert_eq!(tap0, port(&ours, "tap0"));
     apply(&ours, &txn::add_port(br0, &no_options_port("tap1")));
     apply(&ours, &txn::openqa_set_vlan(tap0, 12));
-    apply(
-        &ours,
-        &txn::delete_port(br0, uuid_of(&ours, "Port", "tap1")),
-    );
+    apply(&ours, &txn::delete_port(br0, port(&ours, "tap1")));
 
     theirs.vsctl(&[
         "add-br",

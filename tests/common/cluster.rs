@@ -8,15 +8,15 @@
 use std::fs::{self, File};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
 use super::{
-    COMMAND_TIMEOUT, START_TIMEOUT, VSWITCH_SCHEMA, child_alive, kill_child, ovs_env, read_lossy,
-    require, run_bounded, short_tempdir, tail, wait_child, wait_for_socket,
+    COMMAND_TIMEOUT, VSWITCH_SCHEMA, expect_success, kill_child, kill_slot, ovs_env, read_lossy,
+    require, run_bounded, short_tempdir, start_server, tail, wait_child,
 };
 
 /// How long a fresh cluster may take to elect a leader and connect every member.
@@ -50,26 +50,28 @@ pub fn vsctl_at(remote: &str, timeout_secs: u32, args: &[&str]) -> Output {
 /// Like [`vsctl_at`], panicking with stderr on failure; returns trimmed stdout.
 pub fn vsctl_ok(remote: &str, args: &[&str]) -> String {
     let out = vsctl_at(remote, 10, args);
-    assert!(
-        out.status.success(),
-        "ovs-vsctl --db={remote} {} failed ({}): {}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    expect_success(
+        &out,
+        format_args!("ovs-vsctl --db={remote} {}", args.join(" ")),
+    )
 }
 
-/// Starts `ovsdb-server` on `db_file` serving `remotes`, with its control socket, pid file
-/// and log named `DIR/<name>.*`; waits until `DIR/<name>.sock` accepts connections.
-fn launch_server(dir: &Path, name: &str, db_file: &Path, remotes: &[String]) -> Child {
+/// Starts `ovsdb-server` on `db_file` serving `remotes` into `slot`, with its control
+/// socket, pid file and log named `DIR/<name>.*`; waits until `DIR/<name>.sock` accepts
+/// connections.
+fn launch_server(
+    slot: &mut Option<Child>,
+    dir: &Path,
+    name: &str,
+    db_file: &Path,
+    remotes: &[String],
+) {
     let server = require("ovsdb-server", "openvswitch-switch");
     let sock = dir.join(format!("{name}.sock"));
-    let _ = fs::remove_file(&sock);
     let _ = fs::remove_file(dir.join(format!("{name}.pid")));
     let stderr = File::create(dir.join(format!("{name}.stderr"))).expect("create server stderr");
-    let mut child = Command::new(&server)
-        .arg(db_file)
+    let mut cmd = Command::new(&server);
+    cmd.arg(db_file)
         .arg(format!("--remote=punix:{}", sock.display()))
         .args(remotes.iter().map(|r| format!("--remote={r}")))
         .arg(format!(
@@ -85,22 +87,15 @@ fn launch_server(dir: &Path, name: &str, db_file: &Path, remotes: &[String]) -> 
             dir.join(format!("{name}.log")).display()
         ))
         .arg("--no-chdir")
-        .envs(ovs_env(dir))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", server.display()));
-    let log_dir = dir.to_path_buf();
-    let log_name = name.to_owned();
-    wait_for_socket(
+        .envs(ovs_env(dir));
+    start_server(
+        slot,
         &format!("ovsdb-server {name}"),
+        &mut cmd,
+        stderr,
         &sock,
-        START_TIMEOUT,
-        || child_alive(&mut child),
-        || server_log(&log_dir, &log_name, 40),
+        || server_log(dir, name, 40),
     );
-    child
 }
 
 fn server_log(dir: &Path, name: &str, lines: usize) -> String {
@@ -140,12 +135,13 @@ pub struct SideServer {
 impl SideServer {
     pub fn start(db_file: &Path, name: &str) -> SideServer {
         let dir = db_file.parent().expect("database file has a directory");
-        let child = launch_server(dir, name, db_file, &[]);
-        SideServer {
+        let mut side = SideServer {
             dir: dir.to_path_buf(),
             name: name.to_owned(),
-            child: Some(child),
-        }
+            child: None,
+        };
+        launch_server(&mut side.child, dir, name, db_file, &[]);
+        side
     }
 
     pub fn remote(&self) -> String {
@@ -225,13 +221,7 @@ impl Cluster {
                 Command::new(&tool).args(args).envs(ovs_env(dir.path())),
                 COMMAND_TIMEOUT,
             );
-            assert!(
-                out.status.success(),
-                "ovsdb-tool {} failed ({}): {}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
+            expect_success(&out, format_args!("ovsdb-tool {}", args.join(" ")));
         };
         let db_arg = |m: &Member| m.db.to_str().expect("utf-8 path").to_owned();
         run_tool(&[
@@ -265,13 +255,13 @@ impl Cluster {
     fn launch(&mut self, i: usize) {
         let dir = self.dir.path().to_path_buf();
         let m = &mut self.members[i];
-        let child = launch_server(
+        launch_server(
+            &mut m.child,
             &dir,
             &m.name,
             &m.db,
             &[format!("ptcp:{}:127.0.0.1", m.client_port)],
         );
-        m.child = Some(child);
     }
 
     /// Every member's client remote, comma-separated (`tcp:…,tcp:…,tcp:…`).
@@ -349,9 +339,7 @@ impl Cluster {
 
     /// SIGKILLs member `i`.
     pub fn kill(&mut self, i: usize) {
-        if let Some(mut child) = self.members[i].child.take() {
-            kill_child(&mut child);
-        }
+        kill_slot(&mut self.members[i].child);
     }
 
     pub fn pid(&self, i: usize) -> Option<u32> {

@@ -6,8 +6,11 @@
 //! Flow_Sample_Collector_Set row as `ovs-vsctl list` shows them, with `_uuid` dropped and
 //! every UUID replaced by the name of the row it points at, so the
 //! Open_vSwitch.bridges / Bridge.ports / Port.interfaces linkage is compared by name.
+//!
+//! The cases both `tests/txn.rs` (the transactions sent raw) and `tests/switch.rs` (the
+//! D-Bus methods) run share their set-ups and `ovs-vsctl` counterparts from here.
 
-use super::Ovsdb;
+use super::{Ovsdb, internal_port};
 use serde_json::{Value as Json, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -141,4 +144,105 @@ pub fn assert_unchanged(db: &Ovsdb, before: &Snapshot, what: &str) {
         "{what} changed the database:\n{}",
         diff(before, &after, ("before", "after"))
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Cases shared by tests/txn.rs and tests/switch.rs
+// ---------------------------------------------------------------------------------------
+
+/// Before deleting br0: a tagged and an internal port on it, and br1 with a port of its own.
+pub const DELETE_BRIDGE_SETUP: &[&[&str]] = &[
+    &["add-br", "br0"],
+    &["add-br", "br1"],
+    &["add-port", "br0", "p1", "tag=5"],
+    &internal_port("br0", "p2"),
+    &["add-port", "br1", "q1"],
+];
+
+/// Before deleting p1: the tagged p1 and an internal p2 on br0.
+pub const DELETE_PORT_SETUP: &[&[&str]] = &[
+    &["add-br", "br0"],
+    &["add-port", "br0", "p1", "tag=3"],
+    &internal_port("br0", "p2"),
+];
+
+/// Adding the netdev bridge br-nd with two external_ids.
+pub const ADD_NETDEV_BRIDGE: &[&str] = &[
+    "add-br",
+    "br-nd",
+    "--",
+    "set",
+    "bridge",
+    "br-nd",
+    "datapath_type=netdev",
+    "external_ids:owner=test",
+    "external_ids:k=v w",
+];
+
+/// Adding the patch port patch-a (peer patch-b) to br0 with VLAN 0.
+pub const ADD_PATCH_PORT: &[&str] = &[
+    "add-port",
+    "br0",
+    "patch-a",
+    "tag=0",
+    "--",
+    "set",
+    "interface",
+    "patch-a",
+    "type=patch",
+    "options:peer=patch-b",
+];
+
+/// Adding the internal port int1 to br1 with a tag, trunks, external_ids and the interface
+/// options `key=flow` and `x_option`.
+pub fn add_internal_port_with_everything(x_option: &str) -> [&str; 14] {
+    [
+        "add-port",
+        "br1",
+        "int1",
+        "tag=10",
+        "trunks=20,30,4095",
+        "external_ids:iface-id=vm1",
+        "external_ids:owner=relay",
+        "--",
+        "set",
+        "interface",
+        "int1",
+        "type=internal",
+        "options:key=flow",
+        x_option,
+    ]
+}
+
+/// Setting the external_ids a=1, b=2 and c=3 on `record` in `table`, before the
+/// [`set_external_ids_vsctl`] case.
+pub const fn external_ids_abc<'a>(table: &'a str, record: &'a str) -> [&'a str; 6] {
+    [
+        "set",
+        table,
+        record,
+        "external_ids:a=1",
+        "external_ids:b=2",
+        "external_ids:c=3",
+    ]
+}
+
+/// The `ovs-vsctl` counterpart of setting b=20, d=4 and e="" and removing c and missing
+/// in the external_ids of `record` in `table`.
+pub fn set_external_ids_vsctl<'a>(table: &'a str, record: &'a str) -> [&'a str; 13] {
+    [
+        "remove",
+        table,
+        record,
+        "external_ids",
+        "c",
+        "missing",
+        "--",
+        "set",
+        table,
+        record,
+        "external_ids:b=20",
+        "external_ids:d=4",
+        "external_ids:e=\"\"",
+    ]
 }

@@ -16,7 +16,12 @@
 pub mod cluster;
 pub mod compare;
 pub mod signals;
+pub mod stack;
 
+#[allow(unused_imports)] // not every test uses it
+pub use stack::Stack;
+
+use std::fmt::Display;
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -94,6 +99,24 @@ fn tail(text: &str, max: usize) -> String {
     lines[lines.len().saturating_sub(max)..].join("\n")
 }
 
+/// Captured output as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts that a helper command succeeded, else panics with `what` and its stderr;
+/// returns its trimmed stdout.
+#[track_caller]
+pub fn expect_success(out: &Output, what: impl Display) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Polls `child` until it exits or `timeout` passes.
 fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
@@ -116,6 +139,23 @@ fn kill_child(child: &mut Child) {
     let _ = wait_child(child, Duration::from_secs(5));
 }
 
+/// SIGKILLs and reaps the child in `slot`, if any, leaving the slot empty.
+fn kill_slot(slot: &mut Option<Child>) {
+    if let Some(mut child) = slot.take() {
+        kill_child(&mut child);
+    }
+}
+
+/// A child process SIGKILLed and reaped on drop.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Sends a signal by name (`"TERM"`, `"KILL"`, `"STOP"`, ...) with `kill(1)`.
 pub fn send_signal(pid: u32, signal: &str) {
     let _ = Command::new("kill")
@@ -124,6 +164,13 @@ pub fn send_signal(pid: u32, signal: &str) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
+}
+
+/// [`run_bounded`] with [`COMMAND_TIMEOUT`] off the async runtime's threads.
+pub async fn run_blocking(mut cmd: Command) -> Output {
+    tokio::task::spawn_blocking(move || run_bounded(&mut cmd, COMMAND_TIMEOUT))
+        .await
+        .expect("command thread")
 }
 
 /// Runs `cmd` to completion with a bounded wait, capturing stdout and stderr.
@@ -198,6 +245,40 @@ fn child_alive(child: &mut Child) -> Result<(), String> {
     }
 }
 
+/// Spawns the server `cmd` (stdin and stdout closed, stderr to `stderr`) into `slot`, so
+/// that its owner's `Drop` kills it even if the start-up fails, and waits until `sock`
+/// accepts connections (see [`wait_for_socket`]). A stale `sock` is removed first: the
+/// server would replace it itself, but then the wait could see the old one.
+fn start_server(
+    slot: &mut Option<Child>,
+    what: &str,
+    cmd: &mut Command,
+    stderr: File,
+    sock: &Path,
+    diagnostics: impl Fn() -> String,
+) {
+    let _ = fs::remove_file(sock);
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start {}: {e}",
+                Path::new(cmd.get_program()).display()
+            )
+        });
+    let child = slot.insert(child);
+    wait_for_socket(
+        what,
+        sock,
+        START_TIMEOUT,
+        || child_alive(child),
+        diagnostics,
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // ovsdb-server
 // ---------------------------------------------------------------------------------------
@@ -210,6 +291,8 @@ pub struct Ovsdb {
     dir: TempDir,
     server: PathBuf,
     vsctl: PathBuf,
+    /// More `ovsdb-server` arguments (e.g. `--sync-from`).
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -217,6 +300,26 @@ impl Ovsdb {
     /// Creates `DIR/conf.db` from the vswitch schema, starts `ovsdb-server` on
     /// `punix:DIR/db.sock`, waits until the socket accepts, then runs `ovs-vsctl init`.
     pub fn start() -> Ovsdb {
+        let ovsdb = Ovsdb::create(Vec::new());
+        ovsdb.vsctl(&["init"]);
+        ovsdb
+    }
+
+    /// A server in backup mode on a fresh database: it replicates `active`
+    /// (`--sync-from`, as in an active-backup deployment), serves reads and monitors, and
+    /// refuses every write. Returns once it shows `active`'s bridges.
+    pub fn start_backup(active: &Ovsdb) -> Ovsdb {
+        let backup = Ovsdb::create(vec![format!("--sync-from={}", active.remote())]);
+        let want = active.vsctl(&["list-br"]);
+        let synced = wait_until(START_TIMEOUT, || {
+            let out = backup.vsctl_output(&["list-br"]);
+            out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == want
+        });
+        assert!(synced, "backup did not sync:\n{}", backup.log());
+        backup
+    }
+
+    fn create(extra: Vec<String>) -> Ovsdb {
         let server = require("ovsdb-server", "openvswitch-switch");
         let tool = require("ovsdb-tool", "openvswitch-switch");
         let vsctl = require("ovs-vsctl", "openvswitch-switch");
@@ -235,22 +338,16 @@ impl Ovsdb {
                 .envs(ovs_env(dir.path())),
             COMMAND_TIMEOUT,
         );
-        assert!(
-            out.status.success(),
-            "ovsdb-tool create {} failed ({}): {}",
-            db.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        expect_success(&out, format_args!("ovsdb-tool create {}", db.display()));
 
         let mut ovsdb = Ovsdb {
             dir,
             server,
             vsctl,
+            extra,
             child: None,
         };
         ovsdb.launch();
-        ovsdb.vsctl(&["init"]);
         ovsdb
     }
 
@@ -290,34 +387,37 @@ impl Ovsdb {
     /// failure; returns trimmed stdout.
     pub fn vsctl(&self, args: &[&str]) -> String {
         let out = self.vsctl_output(args);
-        assert!(
-            out.status.success(),
-            "ovs-vsctl {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        expect_success(&out, format_args!("ovs-vsctl {}", args.join(" ")))
     }
 
     /// Like [`Ovsdb::vsctl`] but returns the raw output instead of panicking on failure.
     pub fn vsctl_output(&self, args: &[&str]) -> Output {
-        run_bounded(
-            Command::new(&self.vsctl)
-                .arg(format!("--db={}", self.remote()))
-                .arg("--no-wait")
-                .arg("--timeout=10")
-                .args(args)
-                .envs(ovs_env(self.dir())),
-            COMMAND_TIMEOUT,
-        )
+        run_bounded(&mut self.vsctl_command(args), COMMAND_TIMEOUT)
+    }
+
+    /// [`Ovsdb::vsctl_output`] on a thread of its own, `delay` from now: a change that
+    /// comes while the test waits for it.
+    pub fn vsctl_later(&self, delay: Duration, args: &[&str]) -> thread::JoinHandle<Output> {
+        let mut cmd = self.vsctl_command(args);
+        thread::spawn(move || {
+            thread::sleep(delay);
+            run_bounded(&mut cmd, COMMAND_TIMEOUT)
+        })
+    }
+
+    fn vsctl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.vsctl);
+        cmd.arg(format!("--db={}", self.remote()))
+            .arg("--no-wait")
+            .arg("--timeout=10")
+            .args(args)
+            .envs(ovs_env(self.dir()));
+        cmd
     }
 
     /// SIGKILLs the server, keeping the database file.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill_child(&mut child);
-        }
+        kill_slot(&mut self.child);
     }
 
     /// Starts the server again on the same database file and socket (kills it first if
@@ -330,36 +430,28 @@ impl Ovsdb {
     fn launch(&mut self) {
         let dir = self.dir.path().to_path_buf();
         let sock = dir.join("db.sock");
-        // ovsdb-server replaces stale files itself; removing them keeps the wait honest.
-        let _ = fs::remove_file(&sock);
         let _ = fs::remove_file(dir.join("ovsdb.pid"));
         let stderr = File::create(dir.join("ovsdb.stderr")).expect("create ovsdb.stderr");
-        let child = Command::new(&self.server)
-            .arg(dir.join("conf.db"))
+        let mut cmd = Command::new(&self.server);
+        cmd.arg(dir.join("conf.db"))
             .arg(format!("--remote=punix:{}", sock.display()))
             .arg(format!("--unixctl={}", dir.join("ovsdb.ctl").display()))
             .arg(format!("--pidfile={}", dir.join("ovsdb.pid").display()))
             .arg(format!("--log-file={}", dir.join("ovsdb.log").display()))
-            .envs(ovs_env(&dir))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.server.display()));
-        self.child = Some(child);
-        let child = self.child.as_mut().expect("just set");
-        let log_dir = dir.clone();
-        wait_for_socket(
+            .args(&self.extra)
+            .envs(ovs_env(&dir));
+        start_server(
+            &mut self.child,
             "ovsdb-server",
+            &mut cmd,
+            stderr,
             &sock,
-            START_TIMEOUT,
-            || child_alive(child),
             || {
                 tail(
                     &format!(
                         "{}{}",
-                        read_lossy(&log_dir.join("ovsdb.log")),
-                        read_lossy(&log_dir.join("ovsdb.stderr"))
+                        read_lossy(&dir.join("ovsdb.log")),
+                        read_lossy(&dir.join("ovsdb.stderr"))
                     ),
                     40,
                 )
@@ -407,6 +499,24 @@ impl Bus {
     /// policy, e.g. `<include>/path/to/org.ovsdbus.Relay1.conf</include>` or more
     /// `<policy>` elements.
     pub fn start_with_config(extra: &str) -> Bus {
+        Bus::start_custom(
+            "session",
+            &format!(
+                r#"<policy context="default">
+    <!-- Without this only the daemon's own uid may connect. -->
+    <allow user="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+  {extra}"#
+            ),
+        )
+    }
+
+    /// A daemon of `bus_type` (`session`, `system`) whose `<busconfig>` holds `body` (the
+    /// policies, includes, ...) after its `<type>`, `<listen>` and `<auth>EXTERNAL`.
+    pub fn start_custom(bus_type: &str, body: &str) -> Bus {
         let daemon = require("dbus-daemon", "dbus");
         let dir = short_tempdir("dbus-");
         // Let non-root clients (tests dropping privileges with setpriv) reach the socket;
@@ -418,17 +528,10 @@ impl Bus {
             r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
-  <type>session</type>
+  <type>{bus_type}</type>
   <listen>unix:path={sock}</listen>
   <auth>EXTERNAL</auth>
-  <policy context="default">
-    <!-- Without this only the daemon's own uid may connect. -->
-    <allow user="*"/>
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-  {extra}
+  {body}
 </busconfig>
 "#,
             sock = sock.display()
@@ -467,9 +570,7 @@ impl Bus {
 
     /// SIGKILLs the daemon; every connection drops.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill_child(&mut child);
-        }
+        kill_slot(&mut self.child);
     }
 
     /// Starts a new daemon on the same address (kills the old one first if needed).
@@ -481,26 +582,14 @@ impl Bus {
     fn launch(&mut self) {
         let dir = self.dir.path().to_path_buf();
         let sock = dir.join("bus.sock");
-        let _ = fs::remove_file(&sock);
         let log = File::create(dir.join("bus.log")).expect("create bus.log");
-        let child = Command::new(&self.daemon)
-            .arg(format!("--config-file={}", dir.join("bus.conf").display()))
+        let mut cmd = Command::new(&self.daemon);
+        cmd.arg(format!("--config-file={}", dir.join("bus.conf").display()))
             .arg("--nofork")
-            .arg("--nopidfile")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.daemon.display()));
-        self.child = Some(child);
-        let child = self.child.as_mut().expect("just set");
-        wait_for_socket(
-            "dbus-daemon",
-            &sock,
-            START_TIMEOUT,
-            || child_alive(child),
-            || tail(&read_lossy(&dir.join("bus.log")), 40),
-        );
+            .arg("--nopidfile");
+        start_server(&mut self.child, "dbus-daemon", &mut cmd, log, &sock, || {
+            tail(&read_lossy(&dir.join("bus.log")), 40)
+        });
     }
 }
 
@@ -528,6 +617,12 @@ impl Relay {
     /// <extra...>` with `RUST_LOG=ovs_dbus_relay=debug`. Inherited `OVS_DBUS_RELAY_*`
     /// variables are removed so the environment cannot change the flags.
     pub fn spawn(db: &str, bus_address: &str, extra: &[&str]) -> Relay {
+        Relay::spawn_command(Relay::run_command(db, bus_address, extra))
+    }
+
+    /// The [`relay_command`] [`Relay::spawn`] runs, for a test that adds to its
+    /// environment before it passes it to [`Relay::spawn_command`].
+    pub fn run_command(db: &str, bus_address: &str, extra: &[&str]) -> Command {
         let mut args = vec![
             "run",
             "--db",
@@ -538,30 +633,27 @@ impl Relay {
             "off",
         ];
         args.extend_from_slice(extra);
-        Relay::spawn_args(&args)
+        relay_command(&args)
     }
 
     /// Spawns the binary with exactly `args` (e.g. for `watch`, `wait`, `show`), same
     /// environment and logging as [`Relay::spawn`].
     pub fn spawn_args(args: &[&str]) -> Relay {
+        Relay::spawn_command(relay_command(args))
+    }
+
+    /// Spawns `cmd`, a [`relay_command`] perhaps given more environment, with
+    /// `RUST_LOG=ovs_dbus_relay=debug` and its output going to the log.
+    pub fn spawn_command(mut cmd: Command) -> Relay {
         let bin = relay_bin();
         let dir = short_tempdir("relay-");
         let log_path = dir.path().join("relay.log");
         let log = File::create(&log_path).expect("create relay.log");
         let log2 = log.try_clone().expect("clone relay.log handle");
-        let mut cmd = Command::new(bin);
-        cmd.args(args)
-            .env("RUST_LOG", "ovs_dbus_relay=debug")
-            .env_remove("DBUS_SESSION_BUS_ADDRESS")
-            .env_remove("DBUS_SYSTEM_BUS_ADDRESS")
+        cmd.env("RUST_LOG", "ovs_dbus_relay=debug")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("OVS_DBUS_RELAY_") {
-                cmd.env_remove(key);
-            }
-        }
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
@@ -598,7 +690,12 @@ impl Relay {
     /// Waits up to `timeout` for exit; returns the exit code. `None` on timeout (or if
     /// the process was killed by a signal).
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        wait_child(&mut self.child, timeout).and_then(|status| status.code())
+        self.wait_status(timeout).and_then(|status| status.code())
+    }
+
+    /// Waits up to `timeout` for exit; `None` if it is still running.
+    pub fn wait_status(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait_child(&mut self.child, timeout)
     }
 
     /// Waits up to `timeout` until the log contains `needle`; returns whether it did.
@@ -630,6 +727,21 @@ pub fn relay_bin() -> &'static str {
     env!("CARGO_BIN_EXE_ovs-dbus-relay")
 }
 
+/// The binary under test with `args` and a clean environment: no inherited
+/// `OVS_DBUS_RELAY_*` variables or bus addresses, so only the test chooses its settings.
+pub fn relay_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(relay_bin());
+    cmd.args(args)
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .env_remove("DBUS_SYSTEM_BUS_ADDRESS");
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("OVS_DBUS_RELAY_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
 /// Polls `cond` every 20 ms until it holds or `timeout` passes; returns the last result.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -654,6 +766,40 @@ pub fn dbus_send(address: &str, args: &[&str]) -> Output {
             .args(args),
         COMMAND_TIMEOUT,
     )
+}
+
+/// [`dbus_send`] of `method` (`INTERFACE.MEMBER`) with `args` to the relay's root object.
+pub fn dbus_send_relay(address: &str, method: &str, args: &[&str]) -> Output {
+    let mut all = vec!["--dest=org.ovsdbus.Relay1", "/org/ovsdbus/Relay1", method];
+    all.extend_from_slice(args);
+    dbus_send(address, &all)
+}
+
+/// `ovs-vsctl` arguments adding `bridge` with `datapath_type=netdev`.
+pub const fn netdev_bridge(bridge: &str) -> [&str; 7] {
+    [
+        "add-br",
+        bridge,
+        "--",
+        "set",
+        "bridge",
+        bridge,
+        "datapath_type=netdev",
+    ]
+}
+
+/// `ovs-vsctl` arguments adding `port` to `bridge` with an interface of `type=internal`.
+pub const fn internal_port<'a>(bridge: &'a str, port: &'a str) -> [&'a str; 8] {
+    [
+        "add-port",
+        bridge,
+        port,
+        "--",
+        "set",
+        "interface",
+        port,
+        "type=internal",
+    ]
 }
 
 /// A real `ovs-vswitchd` on an [`Ovsdb`]'s database, for tests that need what the switch
@@ -704,8 +850,6 @@ impl Vswitchd {
 
 impl Drop for Vswitchd {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill_child(&mut child);
-        }
+        kill_slot(&mut self.child);
     }
 }

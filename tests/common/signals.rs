@@ -1,10 +1,13 @@
 //! A D-Bus subscriber for tests: collects the relay's typed signals in arrival order and
-//! reads its properties, with bounded waits.
+//! reads its properties, with bounded waits; and what tests need to call the relay.
 
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio_stream::StreamExt;
-use zbus::{Connection, MatchRule, MessageStream, OwnedVariant, message::Type as MessageType};
+use zbus::{
+    Connection, MatchRule, Message, MessageStream, OwnedObjectPath, OwnedVariant, Proxy,
+    message::Type as MessageType,
+};
 
 pub const BUS_NAME: &str = "org.ovsdbus.Relay1";
 pub const ROOT: &str = "/org/ovsdbus/Relay1";
@@ -39,6 +42,52 @@ impl Signal {
     pub fn summary(&self) -> String {
         format!("{} {} {}", self.member, self.name, self.bridge)
     }
+
+    /// The typed signal or `Resynced` in `message`; `None` for any other member, `Some(Err)`
+    /// if the body does not have the member's signature.
+    pub fn from_message(message: &Message) -> Option<zbus::Result<Signal>> {
+        let header = message.header();
+        let member = header.member()?.to_string();
+        let body = message.body();
+        if member == "Resynced" {
+            return Some(
+                body.deserialize()
+                    .map(|(a, c, r, meta): (u64, u64, u64, Dict)| Signal {
+                        member,
+                        name: String::new(),
+                        bridge: String::new(),
+                        uuid: String::new(),
+                        dicts: vec![],
+                        meta,
+                        counts: Some((a, c, r)),
+                    }),
+            );
+        }
+        let decoded = if member.ends_with("Changed") {
+            body.deserialize().map(
+                |(n, b, u, changed, old, meta): (String, String, String, Dict, Dict, Dict)| {
+                    (n, b, u, vec![changed, old], meta)
+                },
+            )
+        } else if member.ends_with("Added") || member.ends_with("Removed") {
+            body.deserialize().map(
+                |(n, b, u, columns, meta): (String, String, String, Dict, Dict)| {
+                    (n, b, u, vec![columns], meta)
+                },
+            )
+        } else {
+            return None;
+        };
+        Some(decoded.map(|(name, bridge, uuid, dicts, meta)| Signal {
+            member,
+            name,
+            bridge,
+            uuid,
+            dicts,
+            meta,
+            counts: None,
+        }))
+    }
 }
 
 pub struct Subscriber {
@@ -72,42 +121,12 @@ impl Subscriber {
                 .await
                 .ok()??;
             let message = message.expect("message");
-            let header = message.header();
-            let member = header.member()?.to_string();
-            let body = message.body();
-            if member == "Resynced" {
-                let (a, c, r, meta): (u64, u64, u64, Dict) =
-                    body.deserialize().expect("Resynced body");
-                return Some(Signal {
-                    member,
-                    name: String::new(),
-                    bridge: String::new(),
-                    uuid: String::new(),
-                    dicts: vec![],
-                    meta,
-                    counts: Some((a, c, r)),
-                });
+            if let Some(signal) = Signal::from_message(&message) {
+                let header = message.header();
+                return Some(signal.unwrap_or_else(|e| {
+                    panic!("{:?} body: {e}", header.member().map(|m| m.as_str()))
+                }));
             }
-            let (name, bridge, uuid, dicts, meta) = if member.ends_with("Changed") {
-                let (n, b, u, changed, old, meta): (String, String, String, Dict, Dict, Dict) =
-                    body.deserialize().expect("Changed body");
-                (n, b, u, vec![changed, old], meta)
-            } else if member.ends_with("Added") || member.ends_with("Removed") {
-                let (n, b, u, columns, meta): (String, String, String, Dict, Dict) =
-                    body.deserialize().expect("Added/Removed body");
-                (n, b, u, vec![columns], meta)
-            } else {
-                continue;
-            };
-            return Some(Signal {
-                member,
-                name,
-                bridge,
-                uuid,
-                dicts,
-                meta,
-                counts: None,
-            });
         }
     }
 
@@ -152,16 +171,33 @@ impl Subscriber {
         T::try_from(value).expect("property type")
     }
 
+    /// Whether the relay owns its name on the bus (`false` if the bus cannot say).
+    pub async fn relay_on_bus(&self) -> bool {
+        zbus::fdo::DBusProxy::new(&self.conn)
+            .await
+            .expect("dbus proxy")
+            .name_has_owner(BUS_NAME.try_into().expect("name"))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Waits (bounded) until the relay owns its name, whatever its `State`.
+    pub async fn wait_relay_on_bus(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.relay_on_bus().await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "relay never took its name {BUS_NAME} within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits (bounded) until the relay reports `State` = `ready`.
     pub async fn wait_ready(&self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let owned = zbus::fdo::DBusProxy::new(&self.conn)
-                .await
-                .expect("dbus proxy")
-                .name_has_owner(BUS_NAME.try_into().expect("name"))
-                .await
-                .unwrap_or(false);
+            let owned = self.relay_on_bus().await;
             if owned && self.property::<String>("State").await == "ready" {
                 return;
             }
@@ -185,4 +221,43 @@ pub fn assert_consecutive(signals: &[Signal], first: u64) {
             s.summary()
         );
     }
+}
+
+/// `GetManagedObjects`: object path → interface → property → value.
+pub type Managed = HashMap<OwnedObjectPath, HashMap<String, Dict>>;
+
+/// `org.ovsdbus.Relay1` on the relay's root object.
+pub async fn relay_proxy(conn: &Connection) -> Proxy<'static> {
+    Proxy::new(conn, BUS_NAME, ROOT, IFACE)
+        .await
+        .expect("relay proxy")
+}
+
+/// The relay's `org.freedesktop.DBus.ObjectManager.GetManagedObjects`.
+pub async fn managed_objects(conn: &Connection) -> zbus::Result<Managed> {
+    Proxy::new(conn, BUS_NAME, ROOT, "org.freedesktop.DBus.ObjectManager")
+        .await?
+        .call("GetManagedObjects", &())
+        .await
+}
+
+/// The name and text of a D-Bus error reply; panics on success.
+pub fn error_of<T: std::fmt::Debug>(result: zbus::Result<T>) -> (String, String) {
+    match result {
+        Err(zbus::Error::MethodError(name, text, _)) => {
+            (name.to_string(), text.unwrap_or_default())
+        }
+        Err(zbus::Error::FDO(e)) => (
+            zbus::DBusError::name(&*e).to_string(),
+            zbus::DBusError::description(&*e)
+                .unwrap_or_default()
+                .to_string(),
+        ),
+        other => panic!("expected a D-Bus error, got {other:?}"),
+    }
+}
+
+/// The name of a D-Bus error reply; panics on success.
+pub fn error_name<T: std::fmt::Debug>(result: zbus::Result<T>) -> String {
+    error_of(result).0
 }
