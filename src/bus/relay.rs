@@ -305,6 +305,9 @@ impl RelayInterface {
         self.shared.counted("WaitForRemoval", result.await)
     }
 
+    // The nine typed signals of SPEC §4 are declared one by one because the interface
+    // macro builds the introspection data from these declarations; the publisher emits
+    // all nine through one generic path (`Publisher::emit_change`), not through these.
     #[zbus(signal)]
     async fn bridge_added(
         e: &SignalEmitter<'_>,
