@@ -149,7 +149,7 @@ fn root_path() -> OwnedObjectPath {
 
 fn path_of(replica: &Replica, table: TableId, uuid: Option<Uuid>) -> OwnedObjectPath {
     uuid.and_then(|u| replica.row(table, u))
-        .map(|row| row_path(table, &replica.name_of(table, row)))
+        .map(|row| row_path(table, replica.name_of(table, row)))
         .unwrap_or_else(root_path)
 }
 
@@ -164,7 +164,7 @@ pub fn property_value(
 ) -> zbus::Result<Variant<'static>> {
     let layout = replica.layout().table(table);
     Ok(match property.source {
-        Source::Name => Variant::from(replica.name_of(table, row)),
+        Source::Name => Variant::from(replica.name_of(table, row).to_owned()),
         Source::Uuid => Variant::from(uuid.to_string()),
         Source::Column(column) => match layout.column_index(column) {
             Some(i) => datum_variant(&layout.columns[i].ty, &row[i])?,
@@ -394,7 +394,7 @@ impl Serialize for ManagedObjects {
         for table in TableId::PUBLISHED {
             let (interface, properties) = describe(table).expect("published tables are described");
             for (uuid, row) in replica.rows(table) {
-                let path = row_path(table, &replica.name_of(table, row));
+                let path = row_path(table, replica.name_of(table, row));
                 let object = RowProperties {
                     replica,
                     table,
@@ -494,7 +494,7 @@ impl Tree {
                 .flat_map(|t| {
                     replica
                         .rows(t)
-                        .map(move |(u, row)| (t, u, replica.name_of(t, row)))
+                        .map(move |(u, row)| (t, u, replica.name_of(t, row).to_owned()))
                 })
                 .collect()
         });
@@ -637,7 +637,7 @@ impl Tree {
                     TableId::Port => vec!["Bridge"],
                     _ => vec!["Port", "Bridge"],
                 };
-                out.push((table, uuid, replica.name_of(table, row), names));
+                out.push((table, uuid, replica.name_of(table, row).to_owned(), names));
             }
         });
         out

@@ -40,12 +40,12 @@ pub fn get_row(replica: &Replica, table: TableId, name: &str) -> Result<VariantD
     Ok(row_dict(replica, table, uuid, row)?)
 }
 
-fn sorted_rows(replica: &Replica, table: TableId) -> Vec<(String, Uuid, &Row)> {
+fn sorted_rows(replica: &Replica, table: TableId) -> Vec<(&str, Uuid, &Row)> {
     let mut rows: Vec<_> = replica
         .rows(table)
         .map(|(uuid, row)| (replica.name_of(table, row), uuid, row))
         .collect();
-    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows.sort_by(|a, b| a.0.cmp(b.0));
     rows
 }
 
@@ -64,14 +64,15 @@ fn parent_name(replica: &Replica, table: TableId, uuid: Option<Uuid>) -> String 
     uuid.and_then(|u| replica.row(table, u))
         .map(|r| replica.name_of(table, r))
         .unwrap_or_default()
+        .to_owned()
 }
 
 pub fn list_bridges(replica: &Replica) -> Vec<BridgeEntry> {
     sorted_rows(replica, TableId::Bridge)
         .into_iter()
         .map(|(name, uuid, _)| {
-            let path = row_path(TableId::Bridge, &name);
-            (name, uuid.to_string(), path)
+            let path = row_path(TableId::Bridge, name);
+            (name.to_owned(), uuid.to_string(), path)
         })
         .collect()
 }
@@ -85,9 +86,9 @@ pub fn list_ports(replica: &Replica, bridge: &str) -> Result<Vec<PortEntry>, Met
             if only.is_some() && parent != only {
                 return None;
             }
-            let path = row_path(TableId::Port, &name);
+            let path = row_path(TableId::Port, name);
             Some((
-                name,
+                name.to_owned(),
                 parent_name(replica, TableId::Bridge, parent),
                 uuid.to_string(),
                 path,
@@ -109,9 +110,9 @@ pub fn list_interfaces(
             if only.is_some() && bridge != only {
                 return None;
             }
-            let path = row_path(TableId::Interface, &name);
+            let path = row_path(TableId::Interface, name);
             Some((
-                name,
+                name.to_owned(),
                 parent_name(replica, TableId::Port, port),
                 parent_name(replica, TableId::Bridge, bridge),
                 uuid.to_string(),

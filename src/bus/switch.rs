@@ -134,7 +134,7 @@ fn existing_port(
     let mut interfaces: Vec<String> = replica
         .rows(TableId::Interface)
         .filter(|(uuid, _)| replica.parent(TableId::Interface, *uuid) == Some(port_uuid))
-        .map(|(_, row)| replica.name_of(TableId::Interface, row))
+        .map(|(_, row)| replica.name_of(TableId::Interface, row).to_owned())
         .collect();
     interfaces.sort();
     if interfaces != [port] {

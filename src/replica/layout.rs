@@ -83,6 +83,8 @@ pub struct TableLayout {
     /// In column-name order.
     pub columns: Vec<Column>,
     index: HashMap<String, usize>,
+    /// Where `name` is (the root table has none): looked up for every path and signal.
+    pub name_index: Option<usize>,
 }
 
 impl TableLayout {
@@ -182,12 +184,18 @@ impl Layout {
                     ty: ty.clone(),
                 })
                 .collect();
-            let index = columns
+            let index: HashMap<String, usize> = columns
                 .iter()
                 .enumerate()
                 .map(|(i, c)| (c.name.clone(), i))
                 .collect();
-            tables.push(TableLayout { id, columns, index });
+            let name_index = index.get("name").copied();
+            tables.push(TableLayout {
+                id,
+                columns,
+                index,
+                name_index,
+            });
         }
         Ok(Self {
             schema_version: schema.version.clone(),

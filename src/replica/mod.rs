@@ -182,20 +182,23 @@ impl Replica {
         atom.and_then(Atom::as_str).unwrap_or_default().to_owned()
     }
 
-    pub fn name_of(&self, table: TableId, row: &Row) -> String {
-        self.column(table, row, "name")
+    pub fn name_of<'r>(&self, table: TableId, row: &'r Row) -> &'r str {
+        self.layout
+            .table(table)
+            .name_index
+            .and_then(|i| row.get(i))
             .and_then(Datum::first)
             .and_then(Atom::as_str)
             .unwrap_or_default()
-            .to_owned()
     }
 
     fn names(&self, table: TableId, uuid: Uuid, row: &Row) -> Names {
-        let name = self.name_of(table, row);
+        let name = self.name_of(table, row).to_owned();
         let name_by_uuid = |table: TableId, uuid: Option<Uuid>| {
             uuid.and_then(|u| self.row(table, u))
                 .map(|r| self.name_of(table, r))
                 .unwrap_or_default()
+                .to_owned()
         };
         match table {
             TableId::Bridge => Names {
@@ -396,37 +399,38 @@ impl Replica {
             _ => None,
         };
         if let Some(column) = children_column {
-            let children = |row: Option<&Row>| -> Vec<Uuid> {
-                row.and_then(|r| self.column(table, r, column))
-                    .map(|d| d.uuids().collect())
-                    .unwrap_or_default()
+            // Only the children that changed: a bridge with thousands of ports must not
+            // cost thousands of index operations (or worse) per update.
+            let (removed, added) = {
+                let before = old.and_then(|r| self.column(table, r, column));
+                let after = new.as_ref().and_then(|r| self.column(table, r, column));
+                (missing_from(before, after), missing_from(after, before))
             };
-            let (before, after) = (children(old), children(new.as_ref()));
             let index = if table == TableId::Bridge {
                 &mut self.port_bridge
             } else {
                 &mut self.iface_port
             };
-            for child in before.iter().filter(|c| !after.contains(c)) {
+            for child in removed {
                 // A child moved to another parent in the same update keeps the new one.
-                if index.get(child) == Some(&uuid) {
-                    index.remove(child);
+                if index.get(&child) == Some(&uuid) {
+                    index.remove(&child);
                 }
             }
-            for child in after {
+            for child in added {
                 index.insert(child, uuid);
             }
         }
         if let Some(old) = old {
             let name = self.name_of(table, old);
             let names = &mut self.by_name[table.index()];
-            if names.get(&name) == Some(&uuid) {
-                names.remove(&name);
+            if names.get(name) == Some(&uuid) {
+                names.remove(name);
             }
         }
         match new {
             Some(row) => {
-                let name = self.name_of(table, &row);
+                let name = self.name_of(table, &row).to_owned();
                 self.by_name[table.index()].insert(name, uuid);
                 self.tables[table.index()].insert(uuid, row);
             }
@@ -434,6 +438,19 @@ impl Replica {
                 self.tables[table.index()].remove(&uuid);
             }
         }
+    }
+}
+
+/// The uuids in `a` that are not in `b` (both uuid-set columns, kept sorted).
+fn missing_from(a: Option<&Datum>, b: Option<&Datum>) -> Vec<Uuid> {
+    match (a, b) {
+        (Some(Datum::Set(a)), Some(Datum::Set(b))) => a
+            .iter()
+            .filter(|atom| !b.contains(atom))
+            .filter_map(Atom::as_uuid)
+            .collect(),
+        (Some(a), _) => a.uuids().collect(),
+        (None, _) => Vec::new(),
     }
 }
 
