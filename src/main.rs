@@ -174,3 +174,8 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Every update allocates and frees many small values (atoms, variants, paths) across
+/// threads; mimalloc does that markedly cheaper than glibc's malloc (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
