@@ -233,7 +233,12 @@ pub fn show(replica: &Replica) -> Json {
             Json::Object(bridge)
         })
         .collect();
+    let root = replica
+        .rows(TableId::Root)
+        .next()
+        .map(|(uuid, _)| uuid.to_string());
     json!({
+        "uuid": root.unwrap_or_default(),
         "system_id": replica.root_string("external_ids", Some("system-id")),
         "ovs_version": replica.root_string("ovs_version", None),
         "bridges": bridges,

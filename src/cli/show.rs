@@ -44,15 +44,13 @@ fn name(row: &Json) -> String {
 /// The `ovs-vsctl show` layout of a `Show()` answer.
 pub fn render(show: &Json) -> String {
     let mut out = String::new();
-    let system_id = show
-        .get("system_id")
-        .and_then(Json::as_str)
-        .unwrap_or_default();
-    out.push_str(if system_id.is_empty() {
-        "Open_vSwitch"
-    } else {
-        system_id
-    });
+    // `ovs-vsctl show` heads its output with the root row's uuid.
+    let header = ["uuid", "system_id"]
+        .iter()
+        .filter_map(|key| show.get(*key).and_then(Json::as_str))
+        .find(|value| !value.is_empty())
+        .unwrap_or("Open_vSwitch");
+    out.push_str(header);
     out.push('\n');
     for bridge in children(show, "bridges") {
         let _ = writeln!(out, "    Bridge {}", name(bridge));
