@@ -615,3 +615,54 @@ async fn read_methods_list_and_show() {
     assert_eq!(p1["tag"], 3);
     assert_eq!(p1["interfaces"][0]["name"], "p1");
 }
+
+/// A port moved to another bridge in one transaction keeps its object; the port and its
+/// interface announce their new `Bridge` path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moved_port_announces_its_new_bridge() {
+    let stack = Stack::start(&[]).await;
+    let (db, sub) = (&stack.db, &stack.sub);
+    db.vsctl(&["add-br", "br0"]);
+    db.vsctl(&["add-br", "br1"]);
+    db.vsctl(&["add-port", "br0", "p1"]);
+    let rule = MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .sender(BUS_NAME)
+        .member("PropertiesChanged")
+        .build()
+        .unwrap();
+    let mut stream =
+        MessageStream::for_match_rule(rule, &sub.conn, std::num::NonZeroUsize::new(1000))
+            .await
+            .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while tokio::time::timeout(Duration::from_millis(50), stream.next())
+        .await
+        .is_ok()
+    {}
+
+    let uuid = db.vsctl(&["get", "port", "p1", "_uuid"]);
+    db.vsctl(&[
+        "remove", "bridge", "br0", "ports", &uuid, "--", "add", "bridge", "br1", "ports", &uuid,
+    ]);
+    let mut bridges = HashMap::new();
+    while let Ok(Some(Ok(msg))) =
+        tokio::time::timeout(Duration::from_millis(700), stream.next()).await
+    {
+        let path = msg.header().path().unwrap().to_string();
+        let (_, changed, _): (String, HashMap<String, OwnedVariant>, Vec<String>) =
+            msg.body().deserialize().unwrap();
+        if let Some(bridge) = changed.get("Bridge") {
+            let bridge = OwnedObjectPath::try_from(bridge.try_clone().unwrap()).unwrap();
+            bridges.insert(path, bridge.as_str().to_owned());
+        }
+    }
+    let br1 = format!("{ROOT}/bridge/br1");
+    assert_eq!(
+        bridges,
+        HashMap::from([
+            (format!("{ROOT}/port/p1"), br1.clone()),
+            (format!("{ROOT}/interface/p1"), br1),
+        ])
+    );
+}

@@ -13,10 +13,10 @@ use super::relay::Shared;
 use super::value::datum_variant;
 use crate::ovsdb::datum::Uuid;
 use crate::replica::layout::TableId;
-use crate::replica::{ChangeKind, ChangeSet, Replica, Row};
+use crate::replica::{ChangeKind, ChangeSet, Replica, Row, missing_from};
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use zbus::export::async_trait::async_trait;
@@ -564,83 +564,70 @@ impl Tree {
         &self,
         changes: &ChangeSet,
     ) -> Vec<(TableId, Uuid, String, Vec<&'static str>)> {
-        let mut out: Vec<(TableId, Uuid, String, Vec<&'static str>)> = Vec::new();
-        let fresh: std::collections::HashSet<Uuid> = changes
+        // Rows added or removed in this update announce themselves; only rows that stay
+        // can be reparented.
+        let fresh: HashSet<Uuid> = changes
             .changes
             .iter()
             .filter(|c| !matches!(c.kind, ChangeKind::Changed { .. }))
             .map(|c| c.uuid)
             .collect();
-        let mut reparented: Vec<(TableId, Uuid)> = Vec::new();
         self.shared.with_replica(|replica| {
-            let Some(replica) = replica else { return };
-            let layout = replica.layout();
+            let Some(replica) = replica else {
+                return Vec::new();
+            };
+            let mut out = Vec::new();
+            let mut reparented = Vec::new();
             for change in &changes.changes {
                 let ChangeKind::Changed { old, new, columns } = &change.kind else {
                     continue;
                 };
-                let (_, properties) = describe(change.table).expect("published table");
-                let table_layout = layout.table(change.table);
-                let changed_names: Vec<&str> = columns
+                let table_layout = replica.layout().table(change.table);
+                let changed: Vec<&str> = columns
                     .iter()
                     .map(|&i| table_layout.columns[i].name.as_str())
                     .collect();
-                let names: Vec<&'static str> = properties
+                let (_, properties) = describe(change.table).expect("published table");
+                let names = properties
                     .iter()
                     .filter(|p| match p.source {
-                        Source::Column(c) | Source::Children(c, _) => changed_names.contains(&c),
+                        Source::Column(c) | Source::Children(c, _) => changed.contains(&c),
                         Source::Columns => true,
                         _ => false,
                     })
                     .map(|p| p.name)
                     .collect();
                 out.push((change.table, change.uuid, change.name.clone(), names));
-                let child_table = match change.table {
-                    TableId::Bridge => TableId::Port,
-                    TableId::Port => TableId::Interface,
-                    _ => continue,
-                };
-                let Some(children_column) = properties.iter().find_map(|p| match p.source {
-                    Source::Children(c, _) => Some(c),
-                    _ => None,
-                }) else {
-                    continue;
-                };
-                let Some(index) = table_layout.column_index(children_column) else {
-                    continue;
-                };
-                if !columns.contains(&index) {
-                    continue;
-                }
-                let before: std::collections::HashSet<Uuid> = old[index].uuids().collect();
-                let after: std::collections::HashSet<Uuid> = new[index].uuids().collect();
-                for child in before.symmetric_difference(&after) {
-                    if !fresh.contains(child) && replica.row(child_table, *child).is_some() {
-                        reparented.push((child_table, *child));
-                        if child_table == TableId::Port {
-                            let interfaces = replica
-                                .row(TableId::Port, *child)
-                                .and_then(|r| replica.column(TableId::Port, r, "interfaces"))
-                                .map(|d| d.uuids().collect::<Vec<_>>())
-                                .unwrap_or_default();
-                            reparented
-                                .extend(interfaces.into_iter().map(|i| (TableId::Interface, i)));
-                        }
-                    }
+                if let Some((column, child_table)) = change.table.children()
+                    && let Some(i) = table_layout.column_index(column)
+                    && columns.contains(&i)
+                {
+                    let moved = missing_from(Some(&old[i]), Some(&new[i]))
+                        .into_iter()
+                        .chain(missing_from(Some(&new[i]), Some(&old[i])))
+                        .filter(|child| !fresh.contains(child));
+                    reparented.extend(moved.map(|child| (child_table, child)));
                 }
             }
-            for (table, uuid) in reparented {
+            // A port that moved takes its interfaces along: their `Bridge` changes too.
+            let mut i = 0;
+            while let Some(&(table, uuid)) = reparented.get(i) {
+                i += 1;
                 let Some(row) = replica.row(table, uuid) else {
                     continue;
                 };
+                if let Some((column, child_table)) = table.children() {
+                    let children = replica.column(table, row, column).map(|d| d.uuids());
+                    reparented.extend(children.into_iter().flatten().map(|c| (child_table, c)));
+                }
                 let names = match table {
                     TableId::Port => vec!["Bridge"],
                     _ => vec!["Port", "Bridge"],
                 };
                 out.push((table, uuid, replica.name_of(table, row).to_owned(), names));
             }
-        });
-        out
+            out
+        })
     }
 
     async fn emit_changed(

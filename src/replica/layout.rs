@@ -50,6 +50,16 @@ impl TableId {
         self as usize
     }
 
+    /// The column listing a row's children, and the children's table: a bridge's ports,
+    /// a port's interfaces.
+    pub fn children(self) -> Option<(&'static str, TableId)> {
+        match self {
+            Self::Bridge => Some(("ports", Self::Port)),
+            Self::Port => Some(("interfaces", Self::Interface)),
+            _ => None,
+        }
+    }
+
     /// The columns the tree structure depends on: never excluded.
     fn required_columns(self) -> &'static [&'static str] {
         match self {

@@ -393,12 +393,7 @@ impl Replica {
 
     /// Stores one row's new state and keeps the parent and name indexes in step.
     fn commit(&mut self, table: TableId, uuid: Uuid, old: Option<&Row>, new: Option<Row>) {
-        let children_column = match table {
-            TableId::Bridge => Some("ports"),
-            TableId::Port => Some("interfaces"),
-            _ => None,
-        };
-        if let Some(column) = children_column {
+        if let Some((column, _)) = table.children() {
             // Only the children that changed: a bridge with thousands of ports must not
             // cost thousands of index operations (or worse) per update.
             let (removed, added) = {
@@ -442,7 +437,7 @@ impl Replica {
 }
 
 /// The uuids in `a` that are not in `b` (both uuid-set columns, kept sorted).
-fn missing_from(a: Option<&Datum>, b: Option<&Datum>) -> Vec<Uuid> {
+pub(crate) fn missing_from(a: Option<&Datum>, b: Option<&Datum>) -> Vec<Uuid> {
     match (a, b) {
         (Some(Datum::Set(a)), Some(Datum::Set(b))) => a
             .iter()
