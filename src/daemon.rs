@@ -6,6 +6,7 @@ use crate::bus::relay::Shared;
 use crate::bus::{self, BusError, BusTarget};
 use crate::metrics::{Metrics, http};
 use crate::notify::Notifier;
+use crate::ovsdb::remote::Remote;
 use crate::ovsdb::session::{Session, SessionConfig, SessionError};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,13 +50,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         ),
         None => None,
     };
-    let remotes = config
-        .session
-        .remotes
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
+    let remotes = Remote::join(&config.session.remotes);
     let shared = Shared::new(remotes, metrics.clone());
     let (client_tx, client) = watch::channel(None);
     let writer = bus::switch::Writer {

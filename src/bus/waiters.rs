@@ -158,10 +158,6 @@ impl Waiters {
         inner.forget(&waiter.caller);
     }
 
-    pub fn pending(&self) -> usize {
-        self.lock().total
-    }
-
     /// Wakes the waiters of every row the change set touched whose wish is now met.
     pub fn wake(&self, shared: &Shared, changes: &ChangeSet) {
         let mut inner = self.lock();

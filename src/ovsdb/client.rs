@@ -106,10 +106,6 @@ impl Client {
             .map_err(|_| ClientError::Closed)?;
         rx.await.map_err(|_| ClientError::Closed)?
     }
-
-    pub fn is_closed(&self) -> bool {
-        self.requests.is_closed()
-    }
 }
 
 pub struct Options {

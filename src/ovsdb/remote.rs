@@ -62,6 +62,15 @@ impl Remote {
         Ok(remotes)
     }
 
+    /// The `--db` form of a list of remotes.
+    pub fn join(remotes: &[Self]) -> String {
+        remotes
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     pub fn is_tcp(&self) -> bool {
         matches!(self, Self::Tcp { .. })
     }
@@ -107,6 +116,7 @@ mod tests {
         }
         let list = Remote::parse_list("tcp:127.0.0.1:1,tcp:127.0.0.1:2").unwrap();
         assert_eq!(list.len(), 2);
+        assert_eq!(Remote::join(&list), "tcp:127.0.0.1:1,tcp:127.0.0.1:2");
         assert!(list[0].is_tcp());
     }
 

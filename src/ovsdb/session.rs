@@ -156,13 +156,7 @@ impl Session {
             tracing::warn!(%remote, "OVSDB connection ended: {end}");
             if !self.synced_once && started.elapsed() >= self.config.connect_timeout {
                 return Err(SessionError::Unreachable {
-                    remotes: self
-                        .config
-                        .remotes
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(","),
+                    remotes: Remote::join(&self.config.remotes),
                     timeout: self.config.connect_timeout,
                     last: end.to_string(),
                 });
