@@ -135,11 +135,8 @@ impl Publisher {
                 received,
             } => match self.replace(layout, update) {
                 Ok(Some(changes)) => {
-                    self.after_apply();
-                    self.sync_tree(self.tree.apply(&changes).await);
-                    let counts = self.publish(&changes, Origin::Resync, &received).await;
+                    let counts = self.announce(&changes, Origin::Resync, &received).await;
                     self.emit_resynced(counts, "ovsdb").await;
-                    self.shared.waiters.wake(&self.shared, &changes);
                     self.root_changed().await;
                     self.set_state(State::Ready).await;
                 }
@@ -158,10 +155,7 @@ impl Publisher {
                 });
                 match applied {
                     Ok(changes) => {
-                        self.after_apply();
-                        self.sync_tree(self.tree.apply(&changes).await);
-                        self.publish(&changes, Origin::Live, &received).await;
-                        self.shared.waiters.wake(&self.shared, &changes);
+                        self.announce(&changes, Origin::Live, &received).await;
                         if changes.root_changed {
                             self.root_changed().await;
                         }
@@ -170,6 +164,22 @@ impl Publisher {
                 }
             }
         }
+    }
+
+    /// Everything an applied change set causes, in order: row gauges, the objects (so a
+    /// subscriber reacting to a signal finds them), the typed signals, then the waiters.
+    /// Returns (added, changed, removed).
+    async fn announce(
+        &mut self,
+        changes: &ChangeSet,
+        origin: Origin,
+        received: &Received,
+    ) -> (u64, u64, u64) {
+        self.after_apply();
+        self.sync_tree(self.tree.apply(changes).await);
+        let counts = self.publish(changes, origin, received).await;
+        self.shared.waiters.wake(&self.shared, changes);
+        counts
     }
 
     /// Moves to a new bus connection: registers every object again, then tells
