@@ -4,15 +4,19 @@
 use crate::bus::publisher::Publisher;
 use crate::bus::relay::Shared;
 use crate::bus::{self, BusError, BusTarget};
+use crate::engine::{Engine, OnApplied, Pending, Store};
 use crate::metrics::{Metrics, http};
 use crate::notify::Notifier;
 use crate::ovsdb::remote::Remote;
 use crate::ovsdb::session::{Session, SessionConfig, SessionError};
+use crate::replica::layout::TableId;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::{Notify, mpsc, watch};
 
-/// Update messages waiting for the publisher before the session declares an overflow.
+/// Update messages between the session and the engine. The engine never waits for the
+/// bus, so this only evens out bursts; when full, the session waits (and so, in turn,
+/// does the socket, which makes ovsdb-server coalesce for us).
 pub const EVENT_QUEUE: usize = 1024;
 
 #[derive(Debug, Clone)]
@@ -51,16 +55,27 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         None => None,
     };
     let remotes = Remote::join(&config.session.remotes);
-    let shared = Shared::new(remotes, metrics.clone());
+    let store = Arc::new(Store::default());
+    let shared = Shared::new(remotes, metrics.clone(), store.clone());
     let (client_tx, client) = watch::channel(None);
     let writer = bus::switch::Writer {
         shared: shared.clone(),
         client,
     };
+    let service = Arc::new(bus::dispatch::Service {
+        relay: bus::relay::RelayInterface {
+            shared: shared.clone(),
+        },
+        switch: bus::switch::SwitchInterface {
+            writer: writer.clone(),
+        },
+        openqa: config
+            .openqa_bridge
+            .map(|bridge| bus::openqa::OpenQaSwitch { writer, bridge }),
+    });
     let connector = bus::Connector {
         target: config.bus.clone(),
-        writer,
-        openqa_bridge: config.openqa_bridge,
+        service,
     };
     let conn = connector.connect().await?;
     let (reconnected, link) = bus::link::supervise(connector, conn.clone(), metrics.clone());
@@ -81,15 +96,16 @@ pub async fn run(config: Config) -> Result<(), RunError> {
 
     let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
     let resync = Arc::new(Notify::new());
-    let publisher = Publisher::new(
-        conn.clone(),
-        shared,
+    let pending = Arc::new(Pending::default());
+    let engine = Engine::new(
+        store,
+        pending.clone(),
         events,
-        reconnected,
         resync.clone(),
-        notifier.clone(),
-    )
-    .await?;
+        after_apply(shared.clone()),
+    );
+    let engine = tokio::spawn(engine.run());
+    let publisher = Publisher::new(conn.clone(), shared, pending, reconnected, notifier.clone());
     let publisher = tokio::spawn(publisher.run());
     let session = Session::new(config.session, events_tx, resync, metrics, client_tx).run();
 
@@ -104,6 +120,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     notifier.stopping();
     tracing::info!("shutting down");
     publisher.abort();
+    engine.abort();
     link.abort();
     let _ = stop_tx.send(true);
     let _ = conn.release_name(bus::BUS_NAME).await;
@@ -111,4 +128,16 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         let _ = tokio::time::timeout(std::time::Duration::from_millis(500), http).await;
     }
     result
+}
+
+/// After every new version of the replica: wake the waiters it satisfies, set the row
+/// gauges.
+fn after_apply(shared: Arc<Shared>) -> OnApplied {
+    let rows = TableId::PUBLISHED.map(|t| shared.metrics.rows.with_label_values(&[t.label()]));
+    Box::new(move |replica, changes| {
+        shared.waiters.wake(replica, changes);
+        for (table, gauge) in TableId::PUBLISHED.into_iter().zip(&rows) {
+            gauge.set(replica.len(table) as i64);
+        }
+    })
 }

@@ -1,11 +1,13 @@
 //! ovs-dbus-relay: an Open vSwitch database replica that speaks D-Bus.
 //!
 //! Data flows one way: `ovsdb` (wire protocol and session) → `replica` (pure state and
-//! change computation) → `bus` (one publisher task emitting signals and updating objects).
+//! change computation) → `engine` (the only writer: immutable versions for readers, change
+//! sets merged while the bus is slower) → `bus` (one publisher task emitting signals).
 
 pub mod bus;
 pub mod cli;
 pub mod daemon;
+pub mod engine;
 pub mod event;
 pub mod metrics;
 pub mod notify;

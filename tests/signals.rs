@@ -158,21 +158,21 @@ async fn bridge_port_and_interface_lifecycle() {
     assert_eq!(column(&trunks[1], 0, "trunks"), &owned(vec![2i64, 3]));
     assert_eq!(column(&trunks[1], 1, "trunks"), &owned(vec![1i64, 2]));
 
-    // del-port: the bridge change first, then removals interface → port, named as they were.
+    // del-port: removals first, interface → port, named as they were; then the bridge.
     db.vsctl(&["del-port", "tap0"]);
     let del = sub.take(3, WAIT).await;
     assert_eq!(
         names(&del),
         [
-            "BridgeChanged br0 br0",
             "InterfaceRemoved tap0 br0",
-            "PortRemoved tap0 br0"
+            "PortRemoved tap0 br0",
+            "BridgeChanged br0 br0"
         ]
     );
     assert_consecutive(&del, 15);
-    assert_eq!(del[1].meta_str("port").as_deref(), Some("tap0"));
-    assert_eq!(column(&del[2], 0, "trunks"), &owned(vec![2i64, 3]));
-    assert_eq!(column(&del[2], 0, "name"), &owned("tap0"));
+    assert_eq!(del[0].meta_str("port").as_deref(), Some("tap0"));
+    assert_eq!(column(&del[1], 0, "trunks"), &owned(vec![2i64, 3]));
+    assert_eq!(column(&del[1], 0, "name"), &owned("tap0"));
 
     db.vsctl(&["del-br", "br0"]);
     let gone = sub.take(3, WAIT).await;

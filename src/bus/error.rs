@@ -23,6 +23,18 @@ pub enum MethodError {
     LimitsExceeded(String),
     #[error("{0}")]
     Failed(String),
+    /// The standard errors of a method call's routing: no such object, interface, method
+    /// or property, or a property that cannot be set.
+    #[error("{0}")]
+    UnknownObject(String),
+    #[error("{0}")]
+    UnknownInterface(String),
+    #[error("{0}")]
+    UnknownMethod(String),
+    #[error("{0}")]
+    UnknownProperty(String),
+    #[error("{0}")]
+    PropertyReadOnly(String),
 }
 
 impl MethodError {
@@ -36,6 +48,11 @@ impl MethodError {
             Self::InvalidArgs(_) => "org.freedesktop.DBus.Error.InvalidArgs",
             Self::LimitsExceeded(_) => "org.freedesktop.DBus.Error.LimitsExceeded",
             Self::Failed(_) => "org.freedesktop.DBus.Error.Failed",
+            Self::UnknownObject(_) => "org.freedesktop.DBus.Error.UnknownObject",
+            Self::UnknownInterface(_) => "org.freedesktop.DBus.Error.UnknownInterface",
+            Self::UnknownMethod(_) => "org.freedesktop.DBus.Error.UnknownMethod",
+            Self::UnknownProperty(_) => "org.freedesktop.DBus.Error.UnknownProperty",
+            Self::PropertyReadOnly(_) => "org.freedesktop.DBus.Error.PropertyReadOnly",
         }
     }
 
@@ -48,7 +65,12 @@ impl MethodError {
             | Self::TransactionFailed(t)
             | Self::InvalidArgs(t)
             | Self::LimitsExceeded(t)
-            | Self::Failed(t) => t,
+            | Self::Failed(t)
+            | Self::UnknownObject(t)
+            | Self::UnknownInterface(t)
+            | Self::UnknownMethod(t)
+            | Self::UnknownProperty(t)
+            | Self::PropertyReadOnly(t) => t,
         }
     }
 }

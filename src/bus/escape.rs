@@ -20,10 +20,9 @@ pub fn encode_label(name: &str) -> String {
     out
 }
 
-/// The inverse of [`encode_label`]; `None` for text `encode_label` never produces. The
-/// relay never needs it (paths are built from names); the tests use it as the oracle.
-#[cfg(test)]
-fn decode_label(label: &str) -> Option<String> {
+/// The inverse of [`encode_label`] (a row path back to its name); `None` for text
+/// `encode_label` never produces.
+pub fn decode_label(label: &str) -> Option<String> {
     if label == "_" {
         return Some(String::new());
     }

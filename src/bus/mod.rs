@@ -1,11 +1,14 @@
 //! The D-Bus side: names, the connection that owns `org.ovsdbus.Relay1`, the object tree
 //! and the single publisher.
 
+pub mod dispatch;
 pub mod error;
 pub mod escape;
+pub mod introspect;
 pub mod link;
 pub mod objects;
 pub mod openqa;
+pub mod projection;
 pub mod publisher;
 pub mod read;
 pub mod relay;
@@ -13,12 +16,23 @@ pub mod switch;
 pub mod value;
 pub mod waiters;
 
-use relay::RelayInterface;
 use std::fmt;
+use std::sync::Arc;
 
 pub const BUS_NAME: &str = "org.ovsdbus.Relay1";
 pub const ROOT_PATH: &str = "/org/ovsdbus/Relay1";
 pub const RELAY_INTERFACE: &str = "org.ovsdbus.Relay1";
+
+/// The properties of `org.ovsdbus.Relay1`, in `GetAll` order.
+pub const RELAY_PROPERTIES: &[&str] = &[
+    "State",
+    "Remote",
+    "SchemaVersion",
+    "OvsVersion",
+    "SystemId",
+    "LastSeq",
+    "Counts",
+];
 
 /// Every D-Bus method the relay serves, for per-method metrics.
 pub const METHODS: &[&str] = &[
@@ -104,66 +118,36 @@ pub enum BusError {
 #[derive(Clone)]
 pub struct Connector {
     pub target: BusTarget,
-    pub writer: switch::Writer,
-    /// `Some(bridge)`: also serve the openQA API for that bridge.
-    pub openqa_bridge: Option<String>,
+    pub service: Arc<dispatch::Service>,
 }
 
 impl Connector {
-    /// Connects, serves the root object and owns the well-known name without allowing it
-    /// to be taken over, and without taking it from a running instance.
+    /// Connects, starts answering method calls, then owns the well-known name without
+    /// allowing it to be taken over, and without taking it from a running instance. The
+    /// dispatcher listens before the name is requested, so no early call goes unanswered.
     pub async fn connect(&self) -> Result<zbus::Connection, BusError> {
-        let shared = self.writer.shared.clone();
-        let conn = self
-            .target
-            .builder()
-            .serve_at(
-                ROOT_PATH,
-                RelayInterface {
-                    shared: shared.clone(),
-                },
-            )
-            .serve_at(ROOT_PATH, objects::ObjectManager { shared })
-            .serve_at(
-                ROOT_PATH,
-                switch::SwitchInterface {
-                    writer: self.writer.clone(),
-                },
-            )
-            .name(BUS_NAME)
-            .allow_name_replacements(false)
-            .replace_existing_names(false)
-            .build()
+        let connect_error = |e| BusError::Connect(self.target.clone(), e);
+        let conn = self.target.builder().build().await.map_err(connect_error)?;
+        dispatch::serve(conn.clone(), self.service.clone())
             .await
-            .map_err(|e| match e {
-                zbus::Error::NameTaken => BusError::NameTaken(self.target.clone()),
-                other => BusError::Connect(self.target.clone(), other),
-            })?;
-        if let Some(bridge) = &self.openqa_bridge {
-            serve_openqa(&conn, &self.target, self.writer.clone(), bridge.clone()).await?;
+            .map_err(connect_error)?;
+        let flags = zbus::fdo::RequestNameFlags::DO_NOT_QUEUE;
+        match conn.request_name_with_flags(BUS_NAME, flags).await {
+            Ok(_) => {}
+            Err(zbus::Error::NameTaken) => return Err(BusError::NameTaken(self.target.clone())),
+            Err(e) => return Err(connect_error(e)),
+        }
+        if self.service.openqa.is_some() {
+            request_openqa_name(&conn, &self.target).await?;
         }
         Ok(conn)
     }
 }
 
-/// Serves `org.opensuse.os_autoinst.switch` at `/switch` and owns that name as well, with
-/// the same no-replacement rule as the main name.
-async fn serve_openqa(
-    conn: &zbus::Connection,
-    target: &BusTarget,
-    writer: switch::Writer,
-    bridge: String,
-) -> Result<(), BusError> {
+/// Owns `org.opensuse.os_autoinst.switch` as well, with the same no-replacement rule as
+/// the main name.
+async fn request_openqa_name(conn: &zbus::Connection, target: &BusTarget) -> Result<(), BusError> {
     let name = openqa::OPENQA_NAME;
-    let error = |error| BusError::OpenQa {
-        name,
-        target: target.clone(),
-        error,
-    };
-    conn.object_server()
-        .at(openqa::OPENQA_PATH, openqa::OpenQaSwitch { writer, bridge })
-        .await
-        .map_err(error)?;
     let flags = zbus::fdo::RequestNameFlags::DO_NOT_QUEUE;
     match conn.request_name_with_flags(name, flags).await {
         Ok(_) => Ok(()),
@@ -171,7 +155,11 @@ async fn serve_openqa(
             name,
             target: target.clone(),
         }),
-        Err(e) => Err(error(e)),
+        Err(error) => Err(BusError::OpenQa {
+            name,
+            target: target.clone(),
+            error,
+        }),
     }
 }
 

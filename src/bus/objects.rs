@@ -4,28 +4,21 @@
 //! The three row interfaces are one table-driven implementation: each property is described
 //! once (name, signature, where its value comes from), and `Get`, `GetAll`,
 //! `GetManagedObjects`, `PropertiesChanged` and introspection are all derived from that
-//! description. Values are read from the replica at call time, so an object is never older
-//! than a signal already sent.
+//! description. Values are read from the current snapshot at call time, so an object is
+//! never older than a signal already sent. No object is registered anywhere: the
+//! dispatcher answers for every row path.
 
 use super::ROOT_PATH;
 use super::escape::encode_label;
-use super::relay::Shared;
 use super::value::datum_variant;
 use crate::ovsdb::datum::Uuid;
 use crate::replica::layout::TableId;
-use crate::replica::{ChangeKind, ChangeSet, Replica, Row, missing_from};
+use crate::replica::{Replica, Row};
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
-use std::collections::{HashMap, HashSet};
-use std::marker::PhantomData;
+use std::collections::HashMap;
 use std::sync::Arc;
-use zbus::export::async_trait::async_trait;
-use zbus::message::Header;
-use zbus::names::{InterfaceName, MemberName};
-use zbus::object_server::{DispatchResult, Interface, SignalEmitter};
-use zbus::{
-    Connection, Message, ObjectServer, OwnedObjectPath, OwnedVariant, Signature, Type, Variant, fdo,
-};
+use zbus::{OwnedObjectPath, OwnedVariant, Signature, Type, Variant, fdo};
 
 /// Where a property's value comes from.
 #[derive(Debug, Clone, Copy)]
@@ -240,111 +233,13 @@ pub fn all_properties(
         .collect()
 }
 
-fn owned(value: Variant<'static>) -> fdo::Result<OwnedVariant> {
+pub(crate) fn owned(value: Variant<'static>) -> fdo::Result<OwnedVariant> {
     value
         .try_into_owned()
         .map_err(|e| fdo::Error::Failed(e.to_string()))
 }
 
-/// One row object. It holds the row's uuid and reads everything else from the replica.
-pub struct RowObject<K> {
-    uuid: Uuid,
-    shared: Arc<Shared>,
-    kind: PhantomData<K>,
-}
-
-impl<K: RowKind> RowObject<K> {
-    pub fn new(uuid: Uuid, shared: Arc<Shared>) -> Self {
-        Self {
-            uuid,
-            shared,
-            kind: PhantomData,
-        }
-    }
-}
-
-#[async_trait]
-impl<K: RowKind> Interface for RowObject<K> {
-    fn name() -> InterfaceName<'static> {
-        InterfaceName::from_static_str_unchecked(K::INTERFACE)
-    }
-
-    fn spawn_tasks_for_methods(&self) -> bool {
-        false
-    }
-
-    async fn get(
-        &self,
-        property_name: &str,
-        _server: &ObjectServer,
-        _connection: &Connection,
-        _header: Option<&Header<'_>>,
-        _emitter: &SignalEmitter<'_>,
-    ) -> Option<Result<OwnedVariant, zbus::BoxDBusError>> {
-        let property = K::PROPERTIES.iter().find(|p| p.name == property_name)?;
-        let value = self.shared.with_replica(|replica| {
-            let replica = replica.ok_or_else(|| fdo::Error::Failed("not synced".into()))?;
-            let row = replica
-                .row(K::TABLE, self.uuid)
-                .ok_or_else(|| fdo::Error::UnknownObject("row is gone".into()))?;
-            owned(property_value(replica, K::TABLE, self.uuid, row, property)?)
-        });
-        Some(value.map_err(Into::into))
-    }
-
-    async fn get_all(
-        &self,
-        _server: &ObjectServer,
-        _connection: &Connection,
-        _header: Option<&Header<'_>>,
-        _emitter: &SignalEmitter<'_>,
-    ) -> fdo::Result<HashMap<String, OwnedVariant>> {
-        self.shared.with_replica(|replica| {
-            let replica = replica.ok_or_else(|| fdo::Error::Failed("not synced".into()))?;
-            all_properties(replica, K::TABLE, self.uuid)
-        })
-    }
-
-    async fn set_mut(
-        &mut self,
-        property_name: &str,
-        _value: &Variant<'_>,
-        _server: &ObjectServer,
-        _connection: &Connection,
-        _header: Option<&Header<'_>>,
-        _emitter: &SignalEmitter<'_>,
-    ) -> Option<Result<(), zbus::BoxDBusError>> {
-        K::PROPERTIES.iter().find(|p| p.name == property_name)?;
-        let error = fdo::Error::PropertyReadOnly(format!("{property_name} is read-only"));
-        Some(Err(error.into()))
-    }
-
-    fn call<'call>(
-        &'call self,
-        _server: &'call ObjectServer,
-        _connection: &'call Connection,
-        _msg: &'call Message,
-        _name: MemberName<'call>,
-    ) -> DispatchResult<'call> {
-        DispatchResult::NotFound
-    }
-
-    fn call_mut<'call>(
-        &'call mut self,
-        _server: &'call ObjectServer,
-        _connection: &'call Connection,
-        _msg: &'call Message,
-        _name: MemberName<'call>,
-    ) -> DispatchResult<'call> {
-        DispatchResult::NotFound
-    }
-
-    fn introspect_to_writer(&self, writer: &mut dyn std::fmt::Write, level: usize) {
-        write_introspection(writer, level, K::INTERFACE, K::PROPERTIES);
-    }
-}
-
-fn write_introspection(
+pub(crate) fn write_introspection(
     writer: &mut dyn std::fmt::Write,
     level: usize,
     name: &str,
@@ -371,7 +266,13 @@ fn write_introspection(
 /// copy of the replica (cheap: rows are shared, not copied). Building it as nested maps of
 /// owned values first took seconds and hundreds of megabytes at 20,000 objects, with the
 /// replica locked all along.
-pub struct ManagedObjects(Option<Replica>);
+pub struct ManagedObjects(Option<Arc<Replica>>);
+
+impl ManagedObjects {
+    pub fn new(snapshot: Option<Arc<Replica>>) -> Self {
+        Self(snapshot)
+    }
+}
 
 static PROPERTIES_SIGNATURE: Signature =
     Signature::static_dict(&Signature::Str, &Signature::Variant);
@@ -431,243 +332,6 @@ impl Serialize for RowProperties<'_> {
             map.serialize_entry(property.name, &value)?;
         }
         map.end()
-    }
-}
-
-/// `org.freedesktop.DBus.ObjectManager` at the root. zbus's own implementation lists every
-/// intermediate node (`/org/ovsdbus/Relay1/port`) as an empty object; this one answers from
-/// the replica and lists only the row objects. Because it carries the standard interface
-/// name, zbus still emits `InterfacesAdded`/`InterfacesRemoved` as rows are registered.
-pub struct ObjectManager {
-    pub shared: Arc<Shared>,
-}
-
-#[zbus::interface(name = "org.freedesktop.DBus.ObjectManager")]
-impl ObjectManager {
-    #[zbus(out_args("objects"))]
-    fn get_managed_objects(&self) -> ManagedObjects {
-        ManagedObjects(self.shared.with_replica(|replica| replica.cloned()))
-    }
-
-    #[zbus(signal)]
-    async fn interfaces_added(
-        emitter: &SignalEmitter<'_>,
-        object_path: zbus::ObjectPath<'_>,
-        interfaces_and_properties: HashMap<&str, HashMap<&str, Variant<'_>>>,
-    ) -> zbus::Result<()>;
-
-    #[zbus(signal)]
-    async fn interfaces_removed(
-        emitter: &SignalEmitter<'_>,
-        object_path: zbus::ObjectPath<'_>,
-        interfaces: Vec<&str>,
-    ) -> zbus::Result<()>;
-}
-
-/// Keeps the registered objects in step with the replica. Runs in the publisher, before the
-/// update's typed signals go out, so a subscriber reacting to `PortAdded` finds the object.
-pub struct Tree {
-    conn: Connection,
-    shared: Arc<Shared>,
-}
-
-/// How many object-level signals one update produced, for metrics.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct TreeSignals {
-    pub objects: u64,
-    pub properties: u64,
-}
-
-impl Tree {
-    pub fn new(conn: Connection, shared: Arc<Shared>) -> Self {
-        Self { conn, shared }
-    }
-
-    /// Registers an object for every row (after the first snapshot).
-    pub async fn register_all(&self) -> zbus::Result<TreeSignals> {
-        let rows: Vec<(TableId, Uuid, String)> = self.shared.with_replica(|replica| {
-            let Some(replica) = replica else {
-                return Vec::new();
-            };
-            TableId::PUBLISHED
-                .into_iter()
-                .flat_map(|t| {
-                    replica
-                        .rows(t)
-                        .map(move |(u, row)| (t, u, replica.name_of(t, row).to_owned()))
-                })
-                .collect()
-        });
-        let mut signals = TreeSignals::default();
-        for (table, uuid, name) in rows {
-            self.add(table, uuid, &name).await?;
-            signals.objects += 1;
-        }
-        Ok(signals)
-    }
-
-    /// Applies one change set: removals, then additions (a re-created row reuses its path),
-    /// then one batched `PropertiesChanged` per changed object.
-    pub async fn apply(&self, changes: &ChangeSet) -> zbus::Result<TreeSignals> {
-        let mut signals = TreeSignals::default();
-        for change in &changes.changes {
-            if let ChangeKind::Removed { .. } = change.kind {
-                let (interface, _) = describe(change.table).expect("published table");
-                let path = row_path(change.table, &change.name);
-                let name = InterfaceName::from_static_str_unchecked(interface);
-                self.conn.object_server().remove_named(&path, name).await?;
-                signals.objects += 1;
-            }
-        }
-        for change in &changes.changes {
-            if let ChangeKind::Added { .. } = change.kind {
-                self.add(change.table, change.uuid, &change.name).await?;
-                signals.objects += 1;
-            }
-        }
-        for (table, uuid, name, properties) in self.changed_properties(changes) {
-            self.emit_changed(table, uuid, &name, &properties).await?;
-            signals.properties += 1;
-        }
-        Ok(signals)
-    }
-
-    async fn add(&self, table: TableId, uuid: Uuid, name: &str) -> zbus::Result<()> {
-        let path = row_path(table, name);
-        let server = self.conn.object_server();
-        let shared = self.shared.clone();
-        let added = match table {
-            TableId::Bridge => server
-                .at(&path, RowObject::<BridgeKind>::new(uuid, shared))
-                .await?
-                .is_none(),
-            TableId::Port => server
-                .at(&path, RowObject::<PortKind>::new(uuid, shared))
-                .await?
-                .is_none(),
-            TableId::Interface => server
-                .at(&path, RowObject::<InterfaceKind>::new(uuid, shared))
-                .await?
-                .is_none(),
-            TableId::Root => true,
-        };
-        if !added {
-            tracing::warn!(%path, "object already registered");
-        }
-        Ok(())
-    }
-
-    /// Objects whose properties changed in this update, with the names of those properties.
-    /// Besides the rows' own columns, a row whose parent changed (a port moved to another
-    /// bridge) has new `Bridge`/`Port` paths even though its own columns did not change.
-    fn changed_properties(
-        &self,
-        changes: &ChangeSet,
-    ) -> Vec<(TableId, Uuid, String, Vec<&'static str>)> {
-        // Rows added or removed in this update announce themselves; only rows that stay
-        // can be reparented.
-        let fresh: HashSet<Uuid> = changes
-            .changes
-            .iter()
-            .filter(|c| !matches!(c.kind, ChangeKind::Changed { .. }))
-            .map(|c| c.uuid)
-            .collect();
-        self.shared.with_replica(|replica| {
-            let Some(replica) = replica else {
-                return Vec::new();
-            };
-            let mut out = Vec::new();
-            let mut reparented = Vec::new();
-            for change in &changes.changes {
-                let ChangeKind::Changed { old, new, columns } = &change.kind else {
-                    continue;
-                };
-                let table_layout = replica.layout().table(change.table);
-                let changed: Vec<&str> = columns
-                    .iter()
-                    .map(|&i| table_layout.columns[i].name.as_str())
-                    .collect();
-                let (_, properties) = describe(change.table).expect("published table");
-                let names = properties
-                    .iter()
-                    .filter(|p| match p.source {
-                        Source::Column(c) | Source::Children(c, _) => changed.contains(&c),
-                        Source::Columns => true,
-                        _ => false,
-                    })
-                    .map(|p| p.name)
-                    .collect();
-                out.push((change.table, change.uuid, change.name.clone(), names));
-                if let Some((column, child_table)) = change.table.children()
-                    && let Some(i) = table_layout.column_index(column)
-                    && columns.contains(&i)
-                {
-                    let moved = missing_from(Some(&old[i]), Some(&new[i]))
-                        .into_iter()
-                        .chain(missing_from(Some(&new[i]), Some(&old[i])))
-                        .filter(|child| !fresh.contains(child));
-                    reparented.extend(moved.map(|child| (child_table, child)));
-                }
-            }
-            // A port that moved takes its interfaces along: their `Bridge` changes too.
-            let mut i = 0;
-            while let Some(&(table, uuid)) = reparented.get(i) {
-                i += 1;
-                let Some(row) = replica.row(table, uuid) else {
-                    continue;
-                };
-                if let Some((column, child_table)) = table.children() {
-                    let children = replica.column(table, row, column).map(|d| d.uuids());
-                    reparented.extend(children.into_iter().flatten().map(|c| (child_table, c)));
-                }
-                let names = match table {
-                    TableId::Port => vec!["Bridge"],
-                    _ => vec!["Port", "Bridge"],
-                };
-                out.push((table, uuid, replica.name_of(table, row).to_owned(), names));
-            }
-            out
-        })
-    }
-
-    async fn emit_changed(
-        &self,
-        table: TableId,
-        uuid: Uuid,
-        name: &str,
-        properties: &[&'static str],
-    ) -> zbus::Result<()> {
-        let (interface, specs) = describe(table).expect("published table");
-        let values: Vec<(&'static str, Variant<'static>)> =
-            self.shared.with_replica(|replica| {
-                let Some(replica) = replica else {
-                    return Ok(Vec::new());
-                };
-                let Some(row) = replica.row(table, uuid) else {
-                    return Ok(Vec::new());
-                };
-                specs
-                    .iter()
-                    .filter(|p| {
-                        properties.contains(&p.name) && !matches!(p.source, Source::Columns)
-                    })
-                    .map(|p| Ok((p.name, property_value(replica, table, uuid, row, p)?)))
-                    .collect::<zbus::Result<_>>()
-            })?;
-        let changed: HashMap<&str, Variant<'_>> = values.into_iter().collect();
-        let invalidated: Vec<&str> = properties
-            .iter()
-            .copied()
-            .filter(|p| *p == "Columns")
-            .collect();
-        let emitter = SignalEmitter::new(&self.conn, row_path(table, name))?;
-        fdo::Properties::properties_changed(
-            &emitter,
-            InterfaceName::from_static_str_unchecked(interface),
-            changed,
-            invalidated.into(),
-        )
-        .await
     }
 }
 

@@ -7,7 +7,6 @@ use super::read;
 use super::switch::Writer;
 use crate::ovsdb::txn;
 use crate::replica::layout::TableId;
-use zbus::interface;
 
 pub const OPENQA_NAME: &str = "org.opensuse.os_autoinst.switch";
 pub const OPENQA_PATH: &str = "/switch";
@@ -73,25 +72,22 @@ impl OpenQaSwitch {
     }
 }
 
-#[interface(name = "org.opensuse.os_autoinst.switch")]
+/// `org.opensuse.os_autoinst.switch`, called by the dispatcher.
 impl OpenQaSwitch {
     /// Puts `tap` in `vlan`: `tag=VLAN vlan_mode=dot1q-tunnel`.
-    #[zbus(name = "set_vlan", out_args("rc", "message"))]
-    async fn set_vlan(&self, tap: &str, vlan: u32) -> (i32, String) {
+    pub async fn set_vlan(&self, tap: &str, vlan: u32) -> (i32, String) {
         self.vlan_change("set_vlan", tap, vlan, txn::openqa_set_vlan)
             .await
     }
 
     /// Takes `tap` out of `vlan` (its tag is removed if it is that VLAN).
-    #[zbus(name = "unset_vlan", out_args("rc", "message"))]
-    async fn unset_vlan(&self, tap: &str, vlan: u32) -> (i32, String) {
+    pub async fn unset_vlan(&self, tap: &str, vlan: u32) -> (i32, String) {
         self.vlan_change("unset_vlan", tap, vlan, txn::openqa_unset_vlan)
             .await
     }
 
     /// The switch in `ovs-vsctl show` layout.
-    #[zbus(name = "show", out_args("rc", "text"))]
-    async fn show(&self) -> (i32, String) {
+    pub async fn show(&self) -> (i32, String) {
         let result = self
             .writer
             .shared

@@ -1,89 +1,88 @@
-//! The single publisher: applies each event to the replica and emits its D-Bus signals, in
-//! order, before taking the next event. Being the only writer of the replica and the only
-//! emitter is what makes `seq` gap-free and keeps objects and signals in step.
+//! The single publisher: takes what the engine has applied (merged per row while the bus
+//! is slower than OVSDB), projects it into messages and sends them in order, as batches,
+//! before taking the next. Being the only emitter is what makes `seq` gap-free and keeps
+//! objects and signals in step.
 
-use super::objects::Tree;
+use super::projection::{self, ObjectSignals};
 use super::relay::{RelayInterface, Shared};
-use super::value::{VariantDict, columns_dict};
+use super::value::VariantDict;
 use super::{RELAY_INTERFACE, ROOT_PATH};
-use crate::event::{Event, Received, State};
+use crate::engine::{Batch, Origin, Pending, Segment};
+use crate::event::{Received, State};
 use crate::notify::Notifier;
-use crate::replica::layout::{Layout, TableId};
-use crate::replica::update::Update;
-use crate::replica::{ChangeKind, ChangeSet, Inconsistency, Replica, RowChange};
+use crate::replica::layout::TableId;
+use crate::replica::{ChangeKind, ChangeSet, RowChange};
+use std::collections::HashMap;
 use std::sync::Arc;
-use tokio::sync::{Notify, mpsc};
-use zbus::names::BusName;
-use zbus::object_server::InterfaceRef;
-use zbus::{Connection, Variant};
+use std::time::Instant;
+use tokio::sync::mpsc;
+use zbus::{Connection, Message, OwnedVariant, Variant};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    Live,
-    Resync,
-}
+/// Messages per `send_all`: large enough to make a burst a few writes, small enough that a
+/// 10,000-row transaction does not build all its messages before the first goes out.
+const BATCH: usize = 256;
 
-impl Origin {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Live => "live",
-            Self::Resync => "resync",
-        }
-    }
-}
+/// Root properties announced with `PropertiesChanged`, each only when its value changed.
+const ANNOUNCED_ROOT_PROPERTIES: [&str; 5] =
+    ["State", "Remote", "SchemaVersion", "OvsVersion", "SystemId"];
 
 pub struct Publisher {
     conn: Connection,
-    relay: InterfaceRef<RelayInterface>,
+    relay: RelayInterface,
     shared: Arc<Shared>,
-    events: mpsc::Receiver<Event>,
+    pending: Arc<Pending>,
     /// New bus connections after the bus daemon came back.
     reconnected: mpsc::Receiver<Connection>,
     /// Typed signals (added, changed, removed) that could not be sent since the bus was
     /// last known good; reported in `Resynced` when it comes back.
     undelivered: (u64, u64, u64),
-    /// Wakes the session to drop its connection and resynchronise from scratch.
-    resync: Arc<Notify>,
-    tree: Tree,
     notifier: Arc<Notifier>,
-    /// `ovsdbus_dbus_signals_total{kind="typed"}`, looked up once: it is bumped per signal.
+    /// `ovsdbus_dbus_signals_total{kind=…}`, looked up once: they are bumped per signal.
     typed_signals: prometheus::IntCounter,
+    object_signals: prometheus::IntCounter,
+    property_signals: prometheus::IntCounter,
     /// READY=1 goes to systemd once, after the first snapshot.
     announced_ready: bool,
+    /// The root property values subscribers were last told.
+    root_values: HashMap<&'static str, OwnedVariant>,
     seq: u64,
+    /// Messages built but not yet sent, and the typed signals among them.
+    out: Vec<Message>,
+    out_typed: Vec<(TableId, &'static str, Instant)>,
 }
 
 impl Publisher {
-    pub async fn new(
+    pub fn new(
         conn: Connection,
         shared: Arc<Shared>,
-        events: mpsc::Receiver<Event>,
+        pending: Arc<Pending>,
         reconnected: mpsc::Receiver<Connection>,
-        resync: Arc<Notify>,
         notifier: Arc<Notifier>,
-    ) -> zbus::Result<Self> {
-        let relay = conn
-            .object_server()
-            .interface::<_, RelayInterface>(ROOT_PATH)
-            .await?;
-        Ok(Self {
-            tree: Tree::new(conn.clone(), shared.clone()),
+    ) -> Self {
+        let signals = |kind: &str| shared.metrics.dbus_signals.with_label_values(&[kind]);
+        Self {
             notifier,
-            typed_signals: shared.metrics.dbus_signals.with_label_values(&["typed"]),
+            typed_signals: signals("typed"),
+            object_signals: signals("objects"),
+            property_signals: signals("properties"),
             announced_ready: false,
             reconnected,
             undelivered: (0, 0, 0),
             conn,
-            relay,
+            relay: RelayInterface {
+                shared: shared.clone(),
+            },
+            root_values: HashMap::new(),
             shared,
-            events,
-            resync,
+            pending,
             seq: 0,
-        })
+            out: Vec::with_capacity(BATCH),
+            out_typed: Vec::new(),
+        }
     }
 
-    /// Runs until the session side of the queue is gone. The systemd watchdog is fed from
-    /// this loop, so a publisher stuck on the bus stops the pings and systemd restarts us.
+    /// Runs until aborted. The systemd watchdog is fed from this loop, so a publisher stuck
+    /// on the bus stops the pings and systemd restarts us.
     pub async fn run(mut self) {
         let mut watchdog = Notifier::watchdog_interval().map(tokio::time::interval);
         loop {
@@ -95,157 +94,174 @@ impl Publisher {
             };
             tokio::select! {
                 _ = ping => self.notifier.watchdog(),
-                event = self.events.recv() => {
-                    let Some(event) = event else { return };
-                    self.handle(event).await;
-                    self.shared.metrics.queue_depth.set(self.events.len() as i64);
+                () = self.pending.ready() => {
+                    let batch = self.pending.take();
+                    self.publish(batch).await;
                 }
                 Some(conn) = self.reconnected.recv() => self.rebind(conn).await,
             }
         }
     }
 
-    async fn handle(&mut self, event: Event) {
-        let index = match &event {
-            Event::Snapshot { received, .. } | Event::Update { received, .. } => {
-                Some(received.index)
-            }
-            Event::State { .. } => None,
+    async fn publish(&mut self, batch: Batch) {
+        self.shared.metrics.queue_depth.set(batch.rows() as i64);
+        for segment in batch.segments {
+            self.announce(segment).await;
+        }
+        if let Some((state, remote)) = batch.state {
+            self.shared.update_status(|s| s.remote = remote);
+            self.set_state(state);
+        }
+        // After a load the state is in the objects; only the root properties tell.
+        self.root_changed();
+        self.flush().await;
+    }
+
+    /// One segment, in order: the objects (so a subscriber reacting to a signal finds
+    /// them), the typed signals, `Resynced` after a full resync.
+    async fn announce(&mut self, segment: Segment) {
+        let Segment {
+            origin,
+            changes,
+            resynced,
+            received,
+            first_at,
+            updates,
+        } = segment;
+        self.shared
+            .metrics
+            .coalesced_updates
+            .inc_by(updates.saturating_sub(1));
+        let changes = changes.into_change_set();
+        let Some(replica) = self.shared.snapshot() else {
+            return;
         };
-        self.apply(event).await;
-        if let Some(index) = index {
-            self.shared.mark_applied(index);
+        let mut objects = Vec::new();
+        match projection::object_messages(&replica, &changes, &mut objects) {
+            Ok(signals) => self.count_objects(signals),
+            Err(e) => {
+                self.shared.metrics.dbus_emit_errors.inc();
+                tracing::warn!("object signals not built: {e}");
+            }
+        }
+        for message in objects {
+            self.queue(message, None).await;
+        }
+        let meta = Meta {
+            origin,
+            received: &received,
+            first_at,
+            coalesced: (updates > 1).then(|| u32::try_from(updates).unwrap_or(u32::MAX)),
+        };
+        let counts = self.typed(&replica, &changes, &meta).await;
+        if resynced {
+            self.resynced(counts, "ovsdb").await;
         }
     }
 
-    async fn apply(&mut self, event: Event) {
-        match event {
-            Event::State { state, remote } => {
-                let remote_changed = self.shared.status().remote != remote;
-                self.shared.update_status(|s| s.remote = remote);
-                if remote_changed {
-                    let relay = self.relay.get().await;
-                    self.emit_result(relay.remote_changed(self.relay.signal_emitter()).await);
-                }
-                self.set_state(state).await;
-            }
-            Event::Snapshot {
-                layout,
-                update,
-                received,
-            } => match self.replace(layout, update) {
-                Ok(Some(changes)) => {
-                    let counts = self.announce(&changes, Origin::Resync, &received).await;
-                    self.emit_resynced(counts, "ovsdb").await;
-                    self.root_changed().await;
-                    self.set_state(State::Ready).await;
-                }
-                Ok(None) => {
-                    self.after_apply();
-                    self.sync_tree(self.tree.register_all().await);
-                    self.root_changed().await;
-                    self.set_state(State::Ready).await;
-                }
-                Err(e) => self.force_resync(e),
-            },
-            Event::Update { update, received } => {
-                let applied = self.write_replica(|replica| match replica {
-                    Some(replica) => replica.apply(update),
-                    None => Err(Inconsistency("update before the first snapshot".into())),
-                });
-                match applied {
-                    Ok(changes) => {
-                        self.announce(&changes, Origin::Live, &received).await;
-                        if changes.root_changed {
-                            self.root_changed().await;
-                        }
-                    }
-                    Err(e) => self.force_resync(e),
-                }
-            }
-        }
-    }
-
-    /// Everything an applied change set causes, in order: row gauges, the objects (so a
-    /// subscriber reacting to a signal finds them), the typed signals, then the waiters.
-    /// Returns (added, changed, removed).
-    async fn announce(
+    /// Queues one typed signal per change, numbering them. Returns (added, changed, removed).
+    async fn typed(
         &mut self,
+        replica: &crate::replica::Replica,
         changes: &ChangeSet,
-        origin: Origin,
-        received: &Received,
+        meta: &Meta<'_>,
     ) -> (u64, u64, u64) {
-        self.after_apply();
-        self.sync_tree(self.tree.apply(changes).await);
-        let counts = self.publish(changes, origin, received).await;
-        self.shared.waiters.wake(&self.shared, changes);
+        let mut counts = (0, 0, 0);
+        for change in &changes.changes {
+            self.seq += 1;
+            match change.kind {
+                ChangeKind::Added { .. } => counts.0 += 1,
+                ChangeKind::Changed { .. } => counts.1 += 1,
+                ChangeKind::Removed { .. } => counts.2 += 1,
+            }
+            let message =
+                projection::typed_message(replica.layout(), change, meta.dict(self.seq, change));
+            match message {
+                Ok(message) => {
+                    let typed = (change.table, change.kind.op(), meta.first_at);
+                    self.queue(message, Some(typed)).await;
+                }
+                Err(e) => {
+                    // A value the bus cannot carry: the signal is lost, and says so.
+                    self.shared.metrics.dbus_emit_errors.inc();
+                    self.count_undelivered(change.kind.op());
+                    tracing::warn!(seq = self.seq, table = %change.table, "signal not built: {e}");
+                }
+            }
+        }
+        let seq = self.seq;
+        self.shared.update_status(|s| s.last_seq = seq);
         counts
     }
 
-    /// Moves to a new bus connection: registers every object again, then tells
-    /// subscribers how many typed signals they missed with a `Resynced` whose
-    /// `meta.reason` is `bus` (the `seq` numbers of those signals are skipped).
-    async fn rebind(&mut self, conn: Connection) {
-        match conn
-            .object_server()
-            .interface::<_, RelayInterface>(ROOT_PATH)
-            .await
-        {
-            Ok(relay) => self.relay = relay,
+    async fn queue(&mut self, message: Message, typed: Option<(TableId, &'static str, Instant)>) {
+        self.out.push(message);
+        self.out_typed.extend(typed);
+        if self.out.len() >= BATCH {
+            self.flush().await;
+        }
+    }
+
+    /// Sends what is queued as one batch.
+    async fn flush(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
+        let result = self.conn.send_all(&self.out).await;
+        self.out.clear();
+        let typed = std::mem::take(&mut self.out_typed);
+        match result {
+            Ok(()) => {
+                self.typed_signals.inc_by(typed.len() as u64);
+                for (table, op, first_at) in typed {
+                    self.shared
+                        .metrics
+                        .observe_event(table.label(), op, first_at.elapsed());
+                }
+            }
             Err(e) => {
-                tracing::error!("new bus connection lacks the relay interface: {e}");
-                return;
+                self.shared.metrics.dbus_emit_errors.inc();
+                let lost = typed.len();
+                tracing::warn!(seq = self.seq, "{lost} typed signals not sent: {e}");
+                for (_, op, _) in typed {
+                    self.count_undelivered(op);
+                }
             }
         }
-        self.tree = Tree::new(conn.clone(), self.shared.clone());
+    }
+
+    fn count_undelivered(&mut self, op: &str) {
+        match op {
+            "Added" => self.undelivered.0 += 1,
+            "Changed" => self.undelivered.1 += 1,
+            _ => self.undelivered.2 += 1,
+        }
+    }
+
+    fn count_objects(&self, signals: ObjectSignals) {
+        self.object_signals.inc_by(signals.objects);
+        self.property_signals.inc_by(signals.properties);
+    }
+
+    /// Moves to a new bus connection (the dispatcher already serves it: nothing is
+    /// registered per row), then tells subscribers how many typed signals they missed with
+    /// a `Resynced` whose `meta.reason` is `bus` (the `seq` numbers of those are skipped).
+    async fn rebind(&mut self, conn: Connection) {
         self.conn = conn;
-        self.sync_tree(self.tree.register_all().await);
+        self.out.clear();
+        for (_, op, _) in std::mem::take(&mut self.out_typed) {
+            self.count_undelivered(op);
+        }
         let missed = std::mem::take(&mut self.undelivered);
-        tracing::info!(?missed, seq = self.seq, "re-registered on the bus");
-        self.emit_resynced(missed, "bus").await;
-        let relay = self.relay.get().await;
-        self.emit_result(relay.state_changed(self.relay.signal_emitter()).await);
+        tracing::info!(?missed, seq = self.seq, "back on the bus");
+        self.resynced(missed, "bus").await;
+        // Whatever changed while away, announce again.
+        self.root_values.clear();
+        self.root_changed();
+        self.flush().await;
     }
 
-    fn write_replica<R>(&self, write: impl FnOnce(&mut Option<Replica>) -> R) -> R {
-        write(
-            &mut self
-                .shared
-                .replica
-                .write()
-                .unwrap_or_else(|e| e.into_inner()),
-        )
-    }
-
-    /// Installs a snapshot. Returns the differences to publish, or `None` when there was no
-    /// previous state to compare with (start-up: the state is in the objects, not signals).
-    fn replace(
-        &self,
-        layout: Arc<Layout>,
-        snapshot: Update,
-    ) -> Result<Option<ChangeSet>, Inconsistency> {
-        self.write_replica(|slot| match slot {
-            Some(replica) if **replica.layout() == *layout => replica.replace(snapshot).map(Some),
-            _ => {
-                if slot.is_some() {
-                    tracing::warn!("schema changed while disconnected; reloading without diff");
-                }
-                // Into an empty replica a snapshot is just inserts (anything else is an
-                // inconsistency there too): one pass instead of building and diffing.
-                let mut replica = Replica::new(layout);
-                replica.apply(snapshot)?;
-                *slot = Some(replica);
-                Ok(None)
-            }
-        })
-    }
-
-    fn force_resync(&self, error: Inconsistency) {
-        tracing::error!("{error}; forcing a full resync");
-        self.resync.notify_one();
-    }
-
-    async fn set_state(&mut self, state: State) {
+    fn set_state(&mut self, state: State) {
         if self.shared.status().state == state {
             return;
         }
@@ -258,118 +274,38 @@ impl Publisher {
         } else {
             self.notifier.status(&status);
         }
-        let relay = self.relay.get().await;
-        self.emit_result(relay.state_changed(self.relay.signal_emitter()).await);
     }
 
-    async fn root_changed(&self) {
-        let relay = self.relay.get().await;
-        let emitter = self.relay.signal_emitter();
-        self.emit_result(relay.ovs_version_changed(emitter).await);
-        self.emit_result(relay.system_id_changed(emitter).await);
-        self.emit_result(relay.schema_version_changed(emitter).await);
-    }
-
-    /// Emits one typed signal per change, numbering them. Returns (added, changed, removed).
-    async fn publish(
-        &mut self,
-        changes: &ChangeSet,
-        origin: Origin,
-        received: &Received,
-    ) -> (u64, u64, u64) {
-        let mut counts = (0, 0, 0);
-        let Some(layout) = self.shared.with_replica(|r| r.map(|r| r.layout().clone())) else {
-            return counts;
-        };
-        for change in &changes.changes {
-            self.seq += 1;
-            let meta = self.meta(origin, received, change);
-            let result = self.emit_change(&layout, change, meta).await;
-            if result.is_ok() {
-                self.typed_signals.inc();
-                self.shared.metrics.observe_event(
-                    change.table.label(),
-                    change.kind.op(),
-                    received.at.elapsed(),
-                );
-            } else {
-                self.shared.metrics.dbus_emit_errors.inc();
-            }
-            let (count, undelivered) = match change.kind {
-                ChangeKind::Added { .. } => (&mut counts.0, &mut self.undelivered.0),
-                ChangeKind::Changed { .. } => (&mut counts.1, &mut self.undelivered.1),
-                ChangeKind::Removed { .. } => (&mut counts.2, &mut self.undelivered.2),
+    /// One `PropertiesChanged` for the root properties whose values changed since the last
+    /// one, if any did. Queued, not sent.
+    fn root_changed(&mut self) {
+        let mut changed = HashMap::new();
+        for name in ANNOUNCED_ROOT_PROPERTIES {
+            let Some(value) = self.relay.property(name) else {
+                continue;
             };
-            *count += 1;
-            if result.is_err() {
-                *undelivered += 1;
-            }
-            if let Err(e) = result {
-                tracing::warn!(seq = self.seq, table = %change.table, "signal not sent: {e}");
-            }
-        }
-        let seq = self.seq;
-        self.shared.update_status(|s| s.last_seq = seq);
-        counts
-    }
-
-    async fn emit_change(
-        &self,
-        layout: &Layout,
-        change: &RowChange,
-        meta: VariantDict,
-    ) -> zbus::Result<()> {
-        let table = layout.table(change.table);
-        let uuid = change.uuid.to_string();
-        let (name, bridge, uuid) = (change.name.as_str(), change.bridge.as_str(), uuid.as_str());
-        let member = format!("{}{}", change.table, change.kind.op());
-        match &change.kind {
-            ChangeKind::Added { row } | ChangeKind::Removed { row } => {
-                let columns = columns_dict(table, row, 0..table.columns.len())?;
-                self.emit(&member, &(name, bridge, uuid, columns, meta))
-                    .await
-            }
-            ChangeKind::Changed { old, new, columns } => {
-                let changed = columns_dict(table, new, columns.iter().copied())?;
-                let old = columns_dict(table, old, columns.iter().copied())?;
-                self.emit(&member, &(name, bridge, uuid, changed, old, meta))
-                    .await
+            if self.root_values.get(name) != Some(&value)
+                && let Ok(copy) = value.try_clone()
+            {
+                changed.insert(name, copy);
+                self.root_values.insert(name, value);
             }
         }
-    }
-
-    async fn emit<B>(&self, member: &str, body: &B) -> zbus::Result<()>
-    where
-        B: serde::Serialize + zbus::DynamicType,
-    {
-        self.conn
-            .emit_signal(
-                None::<BusName<'_>>,
-                ROOT_PATH,
-                RELAY_INTERFACE,
-                member,
-                body,
-            )
-            .await
-    }
-
-    fn meta(&self, origin: Origin, received: &Received, change: &RowChange) -> VariantDict {
-        let mut meta = VariantDict::new();
-        meta.insert("seq".into(), Variant::from(self.seq));
-        meta.insert("origin".into(), Variant::from(origin.as_str().to_owned()));
-        meta.insert("received_usec".into(), Variant::from(received.usec));
-        if let Some(txn) = &received.txn {
-            meta.insert("txn".into(), Variant::from(txn.clone()));
+        if changed.is_empty() {
+            return;
         }
-        if change.table == TableId::Interface {
-            meta.insert("port".into(), Variant::from(change.port.clone()));
+        match projection::root_properties_changed(&changed) {
+            Ok(message) => {
+                self.out.push(message);
+                self.property_signals.inc();
+            }
+            Err(e) => tracing::warn!("root PropertiesChanged not built: {e}"),
         }
-        meta
     }
 
     /// `reason`: `ovsdb` after an OVSDB reconnect (the counts are the differences just
     /// published), `bus` after a bus reconnect (the counts are the signals that were lost).
-    async fn emit_resynced(&self, (added, changed, removed): (u64, u64, u64), reason: &str) {
+    async fn resynced(&mut self, (added, changed, removed): (u64, u64, u64), reason: &str) {
         let mut meta = VariantDict::new();
         meta.insert("seq".into(), Variant::from(self.seq));
         meta.insert(
@@ -377,55 +313,48 @@ impl Publisher {
             Variant::from(Origin::Resync.as_str().to_owned()),
         );
         meta.insert("reason".into(), Variant::from(reason.to_owned()));
-        let result =
-            RelayInterface::resynced(self.relay.signal_emitter(), added, changed, removed, meta)
-                .await;
-        if result.is_ok() {
-            self.typed_signals.inc();
-        }
-        self.emit_result(result);
-    }
-
-    fn sync_tree(&self, result: zbus::Result<super::objects::TreeSignals>) {
-        let metrics = &self.shared.metrics;
-        match result {
-            Ok(signals) => {
-                metrics
-                    .dbus_signals
-                    .with_label_values(&["objects"])
-                    .inc_by(signals.objects);
-                metrics
-                    .dbus_signals
-                    .with_label_values(&["properties"])
-                    .inc_by(signals.properties);
+        match Message::signal(ROOT_PATH, RELAY_INTERFACE, "Resynced")
+            .build(&(added, changed, removed, meta))
+        {
+            Ok(message) => {
+                self.queue(message, None).await;
+                self.typed_signals.inc();
             }
-            Err(e) => {
-                metrics.dbus_emit_errors.inc();
-                tracing::warn!("object tree update failed: {e}");
-            }
+            Err(e) => tracing::warn!("Resynced not built: {e}"),
         }
     }
+}
 
-    /// After every applied update: the row gauges.
-    fn after_apply(&self) {
-        self.shared.with_replica(|replica| {
-            if let Some(replica) = replica {
-                for table in TableId::PUBLISHED {
-                    let count = replica.len(table) as i64;
-                    self.shared
-                        .metrics
-                        .rows
-                        .with_label_values(&[table.label()])
-                        .set(count);
-                }
-            }
-        });
-    }
+/// What every typed signal of one segment shares in its `meta`.
+struct Meta<'a> {
+    origin: Origin,
+    /// The latest update merged in.
+    received: &'a Received,
+    /// When the earliest update merged in arrived.
+    first_at: Instant,
+    /// Present when several OVSDB updates were merged into this net difference.
+    coalesced: Option<u32>,
+}
 
-    fn emit_result(&self, result: zbus::Result<()>) {
-        if let Err(e) = result {
-            self.shared.metrics.dbus_emit_errors.inc();
-            tracing::warn!("D-Bus emit failed: {e}");
+impl Meta<'_> {
+    fn dict(&self, seq: u64, change: &RowChange) -> VariantDict {
+        let received = self.received;
+        let mut meta = VariantDict::new();
+        meta.insert("seq".into(), Variant::from(seq));
+        meta.insert(
+            "origin".into(),
+            Variant::from(self.origin.as_str().to_owned()),
+        );
+        meta.insert("received_usec".into(), Variant::from(received.usec));
+        if let Some(txn) = &received.txn {
+            meta.insert("txn".into(), Variant::from(txn.clone()));
         }
+        if let Some(coalesced) = self.coalesced {
+            meta.insert("coalesced".into(), Variant::from(coalesced));
+        }
+        if change.table == TableId::Interface {
+            meta.insert("port".into(), Variant::from(change.port.clone()));
+        }
+        meta
     }
 }

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use zbus::OwnedVariant;
-use zbus::interface;
 
 /// How long a write waits for its own update to come back before giving up.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -172,11 +171,11 @@ impl SwitchInterface {
     }
 }
 
-#[interface(name = "org.ovsdbus.Switch1")]
+/// `org.ovsdbus.Switch1`, called by the dispatcher.
 impl SwitchInterface {
     /// Creates a bridge with its local port and interface (as `ovs-vsctl add-br`).
     /// Options: `datapath_type` s, `external_ids` a{ss}, `may_exist` b.
-    async fn add_bridge(
+    pub async fn add_bridge(
         &self,
         name: &str,
         options: HashMap<String, OwnedVariant>,
@@ -216,7 +215,7 @@ impl SwitchInterface {
     }
 
     /// Deletes a bridge and everything on it (as `ovs-vsctl del-br`).
-    async fn delete_bridge(&self, name: &str, if_exists: bool) -> Result<(), MethodError> {
+    pub async fn delete_bridge(&self, name: &str, if_exists: bool) -> Result<(), MethodError> {
         self.write("DeleteBridge", |replica| {
             match replica.find(TableId::Bridge, name) {
                 Some((bridge, _)) => Ok(Some(txn::delete_bridge(root(replica)?, bridge))),
@@ -230,7 +229,7 @@ impl SwitchInterface {
     /// Adds a port with one interface to `bridge` (as `ovs-vsctl add-port`). Options:
     /// `type` s, `tag` u, `trunks` au, `external_ids` a{ss}, `interface_options` a{ss},
     /// `may_exist` b.
-    async fn add_port(
+    pub async fn add_port(
         &self,
         bridge: &str,
         port: &str,
@@ -293,7 +292,7 @@ impl SwitchInterface {
     }
 
     /// Removes a port from its bridge (as `ovs-vsctl del-port`).
-    async fn delete_port(&self, port: &str, if_exists: bool) -> Result<(), MethodError> {
+    pub async fn delete_port(&self, port: &str, if_exists: bool) -> Result<(), MethodError> {
         self.write("DeletePort", |replica| {
             let Some((port_uuid, bridge)) = port_and_bridge(replica, port) else {
                 return if if_exists {
@@ -318,7 +317,7 @@ impl SwitchInterface {
     }
 
     /// Sets the access VLAN of a port (`tag`).
-    async fn set_vlan(&self, port: &str, tag: u32) -> Result<(), MethodError> {
+    pub async fn set_vlan(&self, port: &str, tag: u32) -> Result<(), MethodError> {
         self.write("SetVlan", |replica| {
             let tag = txn::validate_vlan(tag).map_err(invalid)?;
             let (uuid, _) = replica
@@ -330,7 +329,7 @@ impl SwitchInterface {
     }
 
     /// Clears the access VLAN of a port.
-    async fn clear_vlan(&self, port: &str) -> Result<(), MethodError> {
+    pub async fn clear_vlan(&self, port: &str) -> Result<(), MethodError> {
         self.write("ClearVlan", |replica| {
             let (uuid, _) = replica
                 .find(TableId::Port, port)
@@ -341,7 +340,7 @@ impl SwitchInterface {
     }
 
     /// Sets and removes `external_ids` keys of a Bridge, Port or Interface.
-    async fn set_external_ids(
+    pub async fn set_external_ids(
         &self,
         table: &str,
         name: &str,

@@ -159,13 +159,12 @@ impl Waiters {
     }
 
     /// Wakes the waiters of every row the change set touched whose wish is now met.
-    pub fn wake(&self, shared: &Shared, changes: &ChangeSet) {
+    pub fn wake(&self, replica: &Replica, changes: &ChangeSet) {
         let mut inner = self.lock();
         if inner.total == 0 {
             return;
         }
-        shared.with_replica(|replica| {
-            let Some(replica) = replica else { return };
+        {
             for change in &changes.changes {
                 let key = (change.table, change.name.clone());
                 let Some(mut list) = inner.by_row.remove(&key) else {
@@ -193,6 +192,6 @@ impl Waiters {
                     inner.by_row.insert(key, kept);
                 }
             }
-        });
+        }
     }
 }

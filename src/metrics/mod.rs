@@ -61,6 +61,9 @@ pub struct Metrics {
     pub rows: IntGaugeVec,
     /// `ovsdbus_queue_depth`: updates waiting between the session and the publisher.
     pub queue_depth: IntGauge,
+    /// `ovsdbus_coalesced_updates_total`: OVSDB updates merged into another one's signals
+    /// because the bus side was slower than OVSDB at that moment.
+    pub coalesced_updates: IntCounter,
     /// `ovsdbus_method_calls_total{method, result}`: D-Bus method calls answered.
     pub method_calls: IntCounterVec,
     /// `ovsdbus_last_event_timestamp_seconds`: Unix time of the last typed row signal.
@@ -145,7 +148,11 @@ impl Metrics {
         )?;
         let queue_depth = IntGauge::new(
             "ovsdbus_queue_depth",
-            "OVSDB updates queued between the session and the publisher.",
+            "Rows with a change waiting for the publisher (merged per row while the bus is slower than OVSDB).",
+        )?;
+        let coalesced_updates = IntCounter::new(
+            "ovsdbus_coalesced_updates_total",
+            "OVSDB updates merged into a later net difference because the bus side was slower.",
         )?;
         let method_calls = IntCounterVec::new(
             Opts::new(
@@ -186,7 +193,7 @@ impl Metrics {
             }
         }
 
-        let collectors: [Box<dyn Collector>; 15] = [
+        let collectors: [Box<dyn Collector>; 16] = [
             Box::new(events.clone()),
             Box::new(event_latency.clone()),
             Box::new(ovsdb_updates.clone()),
@@ -198,6 +205,7 @@ impl Metrics {
             Box::new(dbus_emit_errors.clone()),
             Box::new(rows.clone()),
             Box::new(queue_depth.clone()),
+            Box::new(coalesced_updates.clone()),
             Box::new(method_calls.clone()),
             Box::new(last_event_timestamp.clone()),
             Box::new(build_info),
@@ -220,6 +228,7 @@ impl Metrics {
             dbus_emit_errors,
             rows,
             queue_depth,
+            coalesced_updates,
             method_calls,
             last_event_timestamp,
             event_children,

@@ -4,7 +4,7 @@ use super::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// SPEC §8: every `ovsdbus_*` metric and its type.
-pub(crate) const SPEC_METRICS: [(&str, &str); 14] = [
+pub(crate) const SPEC_METRICS: [(&str, &str); 15] = [
     ("ovsdbus_events_total", "counter"),
     ("ovsdbus_event_latency_seconds", "histogram"),
     ("ovsdbus_ovsdb_updates_total", "counter"),
@@ -16,6 +16,7 @@ pub(crate) const SPEC_METRICS: [(&str, &str); 14] = [
     ("ovsdbus_dbus_emit_errors_total", "counter"),
     ("ovsdbus_rows", "gauge"),
     ("ovsdbus_queue_depth", "gauge"),
+    ("ovsdbus_coalesced_updates_total", "counter"),
     ("ovsdbus_method_calls_total", "counter"),
     ("ovsdbus_last_event_timestamp_seconds", "gauge"),
     ("ovsdbus_build_info", "gauge"),
@@ -188,6 +189,7 @@ pub(crate) fn check_spec_exposition(text: &str, methods: &[&str]) {
         "ovsdbus_dbus_connected",
         "ovsdbus_dbus_emit_errors_total",
         "ovsdbus_queue_depth",
+        "ovsdbus_coalesced_updates_total",
         "ovsdbus_last_event_timestamp_seconds",
         "ovsdbus_event_latency_seconds_sum",
         "ovsdbus_event_latency_seconds_count",

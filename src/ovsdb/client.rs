@@ -2,9 +2,10 @@
 //!
 //! Each request carries its own reply channel; the connection task matches replies by id,
 //! answers the server's `echo`, probes an idle TCP peer, and forwards notifications into a
-//! bounded queue. It never waits for the consumer of that queue: when the queue is full it
-//! ends the connection with [`ClientError::Overflow`] so the session resynchronises, rather
-//! than stalling the socket or dropping an update silently.
+//! bounded queue. When that queue is full it waits before reading more: the consumer is
+//! the relay's own CPU-bound pipeline (it never waits for the bus), and a pause on the
+//! socket makes ovsdb-server merge its pending updates per row for us, as it does for any
+//! slow client. Nothing is dropped and nothing reconnects because we were busy.
 
 use super::codec::{CodecError, Framer};
 use super::jsonrpc::Message;
@@ -32,8 +33,6 @@ pub enum ClientError {
     Io(String),
     #[error("protocol error: {0}")]
     Protocol(String),
-    #[error("update queue full (consumer too slow)")]
-    Overflow,
     #[error("no reply to inactivity probe within {0:?}")]
     Inactive(Duration),
 }
@@ -274,14 +273,8 @@ impl<T: Transport> Connection<T> {
                         received_usec,
                         index,
                     };
-                    match self.notifications.try_send(notification) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            return Err(ClientError::Overflow);
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => {
-                            return Err(ClientError::Closed);
-                        }
+                    if self.notifications.send(notification).await.is_err() {
+                        return Err(ClientError::Closed);
                     }
                 }
             }
@@ -384,13 +377,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_queue_ends_the_connection_instead_of_blocking() {
+    async fn a_full_queue_pauses_reading_and_loses_nothing() {
         let (client_side, mut server) = duplex(1 << 16);
-        let (tx, _rx) = mpsc::channel(1);
+        let (tx, mut rx) = mpsc::channel(1);
         let (_client, task) = spawn(client_side, tx, options(None));
-        let note = json!({"id": null, "method": "update2", "params": []}).to_string();
-        server.write_all(note.repeat(3).as_bytes()).await.unwrap();
-        assert!(matches!(task.await.unwrap(), ClientError::Overflow));
+        let note = |n: u32| json!({"id": null, "method": "update2", "params": [n]}).to_string();
+        let burst: String = (0..50).map(note).collect();
+        server.write_all(burst.as_bytes()).await.unwrap();
+        for n in 0..50 {
+            let notification = rx.recv().await.expect("the connection stays up");
+            assert_eq!(notification.params, json!([n]));
+        }
+        assert!(!task.is_finished());
     }
 
     #[tokio::test(start_paused = true)]

@@ -62,8 +62,6 @@ enum ConnectionEnd {
     Protocol(String),
     #[error("resync requested")]
     Resync,
-    #[error("publisher queue full")]
-    Overflow,
     #[error("{0}")]
     Fatal(String),
     #[error("publisher stopped")]
@@ -143,7 +141,7 @@ impl Session {
                         reason,
                     });
                 }
-                ConnectionEnd::Resync | ConnectionEnd::Overflow => {
+                ConnectionEnd::Resync => {
                     // The server is fine; only our state is in doubt. Reconnect to the same
                     // one at once, without history, for a full snapshot.
                     tracing::warn!(%remote, "{end}: full resync");
@@ -219,7 +217,7 @@ impl Session {
                         // The task dropped its sender on the way out; it knows why.
                         return (&mut task).await.map_or_else(ConnectionEnd::crashed, ConnectionEnd::Client);
                     };
-                    if let Err(end) = self.forward(&layout, notification) {
+                    if let Err(end) = self.forward(&layout, notification).await {
                         return end;
                     }
                 }
@@ -362,9 +360,9 @@ impl Session {
         }
     }
 
-    /// Parses one `update2`/`update3` and queues it without waiting: a full queue means the
-    /// publisher is stuck, and the way out is a resync, not a stalled socket.
-    fn forward(
+    /// Parses one `update2`/`update3` and queues it for the engine, which only applies
+    /// and never waits for the bus, so a full queue is a short pause, not a stuck consumer.
+    async fn forward(
         &mut self,
         layout: &Layout,
         notification: Notification,
@@ -418,11 +416,10 @@ impl Session {
                 index,
             },
         };
-        match self.events.try_send(event) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(ConnectionEnd::Overflow),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(ConnectionEnd::Stopped),
-        }
+        self.events
+            .send(event)
+            .await
+            .map_err(|_| ConnectionEnd::Stopped)
     }
 }
 

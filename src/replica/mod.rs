@@ -9,6 +9,7 @@ pub mod update;
 
 use crate::ovsdb::datum::{Atom, Datum, Uuid};
 use diff::{apply_diff, check_bounds};
+use imbl::HashMap as PersistentMap;
 use layout::{Layout, TableId};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,11 +44,13 @@ impl ChangeKind {
         }
     }
 
+    /// Removals go first, so a name deleted and re-created in one update ends `Added` for
+    /// a subscriber that keys rows by name.
     fn rank(&self) -> u8 {
         match self {
-            Self::Added { .. } => 0,
-            Self::Changed { .. } => 1,
-            Self::Removed { .. } => 2,
+            Self::Removed { .. } => 0,
+            Self::Added { .. } => 1,
+            Self::Changed { .. } => 2,
         }
     }
 }
@@ -67,8 +70,8 @@ pub struct RowChange {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChangeSet {
-    /// Added Bridge→Port→Interface, Changed Bridge→Port→Interface, Removed
-    /// Interface→Port→Bridge; by name within each group.
+    /// Removed Interface→Port→Bridge, then Added Bridge→Port→Interface, then Changed
+    /// Bridge→Port→Interface; by name within each group.
     pub changes: Vec<RowChange>,
     /// The root row changed (versions, system-id).
     pub root_changed: bool,
@@ -79,7 +82,7 @@ impl ChangeSet {
         self.changes.is_empty() && !self.root_changed
     }
 
-    fn sort(&mut self) {
+    pub(crate) fn sort(&mut self) {
         self.changes.sort_by(|a, b| {
             let table_order = |c: &RowChange| match c.kind {
                 ChangeKind::Removed { .. } => 3 - c.table.index(),
@@ -107,25 +110,28 @@ struct Names {
     port: String,
 }
 
+/// Every map is persistent (structurally shared): cloning a replica is O(1) and a change
+/// copies only the paths it touches, so the writer can publish a new immutable version
+/// after every update while readers keep using the one they loaded.
 #[derive(Debug, Clone)]
 pub struct Replica {
     layout: Arc<Layout>,
-    tables: Vec<HashMap<Uuid, Row>>,
+    tables: Vec<PersistentMap<Uuid, Row>>,
     /// Port → the bridge listing it; interface → the port listing it.
-    port_bridge: HashMap<Uuid, Uuid>,
-    iface_port: HashMap<Uuid, Uuid>,
+    port_bridge: PersistentMap<Uuid, Uuid>,
+    iface_port: PersistentMap<Uuid, Uuid>,
     /// Name → uuid per table (names are unique in the Open_vSwitch schema).
-    by_name: Vec<HashMap<String, Uuid>>,
+    by_name: Vec<PersistentMap<String, Uuid>>,
 }
 
 impl Replica {
     pub fn new(layout: Arc<Layout>) -> Self {
         Self {
             layout,
-            tables: vec![HashMap::new(); TableId::ALL.len()],
-            port_bridge: HashMap::new(),
-            iface_port: HashMap::new(),
-            by_name: vec![HashMap::new(); TableId::ALL.len()],
+            tables: vec![PersistentMap::new(); TableId::ALL.len()],
+            port_bridge: PersistentMap::new(),
+            iface_port: PersistentMap::new(),
+            by_name: vec![PersistentMap::new(); TableId::ALL.len()],
         }
     }
 
@@ -138,7 +144,7 @@ impl Replica {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tables.iter().all(HashMap::is_empty)
+        self.tables.iter().all(PersistentMap::is_empty)
     }
 
     pub fn row(&self, table: TableId, uuid: Uuid) -> Option<&Row> {

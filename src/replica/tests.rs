@@ -110,7 +110,7 @@ fn removal_names_come_from_the_state_before_the_update() {
 }
 
 #[test]
-fn order_is_added_changed_removed_by_table() {
+fn order_is_removed_added_changed_by_table() {
     let mut r = populated();
     let changes = apply(
         &mut r,
@@ -124,10 +124,10 @@ fn order_is_added_changed_removed_by_table() {
     assert_eq!(
         summary(&changes),
         [
+            "InterfaceRemoved i1 bridge=br0 port=p1",
             "BridgeAdded br1 bridge=br1 port=",
             "InterfaceAdded i2 bridge=br0 port=p1",
             "PortChanged p1 bridge=br0 port=",
-            "InterfaceRemoved i1 bridge=br0 port=p1",
         ]
     );
 }
@@ -292,12 +292,12 @@ fn replace_emits_only_real_differences() {
     assert_eq!(
         summary(&changes),
         [
+            "InterfaceRemoved i1 bridge=br0 port=p1",
+            "PortRemoved p1 bridge=br0 port=",
             "PortAdded p3 bridge=br0 port=",
             "InterfaceAdded i3 bridge=br0 port=p3",
             "BridgeChanged br0 bridge=br0 port=",
             "PortChanged p2 bridge=br0 port=",
-            "InterfaceRemoved i1 bridge=br0 port=p1",
-            "PortRemoved p1 bridge=br0 port=",
         ]
     );
     assert_eq!(column(&r, TableId::Port, "p2", "tag"), json!(4));

@@ -1,0 +1,577 @@
+//! The relay's one method dispatcher. Every call to the relay's connection is answered
+//! here, from the engine's current snapshot: the root object's interfaces, the openQA
+//! object, and every row object under `/org/ovsdbus/Relay1/{bridge,port,interface}` —
+//! which is not registered anywhere, so start-up, bursts and bus reconnects cost nothing per
+//! row, and no lock is shared with the engine or the publisher.
+//!
+//! zbus's own object server is never started on this connection (it would answer
+//! `UnknownObject` for every row path, and its `Introspect` inlines whole subtrees).
+
+use super::error::MethodError;
+use super::escape::{decode_label, encode_label};
+use super::objects::{self, ManagedObjects, describe};
+use super::openqa::{OPENQA_PATH, OpenQaSwitch};
+use super::relay::RelayInterface;
+use super::switch::SwitchInterface;
+use super::{ROOT_PATH, introspect};
+use crate::replica::layout::TableId;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio_stream::StreamExt;
+use zbus::message::{Header, Type as MessageType};
+use zbus::zvariant::{DynamicType, Type};
+use zbus::{Connection, MatchRule, Message, MessageStream, OwnedVariant};
+
+const PEER: &str = "org.freedesktop.DBus.Peer";
+const INTROSPECTABLE: &str = "org.freedesktop.DBus.Introspectable";
+const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
+const OBJECT_MANAGER: &str = "org.freedesktop.DBus.ObjectManager";
+const RELAY: &str = "org.ovsdbus.Relay1";
+const SWITCH: &str = "org.ovsdbus.Switch1";
+const OPENQA: &str = "org.opensuse.os_autoinst.switch";
+
+/// Method calls waiting in the stream before zbus stops reading the socket; each one is
+/// handed to its own task at once, so this only absorbs a burst.
+const CALL_QUEUE: usize = 1024;
+
+/// What the relay serves.
+pub struct Service {
+    pub relay: RelayInterface,
+    pub switch: SwitchInterface,
+    pub openqa: Option<OpenQaSwitch>,
+}
+
+/// Which object a path names.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    Root,
+    /// `/`, `/org`, `/org/ovsdbus`: nodes on the way, with their one child.
+    Ancestor(&'static [&'static str]),
+    /// `/org/ovsdbus/Relay1/port`: the node whose children are the rows.
+    Table(TableId),
+    /// A row object, by its (decoded) name.
+    Row(TableId, String),
+    OpenQa,
+    Unknown,
+}
+
+fn route(path: &str, openqa: bool) -> Target {
+    match path {
+        ROOT_PATH => return Target::Root,
+        "/" if openqa => return Target::Ancestor(&["org", "switch"]),
+        "/" => return Target::Ancestor(&["org"]),
+        "/org" => return Target::Ancestor(&["ovsdbus"]),
+        "/org/ovsdbus" => return Target::Ancestor(&["Relay1"]),
+        OPENQA_PATH if openqa => return Target::OpenQa,
+        _ => {}
+    }
+    let Some(rest) = path
+        .strip_prefix(ROOT_PATH)
+        .and_then(|r| r.strip_prefix('/'))
+    else {
+        return Target::Unknown;
+    };
+    let (table, label) = match rest.split_once('/') {
+        Some((table, label)) => (table, Some(label)),
+        None => (rest, None),
+    };
+    let Some(table) = TableId::PUBLISHED.into_iter().find(|t| t.label() == table) else {
+        return Target::Unknown;
+    };
+    match label {
+        None => Target::Table(table),
+        // Only the canonical spelling names an object: one path per row.
+        Some(label) => match decode_label(label) {
+            Some(name) if encode_label(&name) == label => Target::Row(table, name),
+            _ => Target::Unknown,
+        },
+    }
+}
+
+/// Answers method calls on `conn` until it closes. Every call runs in a task of its own,
+/// so a long one (`WaitFor`, a write, a large `GetManagedObjects`) never holds up the next.
+pub async fn serve(conn: Connection, service: Arc<Service>) -> zbus::Result<()> {
+    let mut rule = MatchRule::builder().msg_type(MessageType::MethodCall);
+    if let Some(unique) = conn.unique_name() {
+        rule = rule.destination(unique.clone());
+    }
+    let queue = std::num::NonZeroUsize::new(CALL_QUEUE);
+    let mut calls = MessageStream::for_match_rule(rule.build()?, &conn, queue).await?;
+    tokio::spawn(async move {
+        while let Some(call) = calls.next().await {
+            let Ok(call) = call else { break };
+            let (conn, service) = (conn.clone(), service.clone());
+            tokio::spawn(async move { service.handle(&conn, &call).await });
+        }
+    });
+    Ok(())
+}
+
+/// Runs an answer that walks the whole snapshot (O(rows)) off the async workers' queue, so
+/// the publisher and cheap calls keep their threads.
+fn whole<R>(answer: impl FnOnce() -> R) -> R {
+    tokio::task::block_in_place(answer)
+}
+
+/// The call's arguments, or `InvalidArgs` naming the signature expected.
+fn args<T: DeserializeOwned + Type>(call: &Message) -> Result<T, MethodError> {
+    call.body().deserialize::<T>().map_err(|_| {
+        MethodError::InvalidArgs(format!(
+            "expected arguments of signature \"{}\"",
+            T::SIGNATURE
+        ))
+    })
+}
+
+async fn reply<B: Serialize + DynamicType>(
+    conn: &Connection,
+    header: &Header<'_>,
+    result: Result<B, MethodError>,
+) {
+    let sent = match result {
+        Ok(body) => conn.reply(header, &body).await,
+        Err(error) => conn.reply_dbus_error(header, error).await,
+    };
+    if let Err(e) = sent {
+        tracing::debug!("reply not sent: {e}");
+    }
+}
+
+fn unknown_method(interface: &str, member: &str) -> MethodError {
+    MethodError::UnknownMethod(format!("{interface} has no method {member}"))
+}
+
+impl Service {
+    fn openqa_enabled(&self) -> bool {
+        self.openqa.is_some()
+    }
+
+    /// The interfaces an object has, for calls that do not name one.
+    fn interfaces(target: &Target) -> &'static [&'static str] {
+        match target {
+            Target::Root => &[
+                RELAY,
+                SWITCH,
+                OBJECT_MANAGER,
+                PROPERTIES,
+                INTROSPECTABLE,
+                PEER,
+            ],
+            Target::OpenQa => &[OPENQA, INTROSPECTABLE, PEER],
+            Target::Row(..) => &[PROPERTIES, INTROSPECTABLE, PEER],
+            _ => &[INTROSPECTABLE, PEER],
+        }
+    }
+
+    async fn handle(&self, conn: &Connection, call: &Message) {
+        let header = call.header();
+        let (Some(path), Some(member)) = (header.path(), header.member()) else {
+            return;
+        };
+        let target = route(path.as_str(), self.openqa_enabled());
+        let member = member.as_str();
+        if target == Target::Unknown {
+            let error = MethodError::UnknownObject(format!("no object at {path}"));
+            return reply::<()>(conn, &header, Err(error)).await;
+        }
+        let interface = match header.interface() {
+            Some(interface) => interface.as_str(),
+            // D-Bus allows calls without an interface: the method name decides.
+            None => Self::interfaces(&target)
+                .iter()
+                .copied()
+                .find(|i| self.has_method(i, member))
+                .unwrap_or(""),
+        };
+        if !Self::interfaces(&target).contains(&interface) {
+            let error =
+                MethodError::UnknownInterface(format!("{path} has no interface {interface:?}"));
+            return reply::<()>(conn, &header, Err(error)).await;
+        }
+        match interface {
+            PEER => self.peer(conn, &header, member).await,
+            INTROSPECTABLE if member == "Introspect" => {
+                reply(conn, &header, Ok(self.introspect(&target))).await
+            }
+            PROPERTIES => self.properties(conn, &header, call, &target, member).await,
+            OBJECT_MANAGER if member == "GetManagedObjects" => {
+                self.managed_objects(conn, &header).await
+            }
+            RELAY => self.relay(conn, &header, call, member).await,
+            SWITCH => self.switch(conn, &header, call, member).await,
+            OPENQA => self.openqa(conn, &header, call, member).await,
+            _ => reply::<()>(conn, &header, Err(unknown_method(interface, member))).await,
+        }
+    }
+
+    fn has_method(&self, interface: &str, member: &str) -> bool {
+        match interface {
+            PEER => matches!(member, "Ping" | "GetMachineId"),
+            INTROSPECTABLE => member == "Introspect",
+            PROPERTIES => matches!(member, "Get" | "GetAll" | "Set"),
+            OBJECT_MANAGER => member == "GetManagedObjects",
+            _ => introspect::shipped_methods()
+                .iter()
+                .any(|(i, m, _)| i == interface && m == member),
+        }
+    }
+
+    async fn peer(&self, conn: &Connection, header: &Header<'_>, member: &str) {
+        match member {
+            "Ping" => reply(conn, header, Ok(())).await,
+            "GetMachineId" => {
+                let id = ["/etc/machine-id", "/var/lib/dbus/machine-id"]
+                    .iter()
+                    .find_map(|f| std::fs::read_to_string(f).ok())
+                    .map(|id| id.trim().to_owned())
+                    .ok_or_else(|| MethodError::Failed("no machine id on this host".into()));
+                reply(conn, header, id).await
+            }
+            other => reply::<()>(conn, header, Err(unknown_method(PEER, other))).await,
+        }
+    }
+
+    fn introspect(&self, target: &Target) -> String {
+        match target {
+            Target::Root => introspect::root(),
+            Target::Ancestor(children) => introspect::ancestor(children),
+            Target::Table(table) => self
+                .relay
+                .shared
+                .with_replica(|replica| introspect::table(replica, *table)),
+            Target::Row(table, _) => introspect::row(*table),
+            Target::OpenQa => introspect::openqa(),
+            Target::Unknown => String::new(),
+        }
+    }
+
+    async fn properties(
+        &self,
+        conn: &Connection,
+        header: &Header<'_>,
+        call: &Message,
+        target: &Target,
+        member: &str,
+    ) {
+        match member {
+            "Get" => {
+                let result = args::<(String, String)>(call)
+                    .and_then(|(interface, name)| self.get_property(target, &interface, &name));
+                reply(conn, header, result).await
+            }
+            "GetAll" => {
+                let result = args::<String>(call)
+                    .and_then(|interface| self.get_all_properties(target, &interface));
+                reply(conn, header, result).await
+            }
+            "Set" => {
+                let result = args::<(String, String, OwnedVariant)>(call).and_then(
+                    |(interface, name, _)| {
+                        self.get_property(target, &interface, &name)?;
+                        Err::<(), _>(MethodError::PropertyReadOnly(format!(
+                            "{name} is read-only"
+                        )))
+                    },
+                );
+                reply(conn, header, result).await
+            }
+            other => reply::<()>(conn, header, Err(unknown_method(PROPERTIES, other))).await,
+        }
+    }
+
+    fn get_property(
+        &self,
+        target: &Target,
+        interface: &str,
+        name: &str,
+    ) -> Result<OwnedVariant, MethodError> {
+        let unknown =
+            || MethodError::UnknownProperty(format!("{interface} has no property {name:?}"));
+        match target {
+            Target::Root if interface == RELAY => self.relay.property(name).ok_or_else(unknown),
+            Target::Row(table, row_name) => {
+                let (row_interface, properties) = describe(*table).expect("published table");
+                if interface != row_interface {
+                    return Err(unknown());
+                }
+                let property = properties
+                    .iter()
+                    .find(|p| p.name == name)
+                    .ok_or_else(unknown)?;
+                self.row(*table, row_name, |replica, uuid, row| {
+                    let value = objects::property_value(replica, *table, uuid, row, property)?;
+                    Ok(objects::owned(value)?)
+                })
+            }
+            _ => Err(unknown()),
+        }
+    }
+
+    fn get_all_properties(
+        &self,
+        target: &Target,
+        interface: &str,
+    ) -> Result<HashMap<String, OwnedVariant>, MethodError> {
+        match target {
+            Target::Root if interface == RELAY => Ok(crate::bus::RELAY_PROPERTIES
+                .iter()
+                .filter_map(|name| Some(((*name).to_owned(), self.relay.property(name)?)))
+                .collect()),
+            Target::Row(table, name) if describe(*table).is_some_and(|(i, _)| i == interface) => {
+                self.row(*table, name, |replica, uuid, _| {
+                    Ok(objects::all_properties(replica, *table, uuid)?)
+                })
+            }
+            // Interfaces without properties, or an interface the object does not have.
+            Target::Root if Self::interfaces(target).contains(&interface) => Ok(HashMap::new()),
+            _ => Err(MethodError::UnknownInterface(format!(
+                "the object has no interface {interface:?}"
+            ))),
+        }
+    }
+
+    /// Runs `read` on a row of the current snapshot; `UnknownObject` when it is gone.
+    fn row<R>(
+        &self,
+        table: TableId,
+        name: &str,
+        read: impl FnOnce(
+            &crate::replica::Replica,
+            crate::ovsdb::datum::Uuid,
+            &crate::replica::Row,
+        ) -> Result<R, MethodError>,
+    ) -> Result<R, MethodError> {
+        self.relay.shared.with_replica(|replica| {
+            let gone = || MethodError::UnknownObject(format!("no {table} named {name:?}"));
+            let replica = replica.ok_or_else(gone)?;
+            let (uuid, row) = replica.find(table, name).ok_or_else(gone)?;
+            read(replica, uuid, row)
+        })
+    }
+
+    /// Built off the async workers: at 20,000 rows the reply is tens of megabytes of
+    /// serialisation, written from one snapshot without copying the replica.
+    async fn managed_objects(&self, conn: &Connection, header: &Header<'_>) {
+        let snapshot = self.relay.shared.snapshot();
+        let mut builder = Message::method_return(header);
+        if let Some(unique) = conn.unique_name() {
+            builder = builder.sender(unique.clone());
+        }
+        let built =
+            tokio::task::spawn_blocking(move || builder.build(&ManagedObjects::new(snapshot)))
+                .await;
+        let sent = match built {
+            Ok(Ok(message)) => conn.send(&message).await,
+            Ok(Err(e)) => conn.reply_dbus_error(header, MethodError::from(e)).await,
+            Err(e) => {
+                let error = MethodError::Failed(format!("GetManagedObjects failed: {e}"));
+                conn.reply_dbus_error(header, error).await
+            }
+        };
+        if let Err(e) = sent {
+            tracing::debug!("GetManagedObjects reply not sent: {e}");
+        }
+    }
+
+    async fn relay(&self, conn: &Connection, header: &Header<'_>, call: &Message, member: &str) {
+        let relay = &self.relay;
+        let caller = header.sender().map(|s| s.to_string()).unwrap_or_default();
+        match member {
+            "ListBridges" => reply(conn, header, relay.list_bridges()).await,
+            "ListPorts" => {
+                let result = args::<String>(call).and_then(|b| whole(|| relay.list_ports(&b)));
+                reply(conn, header, result).await
+            }
+            "ListInterfaces" => {
+                let result = args::<String>(call).and_then(|b| whole(|| relay.list_interfaces(&b)));
+                reply(conn, header, result).await
+            }
+            "GetRow" => {
+                let result =
+                    args::<(String, String)>(call).and_then(|(t, n)| relay.get_row(&t, &n));
+                reply(conn, header, result).await
+            }
+            "Show" => reply(conn, header, whole(|| relay.show())).await,
+            "WaitFor" => {
+                let result = match args::<(String, String, Vec<String>, u32)>(call) {
+                    Ok((table, name, conditions, timeout)) => {
+                        relay
+                            .wait_for(&table, &name, conditions, timeout, &caller)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                reply(conn, header, result).await
+            }
+            "WaitForRemoval" => {
+                let result = match args::<(String, String, u32)>(call) {
+                    Ok((table, name, timeout)) => {
+                        relay
+                            .wait_for_removal(&table, &name, timeout, &caller)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                reply(conn, header, result).await
+            }
+            other => reply::<()>(conn, header, Err(unknown_method(RELAY, other))).await,
+        }
+    }
+
+    async fn switch(&self, conn: &Connection, header: &Header<'_>, call: &Message, member: &str) {
+        let switch = &self.switch;
+        type Options = HashMap<String, OwnedVariant>;
+        let result = match member {
+            "AddBridge" => match args::<(String, Options)>(call) {
+                Ok((name, options)) => switch.add_bridge(&name, options).await,
+                Err(e) => Err(e),
+            },
+            "DeleteBridge" => match args::<(String, bool)>(call) {
+                Ok((name, if_exists)) => switch.delete_bridge(&name, if_exists).await,
+                Err(e) => Err(e),
+            },
+            "AddPort" => match args::<(String, String, Options)>(call) {
+                Ok((bridge, port, options)) => switch.add_port(&bridge, &port, options).await,
+                Err(e) => Err(e),
+            },
+            "DeletePort" => match args::<(String, bool)>(call) {
+                Ok((port, if_exists)) => switch.delete_port(&port, if_exists).await,
+                Err(e) => Err(e),
+            },
+            "SetVlan" => match args::<(String, u32)>(call) {
+                Ok((port, tag)) => switch.set_vlan(&port, tag).await,
+                Err(e) => Err(e),
+            },
+            "ClearVlan" => match args::<String>(call) {
+                Ok(port) => switch.clear_vlan(&port).await,
+                Err(e) => Err(e),
+            },
+            "SetExternalIds" => {
+                match args::<(String, String, HashMap<String, String>, Vec<String>)>(call) {
+                    Ok((table, name, set, remove)) => {
+                        switch.set_external_ids(&table, &name, set, remove).await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            other => Err(unknown_method(SWITCH, other)),
+        };
+        reply(conn, header, result).await
+    }
+
+    async fn openqa(&self, conn: &Connection, header: &Header<'_>, call: &Message, member: &str) {
+        let Some(openqa) = &self.openqa else {
+            return reply::<()>(conn, header, Err(unknown_method(OPENQA, member))).await;
+        };
+        let result = match member {
+            "set_vlan" => match args::<(String, u32)>(call) {
+                Ok((tap, vlan)) => Ok(openqa.set_vlan(&tap, vlan).await),
+                Err(e) => Err(e),
+            },
+            "unset_vlan" => match args::<(String, u32)>(call) {
+                Ok((tap, vlan)) => Ok(openqa.unset_vlan(&tap, vlan).await),
+                Err(e) => Err(e),
+            },
+            "show" => Ok(openqa.show().await),
+            other => Err(unknown_method(OPENQA, other)),
+        };
+        reply(conn, header, result).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_paths_to_objects() {
+        assert_eq!(route(ROOT_PATH, false), Target::Root);
+        assert_eq!(route("/", false), Target::Ancestor(&["org"]));
+        assert_eq!(route("/", true), Target::Ancestor(&["org", "switch"]));
+        assert_eq!(route("/org/ovsdbus", false), Target::Ancestor(&["Relay1"]));
+        assert_eq!(route("/switch", true), Target::OpenQa);
+        assert_eq!(route("/switch", false), Target::Unknown);
+        assert_eq!(
+            route("/org/ovsdbus/Relay1/port", false),
+            Target::Table(TableId::Port)
+        );
+        assert_eq!(
+            route("/org/ovsdbus/Relay1/port/br_2dint_2e1", false),
+            Target::Row(TableId::Port, "br-int.1".into())
+        );
+        assert_eq!(
+            route("/org/ovsdbus/Relay1/interface/_", false),
+            Target::Row(TableId::Interface, String::new())
+        );
+        // A non-canonical spelling of a name is not an object.
+        assert_eq!(
+            route("/org/ovsdbus/Relay1/port/_61", false),
+            Target::Unknown
+        );
+        for unknown in [
+            "/org/ovsdbus/Relay1/root",
+            "/org/ovsdbus/Relay1/port/a/b",
+            "/other",
+        ] {
+            assert_eq!(route(unknown, false), Target::Unknown, "{unknown}");
+        }
+    }
+
+    #[test]
+    fn every_shipped_method_is_routed_with_its_signature() {
+        // The dispatcher decodes each method's arguments with a Rust tuple; the shipped
+        // file documents a signature. They must agree, or introspection lies.
+        let decoded: HashMap<(&str, &str), String> = [
+            ((RELAY, "ListBridges"), String::new()),
+            ((RELAY, "ListPorts"), sig::<String>()),
+            ((RELAY, "ListInterfaces"), sig::<String>()),
+            ((RELAY, "GetRow"), sig::<(String, String)>()),
+            ((RELAY, "Show"), String::new()),
+            (
+                (RELAY, "WaitFor"),
+                sig::<(String, String, Vec<String>, u32)>(),
+            ),
+            ((RELAY, "WaitForRemoval"), sig::<(String, String, u32)>()),
+            (
+                (SWITCH, "AddBridge"),
+                sig::<(String, HashMap<String, OwnedVariant>)>(),
+            ),
+            ((SWITCH, "DeleteBridge"), sig::<(String, bool)>()),
+            (
+                (SWITCH, "AddPort"),
+                sig::<(String, String, HashMap<String, OwnedVariant>)>(),
+            ),
+            ((SWITCH, "DeletePort"), sig::<(String, bool)>()),
+            ((SWITCH, "SetVlan"), sig::<(String, u32)>()),
+            ((SWITCH, "ClearVlan"), sig::<String>()),
+            (
+                (SWITCH, "SetExternalIds"),
+                sig::<(String, String, HashMap<String, String>, Vec<String>)>(),
+            ),
+            ((OPENQA, "set_vlan"), sig::<(String, u32)>()),
+            ((OPENQA, "unset_vlan"), sig::<(String, u32)>()),
+            ((OPENQA, "show"), String::new()),
+        ]
+        .into_iter()
+        .collect();
+        let shipped = introspect::shipped_methods();
+        assert_eq!(shipped.len(), decoded.len(), "{shipped:?}");
+        for (interface, method, signature) in &shipped {
+            let ours = decoded
+                .get(&(interface.as_str(), method.as_str()))
+                .unwrap_or_else(|| panic!("{interface}.{method} is not dispatched"));
+            assert_eq!(ours, signature, "{interface}.{method}");
+        }
+    }
+
+    fn sig<T: Type>() -> String {
+        let signature = T::SIGNATURE.to_string();
+        // A tuple's signature is parenthesised; a body is its fields in sequence.
+        signature
+            .strip_prefix('(')
+            .and_then(|s| s.strip_suffix(')'))
+            .map_or(signature.clone(), str::to_owned)
+    }
+}

@@ -1,0 +1,198 @@
+//! The bus side as a projection: a snapshot and the change set that produced it become the
+//! ordered list of messages to send — `InterfacesRemoved`, `InterfacesAdded`, one
+//! `PropertiesChanged` per changed object, then the typed signals — so a subscriber
+//! reacting to a typed signal finds the objects already updated. Pure: it builds messages,
+//! the publisher sends them as one batch.
+
+use super::objects::{Source, all_properties, describe, property_value, row_path};
+use super::value::{VariantDict, columns_dict};
+use super::{RELAY_INTERFACE, ROOT_PATH};
+use crate::ovsdb::datum::Uuid;
+use crate::replica::layout::{Layout, TableId};
+use crate::replica::{ChangeKind, ChangeSet, Replica, RowChange, missing_from};
+use std::collections::{HashMap, HashSet};
+use zbus::{Message, Variant};
+
+const OBJECT_MANAGER: &str = "org.freedesktop.DBus.ObjectManager";
+const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
+
+/// How many object-level signals one change set produced, for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectSignals {
+    pub objects: u64,
+    pub properties: u64,
+}
+
+/// The object signals of `changes`, in order, appended to `out`. `replica` is the state
+/// after the changes.
+pub fn object_messages(
+    replica: &Replica,
+    changes: &ChangeSet,
+    out: &mut Vec<Message>,
+) -> zbus::Result<ObjectSignals> {
+    let mut signals = ObjectSignals::default();
+    for change in &changes.changes {
+        let (interface, _) = describe(change.table).expect("published table");
+        let path = row_path(change.table, &change.name);
+        match change.kind {
+            ChangeKind::Removed { .. } => {
+                out.push(
+                    Message::signal(ROOT_PATH, OBJECT_MANAGER, "InterfacesRemoved")
+                        .build(&(path, vec![interface]))?,
+                );
+            }
+            ChangeKind::Added { .. } => {
+                let Ok(properties) = all_properties(replica, change.table, change.uuid) else {
+                    // Gone again in a later version: its removal follows.
+                    continue;
+                };
+                let interfaces = HashMap::from([(interface, properties)]);
+                out.push(
+                    Message::signal(ROOT_PATH, OBJECT_MANAGER, "InterfacesAdded")
+                        .build(&(path, interfaces))?,
+                );
+            }
+            ChangeKind::Changed { .. } => continue,
+        }
+        signals.objects += 1;
+    }
+    for (table, uuid, properties) in changed_properties(replica, changes) {
+        if let Some(message) = properties_changed(replica, table, uuid, &properties)? {
+            out.push(message);
+            signals.properties += 1;
+        }
+    }
+    Ok(signals)
+}
+
+/// Objects whose properties changed, with the names of those properties. Besides the rows'
+/// own columns, a row whose parent changed (a port moved to another bridge) has new
+/// `Bridge`/`Port` paths even though its own columns did not change.
+fn changed_properties(
+    replica: &Replica,
+    changes: &ChangeSet,
+) -> Vec<(TableId, Uuid, Vec<&'static str>)> {
+    // Rows added or removed announce themselves; only rows that stay can be reparented.
+    let fresh: HashSet<Uuid> = changes
+        .changes
+        .iter()
+        .filter(|c| !matches!(c.kind, ChangeKind::Changed { .. }))
+        .map(|c| c.uuid)
+        .collect();
+    let mut out = Vec::new();
+    let mut reparented = Vec::new();
+    for change in &changes.changes {
+        let ChangeKind::Changed { old, new, columns } = &change.kind else {
+            continue;
+        };
+        let table_layout = replica.layout().table(change.table);
+        let changed: Vec<&str> = columns
+            .iter()
+            .map(|&i| table_layout.columns[i].name.as_str())
+            .collect();
+        let (_, properties) = describe(change.table).expect("published table");
+        let names = properties
+            .iter()
+            .filter(|p| match p.source {
+                Source::Column(c) | Source::Children(c, _) => changed.contains(&c),
+                Source::Columns => true,
+                _ => false,
+            })
+            .map(|p| p.name)
+            .collect();
+        out.push((change.table, change.uuid, names));
+        if let Some((column, child_table)) = change.table.children()
+            && let Some(i) = table_layout.column_index(column)
+            && columns.contains(&i)
+        {
+            let moved = missing_from(Some(&old[i]), Some(&new[i]))
+                .into_iter()
+                .chain(missing_from(Some(&new[i]), Some(&old[i])))
+                .filter(|child| !fresh.contains(child));
+            reparented.extend(moved.map(|child| (child_table, child)));
+        }
+    }
+    // A port that moved takes its interfaces along: their `Bridge` changes too.
+    let mut i = 0;
+    while let Some(&(table, uuid)) = reparented.get(i) {
+        i += 1;
+        let Some(row) = replica.row(table, uuid) else {
+            continue;
+        };
+        if let Some((column, child_table)) = table.children() {
+            let children = replica.column(table, row, column).map(|d| d.uuids());
+            reparented.extend(children.into_iter().flatten().map(|c| (child_table, c)));
+        }
+        let names = match table {
+            TableId::Port => vec!["Bridge"],
+            _ => vec!["Port", "Bridge"],
+        };
+        out.push((table, uuid, names));
+    }
+    out
+}
+
+/// One batched `PropertiesChanged`; `Columns` is only invalidated (it repeats the row).
+/// `None` when the row is gone from `replica` (removed by a later change).
+fn properties_changed(
+    replica: &Replica,
+    table: TableId,
+    uuid: Uuid,
+    properties: &[&'static str],
+) -> zbus::Result<Option<Message>> {
+    let (interface, specs) = describe(table).expect("published table");
+    let Some(row) = replica.row(table, uuid) else {
+        return Ok(None);
+    };
+    let mut changed: HashMap<&str, Variant<'static>> = HashMap::new();
+    for p in specs {
+        if properties.contains(&p.name) && !matches!(p.source, Source::Columns) {
+            changed.insert(p.name, property_value(replica, table, uuid, row, p)?);
+        }
+    }
+    let invalidated: Vec<&str> = properties
+        .iter()
+        .copied()
+        .filter(|p| *p == "Columns")
+        .collect();
+    let path = row_path(table, replica.name_of(table, row));
+    Message::signal(path, PROPERTIES, "PropertiesChanged")
+        .build(&(interface, changed, invalidated))
+        .map(Some)
+}
+
+/// The typed signal (`PortAdded`, …) of one change.
+pub fn typed_message(
+    layout: &Layout,
+    change: &RowChange,
+    meta: VariantDict,
+) -> zbus::Result<Message> {
+    let table = layout.table(change.table);
+    let uuid = change.uuid.to_string();
+    let (name, bridge, uuid) = (change.name.as_str(), change.bridge.as_str(), uuid.as_str());
+    let member = format!("{}{}", change.table, change.kind.op());
+    let builder = Message::signal(ROOT_PATH, RELAY_INTERFACE, member.as_str());
+    match &change.kind {
+        ChangeKind::Added { row } | ChangeKind::Removed { row } => {
+            let columns = columns_dict(table, row, 0..table.columns.len())?;
+            builder.build(&(name, bridge, uuid, columns, meta))
+        }
+        ChangeKind::Changed { old, new, columns } => {
+            let changed = columns_dict(table, new, columns.iter().copied())?;
+            let old = columns_dict(table, old, columns.iter().copied())?;
+            builder.build(&(name, bridge, uuid, changed, old, meta))
+        }
+    }
+}
+
+/// `PropertiesChanged` of the root's `org.ovsdbus.Relay1` for the given values.
+pub fn root_properties_changed(
+    changed: &HashMap<&'static str, zbus::OwnedVariant>,
+) -> zbus::Result<Message> {
+    let invalidated: Vec<&str> = Vec::new();
+    Message::signal(ROOT_PATH, PROPERTIES, "PropertiesChanged").build(&(
+        RELAY_INTERFACE,
+        changed,
+        invalidated,
+    ))
+}
