@@ -196,3 +196,105 @@ pub fn root_properties_changed(
         invalidated,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replica::layout::ColumnSelection;
+    use crate::replica::layout::tests::test_schema;
+    use crate::replica::update::Update;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    const BR: &str = "b0000000-0000-0000-0000-000000000001";
+    const P1: &str = "10000000-0000-0000-0000-000000000001";
+    const P2: &str = "10000000-0000-0000-0000-000000000002";
+    const I1: &str = "20000000-0000-0000-0000-000000000001";
+
+    fn apply(replica: &mut Replica, json: serde_json::Value) -> ChangeSet {
+        let update = Update::parse(replica.layout(), json).unwrap();
+        replica.apply(update).unwrap()
+    }
+
+    fn summary(messages: &[Message]) -> Vec<String> {
+        messages
+            .iter()
+            .map(|m| {
+                let header = m.header();
+                format!("{} {}", header.path().unwrap(), header.member().unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn objects_come_out_removed_added_then_changed_without_a_bus() {
+        let layout = Layout::new(&test_schema(), &ColumnSelection::default()).unwrap();
+        let mut replica = Replica::new(Arc::new(layout));
+        apply(
+            &mut replica,
+            json!({
+                "Bridge": {BR: {"insert": {"name": "br0", "ports": ["uuid", P1]}}},
+                "Port": {P1: {"insert": {"name": "p1", "interfaces": ["uuid", I1]}}},
+                "Interface": {I1: {"insert": {"name": "i1"}}}
+            }),
+        );
+        // p1 (with i1) replaced by p2 on the same bridge.
+        let changes = apply(
+            &mut replica,
+            json!({
+                "Bridge": {BR: {"modify": {"ports": ["set", [["uuid", P1], ["uuid", P2]]]}}},
+                "Port": {P1: {"delete": null}, P2: {"insert": {"name": "p2"}}},
+                "Interface": {I1: {"delete": null}}
+            }),
+        );
+        let mut out = Vec::new();
+        let signals = object_messages(&replica, &changes, &mut out).unwrap();
+        assert_eq!(
+            summary(&out),
+            [
+                "/org/ovsdbus/Relay1 InterfacesRemoved",
+                "/org/ovsdbus/Relay1 InterfacesRemoved",
+                "/org/ovsdbus/Relay1 InterfacesAdded",
+                "/org/ovsdbus/Relay1/bridge/br0 PropertiesChanged",
+            ]
+        );
+        assert_eq!(
+            signals,
+            ObjectSignals {
+                objects: 3,
+                properties: 1
+            }
+        );
+        let (path, interfaces): (zbus::OwnedObjectPath, Vec<String>) =
+            out[0].body().deserialize().unwrap();
+        assert_eq!(path.as_str(), "/org/ovsdbus/Relay1/interface/i1");
+        assert_eq!(interfaces, ["org.ovsdbus.Interface1"]);
+        let (interface, changed, invalidated): (
+            String,
+            HashMap<String, zbus::OwnedVariant>,
+            Vec<String>,
+        ) = out[3].body().deserialize().unwrap();
+        assert_eq!(interface, "org.ovsdbus.Bridge1");
+        assert!(changed.contains_key("Ports"));
+        assert_eq!(invalidated, ["Columns"]);
+
+        let typed: Vec<Message> = changes
+            .changes
+            .iter()
+            .map(|c| typed_message(replica.layout(), c, VariantDict::new()).unwrap())
+            .collect();
+        let members: Vec<String> = typed
+            .iter()
+            .map(|m| m.header().member().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            members,
+            [
+                "InterfaceRemoved",
+                "PortRemoved",
+                "PortAdded",
+                "BridgeChanged"
+            ]
+        );
+    }
+}

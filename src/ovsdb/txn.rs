@@ -6,7 +6,7 @@
 //! result is the caller's business; [`check_reply`] reads the server's answer.
 //!
 //! Each transaction has the same database effect as the matching
-//! `ovs-vsctl --no-wait` command (checked against real servers in `tests/txn.rs`):
+//! `ovs-vsctl --no-wait` command (checked against real servers in `tests/it/txn.rs`):
 //!
 //! - No `next_cfg += 1`: plain `ovs-vsctl` bumps `Open_vSwitch.next_cfg` and then waits
 //!   for `ovs-vswitchd` to copy it to `cur_cfg`; `--no-wait` (and the relay, which never

@@ -2,10 +2,8 @@
 //! ovsdb-server driven by `ovs-vsctl`, a private dbus-daemon, the relay, and the
 //! `ovs-dbus-relay` binary as a user would run it, checked for output and exit codes.
 
-mod common;
-
-use common::signals::Subscriber;
-use common::{
+use crate::common::signals::Subscriber;
+use crate::common::{
     Bus, Ovsdb, Relay, Stack, netdev_bridge, relay_command, run_blocking as run, send_signal,
 };
 use serde_json::Value as Json;
@@ -240,7 +238,7 @@ impl Watch {
             lines,
             stderr,
         };
-        let ready = common::wait_until(WAIT, || watch.stderr().contains("watching"));
+        let ready = crate::common::wait_until(WAIT, || watch.stderr().contains("watching"));
         assert!(
             ready,
             "watch did not subscribe: {} (exit {:?})",

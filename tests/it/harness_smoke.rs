@@ -1,10 +1,8 @@
-//! Smoke tests for the real-component harness in `tests/common`.
-
-mod common;
+//! Smoke tests for the real-component harness in `tests/it/common`.
 
 use std::time::Duration;
 
-use common::{Bus, Ovsdb, Relay, dbus_send, internal_port};
+use crate::common::{Bus, Ovsdb, Relay, dbus_send, internal_port};
 
 fn assert_list_names(bus: &Bus) {
     let out = dbus_send(

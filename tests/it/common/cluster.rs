@@ -161,10 +161,6 @@ impl SideServer {
             stop_child(&mut child);
         }
     }
-
-    pub fn log(&self) -> String {
-        server_log(&self.dir, &self.name, 40)
-    }
 }
 
 impl Drop for SideServer {
@@ -342,23 +338,12 @@ impl Cluster {
         kill_slot(&mut self.members[i].child);
     }
 
-    pub fn pid(&self, i: usize) -> Option<u32> {
-        self.members[i].child.as_ref().map(Child::id)
-    }
-
     /// `ovs-vsctl` through the given members (any of them, leader or not); panics on
     /// failure.
     pub fn vsctl(&self, members: &[usize], args: &[&str]) -> String {
         let mut full = vec!["--no-leader-only"];
         full.extend_from_slice(args);
         vsctl_ok(&self.remotes_of(members), &full)
-    }
-
-    /// Like [`Cluster::vsctl`] but returns the raw output.
-    pub fn vsctl_output(&self, members: &[usize], timeout_secs: u32, args: &[&str]) -> Output {
-        let mut full = vec!["--no-leader-only"];
-        full.extend_from_slice(args);
-        vsctl_at(&self.remotes_of(members), timeout_secs, &full)
     }
 
     /// The tail of every member's log, for panic messages.

@@ -1,9 +1,7 @@
 //! `dbus/org.ovsdbus.Relay1.xml` describes exactly what the running relay introspects.
 
-mod common;
-
-use common::Stack;
-use common::signals::{BUS_NAME, ROOT};
+use crate::common::Stack;
+use crate::common::signals::{BUS_NAME, ROOT};
 use std::time::Duration;
 
 /// The `<interface name="NAME">…</interface>` block, without comments or indentation.

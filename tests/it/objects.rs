@@ -1,10 +1,8 @@
 //! The object tree, read methods and waiters (SPEC §5, §6 read half) against a real
 //! ovsdb-server (and ovs-vswitchd where the switch must write ofport), on a private bus.
 
-mod common;
-
-use common::signals::{BUS_NAME, ROOT, error_name, managed_objects, relay_proxy};
-use common::{Ovsdb, Stack, Vswitchd, internal_port, netdev_bridge};
+use crate::common::signals::{BUS_NAME, ROOT, error_name, managed_objects, relay_proxy};
+use crate::common::{Ovsdb, Stack, Vswitchd, internal_port, netdev_bridge};
 use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

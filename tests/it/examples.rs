@@ -1,9 +1,7 @@
 //! The scripts in `examples/` run against real components: ovsdb-server, ovs-vswitchd
 //! (which assigns the ofport the tap scripts wait for), a private dbus-daemon and the relay.
 
-mod common;
-
-use common::{
+use crate::common::{
     Bus, COMMAND_TIMEOUT, Stack, Vswitchd, internal_port, netdev_bridge, relay_bin, require,
     run_blocking, run_bounded, text,
 };

@@ -1,10 +1,8 @@
 //! Typed signals end to end (SPEC §2–§4): a real ovsdb-server driven by `ovs-vsctl`, a real
 //! private dbus-daemon, the relay binary, and a D-Bus subscriber checking every argument.
 
-mod common;
-
-use common::signals::{Signal, assert_consecutive};
-use common::{Stack, internal_port};
+use crate::common::signals::{Signal, assert_consecutive};
+use crate::common::{Stack, internal_port};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use zbus::{OwnedVariant, Variant};
@@ -247,7 +245,7 @@ async fn relay_properties_describe_the_server() {
     }
     assert_eq!(sub.property::<String>("OvsVersion").await, "3.1.0-test");
     assert_eq!(sub.property::<String>("Remote").await, db.remote());
-    let schema = std::fs::read_to_string(common::VSWITCH_SCHEMA).unwrap();
+    let schema = std::fs::read_to_string(crate::common::VSWITCH_SCHEMA).unwrap();
     let version = serde_json::from_str::<serde_json::Value>(&schema).unwrap()["version"]
         .as_str()
         .unwrap()
@@ -269,7 +267,7 @@ async fn dbus_monitor_arg0_filter_selects_one_port() {
     sub.take(3, WAIT).await;
 
     let out = tempfile::NamedTempFile::new().unwrap();
-    let mut monitor = std::process::Command::new(common::require("dbus-monitor", "dbus"))
+    let mut monitor = std::process::Command::new(crate::common::require("dbus-monitor", "dbus"))
         .args([
             "--address",
             &bus.address(),

@@ -5,10 +5,8 @@
 //! Needs the Debian package `prometheus` (it ships `promtool` too); a missing binary fails
 //! the test with the package to install, never skips it.
 
-mod common;
-
-use common::cluster::free_ports;
-use common::{Bus, Ovsdb, Relay, Stack, dbus_send_relay, require, wait_until};
+use crate::common::cluster::free_ports;
+use crate::common::{Bus, Ovsdb, Relay, Stack, dbus_send_relay, require, wait_until};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File};

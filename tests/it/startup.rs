@@ -1,9 +1,7 @@
 //! Start-up failures exit 2 with one line naming what failed; never a panic or backtrace.
 
-mod common;
-
-use common::signals::Subscriber;
-use common::{Bus, Ovsdb, Relay, Stack};
+use crate::common::signals::Subscriber;
+use crate::common::{Bus, Ovsdb, Relay, Stack};
 use std::time::Duration;
 
 const EXIT_WAIT: Duration = Duration::from_secs(15);
@@ -74,7 +72,7 @@ fn unreachable_server_exits_2_after_connect_timeout() {
 
 #[test]
 fn database_without_open_vswitch_schema_exits_2() {
-    common::require("ovsdb-tool", "openvswitch-common");
+    crate::common::require("ovsdb-tool", "openvswitch-common");
     let dir = tempfile::tempdir().unwrap();
     let schema = dir.path().join("other.ovsschema");
     std::fs::write(
@@ -94,7 +92,7 @@ fn database_without_open_vswitch_schema_exits_2() {
     assert!(status.success());
     let sock = dir.path().join("other.sock");
     let mut server =
-        std::process::Command::new(common::require("ovsdb-server", "openvswitch-switch"))
+        std::process::Command::new(crate::common::require("ovsdb-server", "openvswitch-switch"))
             .arg(&db_file)
             .arg(format!("--remote=punix:{}", sock.display()))
             .arg(format!("--unixctl={}/other.ctl", dir.path().display()))
@@ -104,7 +102,7 @@ fn database_without_open_vswitch_schema_exits_2() {
             .env("OVS_DBDIR", dir.path())
             .spawn()
             .unwrap();
-    assert!(common::wait_until(Duration::from_secs(10), || sock.exists()));
+    assert!(crate::common::wait_until(Duration::from_secs(10), || sock.exists()));
     let bus = Bus::start();
     let remote = format!("unix:{}", sock.display());
     let (code, log) = failing_run(&remote, &bus.address(), &[]);

@@ -1,13 +1,13 @@
 //! Comparing two `ovsdb-server`s row by row: one changed by the relay (its transactions
 //! sent raw, or its D-Bus methods), the other by the equivalent `ovs-vsctl --no-wait`
-//! commands (`pub mod compare;` of `tests/common`).
+//! commands (`pub mod compare;` of `tests/it/common`).
 //!
 //! A [`snapshot`] holds every column of every Open_vSwitch, Bridge, Port, Interface and
 //! Flow_Sample_Collector_Set row as `ovs-vsctl list` shows them, with `_uuid` dropped and
 //! every UUID replaced by the name of the row it points at, so the
 //! Open_vSwitch.bridges / Bridge.ports / Port.interfaces linkage is compared by name.
 //!
-//! The cases both `tests/txn.rs` (the transactions sent raw) and `tests/switch.rs` (the
+//! The cases both `tests/it/txn.rs` (the transactions sent raw) and `tests/it/switch.rs` (the
 //! D-Bus methods) run share their set-ups and `ovs-vsctl` counterparts from here.
 
 use super::{Ovsdb, internal_port};
@@ -147,7 +147,7 @@ pub fn assert_unchanged(db: &Ovsdb, before: &Snapshot, what: &str) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Cases shared by tests/txn.rs and tests/switch.rs
+// Cases shared by tests/it/txn.rs and tests/it/switch.rs
 // ---------------------------------------------------------------------------------------
 
 /// Before deleting br0: a tagged and an internal port on it, and br1 with a port of its own.

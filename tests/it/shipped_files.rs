@@ -15,9 +15,7 @@
 //! These tests need root (to create the `ovsdbus` group and to drop privileges), like
 //! the rest of the integration suite.
 
-mod common;
-
-use common::{
+use crate::common::{
     Bus, COMMAND_TIMEOUT, Ovsdb, Reaped, Relay, START_TIMEOUT, require, run_bounded, text,
     wait_until,
 };
@@ -120,7 +118,7 @@ fn systemd_unit_passes_systemd_analyze_verify() {
         1,
         "the unit must contain exactly one `{EXEC}` line"
     );
-    let bin = common::relay_bin();
+    let bin = crate::common::relay_bin();
     let rewritten = original.replace(EXEC, &format!("ExecStart={bin} run"));
     let dir = tempfile::tempdir().expect("temp dir");
     let unit = dir.path().join(UNIT_NAME);
@@ -186,7 +184,7 @@ fn systemd_unit_has_the_required_settings() {
         "{wants:?}"
     );
 
-    // READY=1 comes from the relay after the first snapshot (tests/notify.rs).
+    // READY=1 comes from the relay after the first snapshot (tests/it/notify.rs).
     assert_eq!(one(&ini, "Service", "Type"), "notify");
     assert_eq!(one(&ini, "Service", "NotifyAccess"), "main");
     assert_eq!(one(&ini, "Service", "BusName"), RELAY_NAME);

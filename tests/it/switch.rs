@@ -2,7 +2,7 @@
 //! the relay binary on a private bus, writing to a real `ovsdb-server`.
 //!
 //! - Effect: every write is compared with the `ovs-vsctl --no-wait` command that does the
-//!   same, run on a second server prepared identically (`common::compare`: every column
+//!   same, run on a second server prepared identically (`crate::common::compare`: every column
 //!   of every Open_vSwitch, Bridge, Port, Interface and Flow_Sample_Collector_Set row).
 //! - Read-your-writes: as soon as a method returns, `GetRow` and the row's object already
 //!   show what the database now holds, column by column. They are read first thing after
@@ -10,16 +10,14 @@
 //! - Errors: the D-Bus error name of every refusal, and that a refused call changed
 //!   nothing.
 
-mod common;
-
-use common::Ovsdb;
-use common::Stack;
-use common::compare::{
+use crate::common::Ovsdb;
+use crate::common::Stack;
+use crate::common::compare::{
     ADD_NETDEV_BRIDGE, ADD_PATCH_PORT, DELETE_BRIDGE_SETUP, DELETE_PORT_SETUP, Snapshot,
     add_internal_port_with_everything, assert_same, assert_unchanged, external_ids_abc, pair,
     set_external_ids_vsctl, snapshot,
 };
-use common::signals::{BUS_NAME, ROOT, error_name, error_of, relay_proxy};
+use crate::common::signals::{BUS_NAME, ROOT, error_name, error_of, relay_proxy};
 use ovs_dbus_relay::bus::escape::encode_label;
 use serde_json::{Value as Json, json};
 use std::collections::HashMap;

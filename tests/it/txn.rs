@@ -4,17 +4,15 @@
 //! transaction to the first (with `ovsdb-client transact`) and runs the equivalent
 //! `ovs-vsctl --no-wait` command on the second, then compares every column of every
 //! Open_vSwitch, Bridge, Port, Interface and Flow_Sample_Collector_Set row as
-//! `ovs-vsctl list` shows them (`common::compare`, shared with `tests/switch.rs`). Error
+//! `ovs-vsctl list` shows them (`crate::common::compare`, shared with `tests/it/switch.rs`). Error
 //! cases check the reply text and that nothing changed.
 
-mod common;
-
-use common::compare::{
+use crate::common::compare::{
     ADD_NETDEV_BRIDGE, ADD_PATCH_PORT, DELETE_BRIDGE_SETUP, DELETE_PORT_SETUP,
     add_internal_port_with_everything, assert_same, assert_unchanged, external_ids_abc, pair,
     set_external_ids_vsctl, snapshot,
 };
-use common::{COMMAND_TIMEOUT, Ovsdb, require, run_bounded};
+use crate::common::{COMMAND_TIMEOUT, Ovsdb, require, run_bounded};
 use ovs_dbus_relay::ovsdb::datum::Uuid;
 use ovs_dbus_relay::ovsdb::txn::{self, AddBridge, AddPort};
 use serde_json::Value as Json;

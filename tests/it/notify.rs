@@ -2,10 +2,8 @@
 //! `Type=notify` service with `WatchdogSec=` (`NOTIFY_SOCKET`, `WATCHDOG_USEC`), with this
 //! test listening on the notification socket in systemd's place.
 
-mod common;
-
-use common::signals::{BUS_NAME, Subscriber, relay_proxy};
-use common::{Bus, Ovsdb, Relay};
+use crate::common::signals::{BUS_NAME, Subscriber, relay_proxy};
+use crate::common::{Bus, Ovsdb, Relay};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::net::UnixDatagram;

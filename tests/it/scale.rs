@@ -1,10 +1,8 @@
 //! Costs that must stay flat as the switch grows, and a bus slower than OVSDB: the relay
 //! merges instead of reconnecting, and readers never hold up the signals.
 
-mod common;
-
-use common::Stack;
-use common::signals::{BUS_NAME, ROOT, managed_objects, relay_proxy};
+use crate::common::Stack;
+use crate::common::signals::{BUS_NAME, ROOT, managed_objects, relay_proxy};
 use serde_json::{Value as Json, json};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -13,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const WAIT: Duration = Duration::from_secs(30);
 
 /// `add-br br0` plus `ports` ports in one transaction.
-fn add_ports(db: &common::Ovsdb, ports: usize) {
+fn add_ports(db: &crate::common::Ovsdb, ports: usize) {
     let mut args: Vec<String> = vec!["add-br".into(), "br0".into()];
     for i in 0..ports {
         args.extend(["--", "add-port", "br0"].map(String::from));
@@ -112,7 +110,7 @@ async fn introspection_stays_small_at_5000_ports() {
 /// Pipelines `transactions` to ovsdb-server over its JSON-RPC socket as fast as the server
 /// takes them (faster than any bus can carry their signals), reading the replies as they
 /// come; returns once each has succeeded.
-async fn pipeline(db: &common::Ovsdb, transactions: Vec<Json>) {
+async fn pipeline(db: &crate::common::Ovsdb, transactions: Vec<Json>) {
     let stream = tokio::net::UnixStream::connect(db.sock_path())
         .await
         .unwrap();

@@ -9,11 +9,9 @@
 //! Every process is real (ovsdb-server, dbus-daemon, the relay binary), on loopback or unix
 //! sockets, and every wait is bounded.
 
-mod common;
-
-use common::cluster::{Cluster, SideServer, vsctl_at};
-use common::signals::{Dict, IFACE, Managed, ROOT, Signal, Subscriber, managed_objects};
-use common::{Bus, Ovsdb, Relay, Stack, dbus_send_relay, send_signal, wait_until};
+use crate::common::cluster::{Cluster, SideServer, vsctl_at};
+use crate::common::signals::{Dict, IFACE, Managed, ROOT, Signal, Subscriber, managed_objects};
+use crate::common::{Bus, Ovsdb, Relay, Stack, dbus_send_relay, send_signal, wait_until};
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::Command;
@@ -1312,15 +1310,15 @@ async fn chaos_subscriber_converges() {
 /// that port with `--inactivity-probe <probe>`, ready.
 async fn relay_on_tcp(probe: &str) -> Stack {
     let db = Ovsdb::start();
-    let port = common::cluster::free_ports(1)[0];
-    let appctl = common::require("ovs-appctl", "openvswitch-common");
-    let out = common::run_bounded(
+    let port = crate::common::cluster::free_ports(1)[0];
+    let appctl = crate::common::require("ovs-appctl", "openvswitch-common");
+    let out = crate::common::run_bounded(
         Command::new(appctl)
             .arg("-t")
             .arg(db.dir().join("ovsdb.ctl"))
             .arg("ovsdb-server/add-remote")
             .arg(format!("ptcp:{port}:127.0.0.1")),
-        common::COMMAND_TIMEOUT,
+        crate::common::COMMAND_TIMEOUT,
     );
     assert!(
         out.status.success(),

@@ -11,14 +11,12 @@
 //! Every wait is bounded. Everything is synchronous (`std::process`), so the fixtures work
 //! from both `#[test]` and `#[tokio::test]` (they block briefly; keep them out of hot
 //! async paths or wrap them in `spawn_blocking` if that matters).
-#![allow(dead_code)]
 
 pub mod cluster;
 pub mod compare;
 pub mod signals;
 pub mod stack;
 
-#[allow(unused_imports)] // not every test uses it
 pub use stack::Stack;
 
 use std::fmt::Display;
@@ -667,10 +665,6 @@ impl Relay {
     /// Contents of the relay's log file (stdout and stderr interleaved).
     pub fn log(&self) -> String {
         read_lossy(&self.log_path)
-    }
-
-    pub fn log_path(&self) -> &Path {
-        &self.log_path
     }
 
     pub fn pid(&self) -> u32 {
