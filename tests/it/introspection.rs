@@ -1,7 +1,7 @@
 //! `dbus/org.ovsdbus.Relay1.xml` describes exactly what the running relay introspects.
 
 use crate::common::Stack;
-use crate::common::signals::{BUS_NAME, ROOT};
+use crate::common::signals::{BUS_NAME, ROOT, introspect_at};
 use std::time::Duration;
 
 /// The `<interface name="NAME">…</interface>` block, without comments or indentation.
@@ -29,18 +29,6 @@ fn interface_block(xml: &str, name: &str) -> Option<Vec<String>> {
 
 async fn introspect(conn: &zbus::Connection, path: &str) -> String {
     introspect_at(conn, BUS_NAME, path).await
-}
-
-async fn introspect_at(conn: &zbus::Connection, destination: &str, path: &str) -> String {
-    zbus::fdo::IntrospectableProxy::builder(conn)
-        .destination(destination)
-        .path(path)
-        .build()
-        .await
-        .unwrap()
-        .introspect()
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,7 @@
 //! merges instead of reconnecting, and readers never hold up the signals.
 
 use crate::common::Stack;
-use crate::common::signals::{BUS_NAME, ROOT, managed_objects, relay_proxy};
+use crate::common::signals::{BUS_NAME, ROOT, introspect_at, managed_objects, relay_proxy};
 use serde_json::{Value as Json, json};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -22,15 +22,7 @@ fn add_ports(db: &crate::common::Ovsdb, ports: usize) {
 }
 
 async fn introspect(conn: &zbus::Connection, path: &str) -> String {
-    zbus::fdo::IntrospectableProxy::builder(conn)
-        .destination(BUS_NAME)
-        .path(path)
-        .build()
-        .await
-        .unwrap()
-        .introspect()
-        .await
-        .unwrap()
+    introspect_at(conn, BUS_NAME, path).await
 }
 
 async fn owner(conn: &zbus::Connection) -> String {

@@ -261,3 +261,16 @@ pub fn error_of<T: std::fmt::Debug>(result: zbus::Result<T>) -> (String, String)
 pub fn error_name<T: std::fmt::Debug>(result: zbus::Result<T>) -> String {
     error_of(result).0
 }
+
+/// `Introspect` of `path` at `destination`.
+pub async fn introspect_at(conn: &Connection, destination: &str, path: &str) -> String {
+    zbus::fdo::IntrospectableProxy::builder(conn)
+        .destination(destination)
+        .path(path)
+        .build()
+        .await
+        .unwrap()
+        .introspect()
+        .await
+        .unwrap()
+}
