@@ -112,11 +112,10 @@ pub struct Segment {
 #[derive(Debug, Default)]
 pub struct Batch {
     pub segments: Vec<Segment>,
-    /// The latest connection state and remote, when either was reported since the last take.
+    /// The latest connection state and remote, when either was reported since the last
+    /// take. A snapshot loaded without a previous state to compare with (start-up, or a
+    /// new schema) reports only this: the state is in the objects, no signals.
     pub state: Option<(State, String)>,
-    /// A snapshot was loaded without a previous state to compare with (start-up, or a new
-    /// schema): the state is in the objects, no signals.
-    pub loaded: bool,
 }
 
 impl Batch {
@@ -240,7 +239,6 @@ impl Engine {
                     Ok(None) => {
                         self.discarding = false;
                         self.applied(&ChangeSet::default());
-                        self.pending.update(|batch| batch.loaded = true);
                     }
                     Err(e) => return self.force_resync(e),
                 }
