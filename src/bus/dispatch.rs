@@ -172,7 +172,7 @@ impl Service {
         };
         let target = route(path.as_str(), self.openqa_enabled());
         let member = member.as_str();
-        if target == Target::Unknown {
+        if !self.exists(&target) {
             let error = MethodError::UnknownObject(format!("no object at {path}"));
             return reply::<()>(conn, &header, Err(error)).await;
         }
@@ -203,6 +203,18 @@ impl Service {
             SWITCH => self.switch(conn, &header, call, member).await,
             OPENQA => self.openqa(conn, &header, call, member).await,
             _ => reply::<()>(conn, &header, Err(unknown_method(interface, member))).await,
+        }
+    }
+
+    /// Whether the object is there: a row object exists exactly while its row does.
+    fn exists(&self, target: &Target) -> bool {
+        match target {
+            Target::Unknown => false,
+            Target::Row(table, name) => self
+                .relay
+                .shared
+                .with_replica(|r| r.is_some_and(|r| r.find(*table, name).is_some())),
+            _ => true,
         }
     }
 
@@ -558,7 +570,7 @@ mod tests {
         .collect();
         let shipped = introspect::shipped_methods();
         assert_eq!(shipped.len(), decoded.len(), "{shipped:?}");
-        for (interface, method, signature) in &shipped {
+        for (interface, method, signature) in shipped {
             let ours = decoded
                 .get(&(interface.as_str(), method.as_str()))
                 .unwrap_or_else(|| panic!("{interface}.{method} is not dispatched"));

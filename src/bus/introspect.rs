@@ -8,7 +8,8 @@
 //! ([`super::objects`]). `tests/it/introspection.rs` checks the two against each other and
 //! against what the dispatcher answers.
 
-use super::objects::{self, row_path};
+use super::escape::encode_label;
+use super::objects;
 use crate::replica::Replica;
 use crate::replica::layout::TableId;
 use std::fmt::Write;
@@ -124,14 +125,7 @@ pub fn table(replica: Option<&Replica>, table: TableId) -> String {
     let mut labels: Vec<String> = replica
         .map(|r| {
             r.rows(table)
-                .map(|(_, row)| {
-                    let path = row_path(table, r.name_of(table, row));
-                    path.as_str()
-                        .rsplit('/')
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned()
-                })
+                .map(|(_, row)| encode_label(r.name_of(table, row)))
                 .collect()
         })
         .unwrap_or_default();
@@ -154,8 +148,13 @@ pub fn openqa() -> String {
 }
 
 /// `(interface, method, in-signature)` for every method the shipped file documents on an
-/// interface of the relay's own: what the dispatcher must route.
-pub fn shipped_methods() -> Vec<(String, String, String)> {
+/// interface of the relay's own: what the dispatcher must route. Parsed once.
+pub fn shipped_methods() -> &'static [(String, String, String)] {
+    static METHODS: LazyLock<Vec<(String, String, String)>> = LazyLock::new(parse_methods);
+    &METHODS
+}
+
+fn parse_methods() -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     let mut interface = String::new();
     let mut method: Option<(String, String)> = None;

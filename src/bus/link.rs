@@ -1,6 +1,7 @@
 //! Keeps the relay on the bus: notices when the bus daemon goes away (restart, crash) and
-//! reconnects with backoff, handing each new connection to the publisher, which
-//! re-registers the objects and tells subscribers what they missed.
+//! reconnects with backoff, handing each new connection to the publisher, which tells
+//! subscribers what they missed. Nothing is registered per row: the dispatcher serves
+//! the new connection from its first message.
 
 use super::{BusError, Connector};
 use crate::metrics::Metrics;

@@ -52,80 +52,61 @@ const fn prop(name: &'static str, signature: &'static str, source: Source) -> Pr
     }
 }
 
-/// A table's D-Bus face.
-pub trait RowKind: Send + Sync + 'static {
-    const TABLE: TableId;
-    const INTERFACE: &'static str;
-    const PROPERTIES: &'static [Property];
-}
+/// Each table's D-Bus face: its interface and its properties.
+const BRIDGE_INTERFACE: &str = "org.ovsdbus.Bridge1";
+const BRIDGE_PROPERTIES: &[Property] = &[
+    prop("Name", "s", Source::Name),
+    prop("Uuid", "s", Source::Uuid),
+    prop("Ports", "ao", Source::Children("ports", TableId::Port)),
+    prop("DatapathType", "s", Source::Column("datapath_type")),
+    prop("FailMode", "as", Source::Column("fail_mode")),
+    prop("ExternalIds", "a{ss}", Source::Column("external_ids")),
+    prop("OtherConfig", "a{ss}", Source::Column("other_config")),
+    prop("Columns", "a{sv}", Source::Columns),
+];
 
-pub struct BridgeKind;
-pub struct PortKind;
-pub struct InterfaceKind;
+const PORT_INTERFACE: &str = "org.ovsdbus.Port1";
+const PORT_PROPERTIES: &[Property] = &[
+    prop("Name", "s", Source::Name),
+    prop("Uuid", "s", Source::Uuid),
+    prop("Bridge", "o", Source::Bridge),
+    prop(
+        "Interfaces",
+        "ao",
+        Source::Children("interfaces", TableId::Interface),
+    ),
+    prop("Tag", "ax", Source::Column("tag")),
+    prop("Trunks", "ax", Source::Column("trunks")),
+    prop("VlanMode", "as", Source::Column("vlan_mode")),
+    prop("ExternalIds", "a{ss}", Source::Column("external_ids")),
+    prop("Columns", "a{sv}", Source::Columns),
+];
 
-impl RowKind for BridgeKind {
-    const TABLE: TableId = TableId::Bridge;
-    const INTERFACE: &'static str = "org.ovsdbus.Bridge1";
-    const PROPERTIES: &'static [Property] = &[
-        prop("Name", "s", Source::Name),
-        prop("Uuid", "s", Source::Uuid),
-        prop("Ports", "ao", Source::Children("ports", TableId::Port)),
-        prop("DatapathType", "s", Source::Column("datapath_type")),
-        prop("FailMode", "as", Source::Column("fail_mode")),
-        prop("ExternalIds", "a{ss}", Source::Column("external_ids")),
-        prop("OtherConfig", "a{ss}", Source::Column("other_config")),
-        prop("Columns", "a{sv}", Source::Columns),
-    ];
-}
-
-impl RowKind for PortKind {
-    const TABLE: TableId = TableId::Port;
-    const INTERFACE: &'static str = "org.ovsdbus.Port1";
-    const PROPERTIES: &'static [Property] = &[
-        prop("Name", "s", Source::Name),
-        prop("Uuid", "s", Source::Uuid),
-        prop("Bridge", "o", Source::Bridge),
-        prop(
-            "Interfaces",
-            "ao",
-            Source::Children("interfaces", TableId::Interface),
-        ),
-        prop("Tag", "ax", Source::Column("tag")),
-        prop("Trunks", "ax", Source::Column("trunks")),
-        prop("VlanMode", "as", Source::Column("vlan_mode")),
-        prop("ExternalIds", "a{ss}", Source::Column("external_ids")),
-        prop("Columns", "a{sv}", Source::Columns),
-    ];
-}
-
-impl RowKind for InterfaceKind {
-    const TABLE: TableId = TableId::Interface;
-    const INTERFACE: &'static str = "org.ovsdbus.Interface1";
-    const PROPERTIES: &'static [Property] = &[
-        prop("Name", "s", Source::Name),
-        prop("Uuid", "s", Source::Uuid),
-        prop("Port", "o", Source::Port),
-        prop("Bridge", "o", Source::Bridge),
-        prop("Type", "s", Source::Column("type")),
-        prop("Ofport", "ax", Source::Column("ofport")),
-        prop("OfportRequest", "ax", Source::Column("ofport_request")),
-        prop("LinkState", "as", Source::Column("link_state")),
-        prop("AdminState", "as", Source::Column("admin_state")),
-        prop("MacInUse", "as", Source::Column("mac_in_use")),
-        prop("Mtu", "ax", Source::Column("mtu")),
-        prop("Error", "as", Source::Column("error")),
-        prop("ExternalIds", "a{ss}", Source::Column("external_ids")),
-        prop("Options", "a{ss}", Source::Column("options")),
-        prop("Columns", "a{sv}", Source::Columns),
-    ];
-}
+const INTERFACE_INTERFACE: &str = "org.ovsdbus.Interface1";
+const INTERFACE_PROPERTIES: &[Property] = &[
+    prop("Name", "s", Source::Name),
+    prop("Uuid", "s", Source::Uuid),
+    prop("Port", "o", Source::Port),
+    prop("Bridge", "o", Source::Bridge),
+    prop("Type", "s", Source::Column("type")),
+    prop("Ofport", "ax", Source::Column("ofport")),
+    prop("OfportRequest", "ax", Source::Column("ofport_request")),
+    prop("LinkState", "as", Source::Column("link_state")),
+    prop("AdminState", "as", Source::Column("admin_state")),
+    prop("MacInUse", "as", Source::Column("mac_in_use")),
+    prop("Mtu", "ax", Source::Column("mtu")),
+    prop("Error", "as", Source::Column("error")),
+    prop("ExternalIds", "a{ss}", Source::Column("external_ids")),
+    prop("Options", "a{ss}", Source::Column("options")),
+    prop("Columns", "a{sv}", Source::Columns),
+];
 
 /// The interface name and properties of a published table.
 pub fn describe(table: TableId) -> Option<(&'static str, &'static [Property])> {
     match table {
-        TableId::Bridge => Some((BridgeKind::INTERFACE, BridgeKind::PROPERTIES)),
-        TableId::Port => Some((PortKind::INTERFACE, PortKind::PROPERTIES)),
-        TableId::Interface => Some((InterfaceKind::INTERFACE, InterfaceKind::PROPERTIES)),
+        TableId::Bridge => Some((BRIDGE_INTERFACE, BRIDGE_PROPERTIES)),
+        TableId::Port => Some((PORT_INTERFACE, PORT_PROPERTIES)),
+        TableId::Interface => Some((INTERFACE_INTERFACE, INTERFACE_PROPERTIES)),
         TableId::Root => None,
     }
 }
@@ -353,11 +334,7 @@ mod tests {
 
     #[test]
     fn empty_values_have_the_declared_signature() {
-        for kind in [
-            BridgeKind::PROPERTIES,
-            PortKind::PROPERTIES,
-            InterfaceKind::PROPERTIES,
-        ] {
+        for kind in [BRIDGE_PROPERTIES, PORT_PROPERTIES, INTERFACE_PROPERTIES] {
             for p in kind {
                 if matches!(p.source, Source::Column(_)) {
                     let v = empty_value(p.signature).unwrap();
@@ -370,15 +347,12 @@ mod tests {
     #[test]
     fn introspection_lists_every_property_with_its_annotation() {
         let mut xml = String::new();
-        write_introspection(&mut xml, 0, PortKind::INTERFACE, PortKind::PROPERTIES);
+        write_introspection(&mut xml, 0, PORT_INTERFACE, PORT_PROPERTIES);
         assert!(
             xml.contains(r#"<property name="Tag" type="ax" access="read">"#),
             "{xml}"
         );
         assert!(xml.contains(r#"value="invalidates""#));
-        assert_eq!(
-            xml.matches("<property ").count(),
-            PortKind::PROPERTIES.len()
-        );
+        assert_eq!(xml.matches("<property ").count(), PORT_PROPERTIES.len());
     }
 }

@@ -2,7 +2,7 @@
 //! ordered list of messages to send — `InterfacesRemoved`, `InterfacesAdded`, one
 //! `PropertiesChanged` per changed object, then the typed signals — so a subscriber
 //! reacting to a typed signal finds the objects already updated. Pure: it builds messages,
-//! the publisher sends them as one batch.
+//! the publisher sends them in batches.
 
 use super::objects::{Source, all_properties, describe, property_value, row_path};
 use super::value::{VariantDict, columns_dict};
@@ -16,53 +16,57 @@ use zbus::{Message, Variant};
 const OBJECT_MANAGER: &str = "org.freedesktop.DBus.ObjectManager";
 const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
 
-/// How many object-level signals one change set produced, for metrics.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ObjectSignals {
-    pub objects: u64,
-    pub properties: u64,
+/// One object-level signal, by the metric it counts under.
+pub enum ObjectSignal {
+    /// `InterfacesAdded` or `InterfacesRemoved`.
+    Membership(Message),
+    PropertiesChanged(Message),
 }
 
-/// The object signals of `changes`, in order, appended to `out`. `replica` is the state
-/// after the changes.
-pub fn object_messages(
-    replica: &Replica,
-    changes: &ChangeSet,
-    out: &mut Vec<Message>,
-) -> zbus::Result<ObjectSignals> {
-    let mut signals = ObjectSignals::default();
-    for change in &changes.changes {
-        let (interface, _) = describe(change.table).expect("published table");
-        let path = row_path(change.table, &change.name);
-        match change.kind {
-            ChangeKind::Removed { .. } => {
-                out.push(
-                    Message::signal(ROOT_PATH, OBJECT_MANAGER, "InterfacesRemoved")
-                        .build(&(path, vec![interface]))?,
-                );
-            }
-            ChangeKind::Added { .. } => {
-                let Ok(properties) = all_properties(replica, change.table, change.uuid) else {
-                    // Gone again in a later version: its removal follows.
-                    continue;
-                };
-                let interfaces = HashMap::from([(interface, properties)]);
-                out.push(
-                    Message::signal(ROOT_PATH, OBJECT_MANAGER, "InterfacesAdded")
-                        .build(&(path, interfaces))?,
-                );
-            }
-            ChangeKind::Changed { .. } => continue,
+/// The object signals of `changes`, in order; `replica` is the state after the changes.
+/// Built one at a time as the caller takes them, so sending can start before a large
+/// change set is fully projected, and one message that cannot be built costs only itself.
+pub fn object_messages<'a>(
+    replica: &'a Replica,
+    changes: &'a ChangeSet,
+) -> impl Iterator<Item = zbus::Result<ObjectSignal>> + 'a {
+    let membership = changes
+        .changes
+        .iter()
+        .filter_map(move |change| membership_message(replica, change).transpose())
+        .map(|message| message.map(ObjectSignal::Membership));
+    let properties = changed_properties(replica, changes)
+        .into_iter()
+        .filter_map(move |(table, uuid, names)| {
+            properties_changed(replica, table, uuid, &names).transpose()
+        })
+        .map(|message| message.map(ObjectSignal::PropertiesChanged));
+    membership.chain(properties)
+}
+
+/// `InterfacesRemoved` for a removal, `InterfacesAdded` for an addition still present in
+/// `replica`; `None` otherwise.
+fn membership_message(replica: &Replica, change: &RowChange) -> zbus::Result<Option<Message>> {
+    let (interface, _) = describe(change.table).expect("published table");
+    let path = row_path(change.table, &change.name);
+    match change.kind {
+        ChangeKind::Removed { .. } => {
+            Message::signal(ROOT_PATH, OBJECT_MANAGER, "InterfacesRemoved")
+                .build(&(path, vec![interface]))
+                .map(Some)
         }
-        signals.objects += 1;
-    }
-    for (table, uuid, properties) in changed_properties(replica, changes) {
-        if let Some(message) = properties_changed(replica, table, uuid, &properties)? {
-            out.push(message);
-            signals.properties += 1;
+        ChangeKind::Added { .. } => {
+            let Ok(properties) = all_properties(replica, change.table, change.uuid) else {
+                // Gone again in a later version: its removal follows.
+                return Ok(None);
+            };
+            let interfaces = HashMap::from([(interface, properties)]);
+            Message::signal(ROOT_PATH, OBJECT_MANAGER, "InterfacesAdded")
+                .build(&(path, interfaces))
+                .map(Some)
         }
+        ChangeKind::Changed { .. } => Ok(None),
     }
-    Ok(signals)
 }
 
 /// Objects whose properties changed, with the names of those properties. Besides the rows'
@@ -248,7 +252,19 @@ mod tests {
             }),
         );
         let mut out = Vec::new();
-        let signals = object_messages(&replica, &changes, &mut out).unwrap();
+        let mut signals = (0, 0);
+        for signal in object_messages(&replica, &changes) {
+            match signal.unwrap() {
+                ObjectSignal::Membership(m) => {
+                    signals.0 += 1;
+                    out.push(m);
+                }
+                ObjectSignal::PropertiesChanged(m) => {
+                    signals.1 += 1;
+                    out.push(m);
+                }
+            }
+        }
         assert_eq!(
             summary(&out),
             [
@@ -258,13 +274,7 @@ mod tests {
                 "/org/ovsdbus/Relay1/bridge/br0 PropertiesChanged",
             ]
         );
-        assert_eq!(
-            signals,
-            ObjectSignals {
-                objects: 3,
-                properties: 1
-            }
-        );
+        assert_eq!(signals, (3, 1), "objects, properties");
         let (path, interfaces): (zbus::OwnedObjectPath, Vec<String>) =
             out[0].body().deserialize().unwrap();
         assert_eq!(path.as_str(), "/org/ovsdbus/Relay1/interface/i1");

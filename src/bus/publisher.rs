@@ -3,7 +3,7 @@
 //! before taking the next. Being the only emitter is what makes `seq` gap-free and keeps
 //! objects and signals in step.
 
-use super::projection::{self, ObjectSignals};
+use super::projection::{self, ObjectSignal};
 use super::relay::{RelayInterface, Shared};
 use super::value::VariantDict;
 use super::{RELAY_INTERFACE, ROOT_PATH};
@@ -105,15 +105,20 @@ impl Publisher {
 
     async fn publish(&mut self, batch: Batch) {
         self.shared.metrics.queue_depth.set(batch.rows() as i64);
+        // A resync or a new connection state (a load comes with one) may change the root
+        // properties; so may an update of the root row.
+        let mut root = batch.state.is_some();
         for segment in batch.segments {
+            root |= segment.resynced || segment.changes.root_changed();
             self.announce(segment).await;
         }
         if let Some((state, remote)) = batch.state {
             self.shared.update_status(|s| s.remote = remote);
             self.set_state(state);
         }
-        // After a load the state is in the objects; only the root properties tell.
-        self.root_changed();
+        if root {
+            self.root_changed();
+        }
         self.flush().await;
     }
 
@@ -136,16 +141,21 @@ impl Publisher {
         let Some(replica) = self.shared.snapshot() else {
             return;
         };
-        let mut objects = Vec::new();
-        match projection::object_messages(&replica, &changes, &mut objects) {
-            Ok(signals) => self.count_objects(signals),
-            Err(e) => {
-                self.shared.metrics.dbus_emit_errors.inc();
-                tracing::warn!("object signals not built: {e}");
+        for signal in projection::object_messages(&replica, &changes) {
+            match signal {
+                Ok(ObjectSignal::Membership(message)) => {
+                    self.object_signals.inc();
+                    self.queue(message, None).await;
+                }
+                Ok(ObjectSignal::PropertiesChanged(message)) => {
+                    self.property_signals.inc();
+                    self.queue(message, None).await;
+                }
+                Err(e) => {
+                    self.shared.metrics.dbus_emit_errors.inc();
+                    tracing::warn!("object signal not built: {e}");
+                }
             }
-        }
-        for message in objects {
-            self.queue(message, None).await;
         }
         let meta = Meta {
             origin,
@@ -236,11 +246,6 @@ impl Publisher {
             "Changed" => self.undelivered.1 += 1,
             _ => self.undelivered.2 += 1,
         }
-    }
-
-    fn count_objects(&self, signals: ObjectSignals) {
-        self.object_signals.inc_by(signals.objects);
-        self.property_signals.inc_by(signals.properties);
     }
 
     /// Moves to a new bus connection (the dispatcher already serves it: nothing is

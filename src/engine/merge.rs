@@ -22,6 +22,11 @@ impl Merged {
         self.index.is_empty() && !self.root_changed
     }
 
+    /// Whether the root row changed (versions, system-id).
+    pub fn root_changed(&self) -> bool {
+        self.root_changed
+    }
+
     /// Rows with a pending net change.
     pub fn len(&self) -> usize {
         self.index.len()
