@@ -160,6 +160,7 @@ fn main() -> ExitCode {
         Command::Wait(args) => return cli::execute(cli::wait::run(args)),
         Command::Show(args) => return cli::execute(cli::show::run(args)),
         Command::Run(args) => args.config().and_then(|config| {
+            without_transparent_huge_pages();
             let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;
             runtime
                 .block_on(daemon::run(config))
@@ -173,6 +174,15 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// A burst allocates tens of megabytes of short-lived messages spread over the allocator's
+/// pages; with transparent huge pages each first touch zeroes 2 MiB, which was 40% of a
+/// 10,001-row burst's CPU time and a third of the RSS (measured, BENCHMARKS.md). Best
+/// effort: a kernel without the knob just keeps its default.
+fn without_transparent_huge_pages() {
+    // SAFETY: PR_SET_THP_DISABLE takes integer arguments only and touches no memory of ours.
+    let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
 }
 
 /// Every update allocates and frees many small values (atoms, variants, paths) across

@@ -9,7 +9,7 @@
 
 use super::error::MethodError;
 use super::escape::{decode_label, encode_label};
-use super::objects::{self, ManagedObjects, describe};
+use super::objects::{ManagedObjects, Property, SnapshotRow, describe};
 use super::openqa::{OPENQA_PATH, OpenQaSwitch};
 use super::relay::RelayInterface;
 use super::switch::SwitchInterface;
@@ -136,6 +136,44 @@ async fn reply<B: Serialize + DynamicType>(
     };
     if let Err(e) = sent {
         tracing::debug!("reply not sent: {e}");
+    }
+}
+
+/// `Properties.Get`: a root value, or a row's property written from the snapshot.
+enum PropertyReply {
+    Root(OwnedVariant),
+    Row(SnapshotRow, &'static Property),
+}
+
+impl Type for PropertyReply {
+    const SIGNATURE: &'static zbus::Signature = &zbus::Signature::Variant;
+}
+
+impl Serialize for PropertyReply {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Root(value) => value.serialize(serializer),
+            Self::Row(row, property) => row.property(property).serialize(serializer),
+        }
+    }
+}
+
+/// `Properties.GetAll`: the root's values, or a row's properties written from the snapshot.
+enum PropertiesReply {
+    Root(HashMap<String, OwnedVariant>),
+    Row(SnapshotRow),
+}
+
+impl Type for PropertiesReply {
+    const SIGNATURE: &'static zbus::Signature = <HashMap<String, OwnedVariant>>::SIGNATURE;
+}
+
+impl Serialize for PropertiesReply {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Root(values) => values.serialize(serializer),
+            Self::Row(row) => row.properties().serialize(serializer),
+        }
     }
 }
 
@@ -298,11 +336,15 @@ impl Service {
         target: &Target,
         interface: &str,
         name: &str,
-    ) -> Result<OwnedVariant, MethodError> {
+    ) -> Result<PropertyReply, MethodError> {
         let unknown =
             || MethodError::UnknownProperty(format!("{interface} has no property {name:?}"));
         match target {
-            Target::Root if interface == RELAY => self.relay.property(name).ok_or_else(unknown),
+            Target::Root if interface == RELAY => self
+                .relay
+                .property(name)
+                .map(PropertyReply::Root)
+                .ok_or_else(unknown),
             Target::Row(table, row_name) => {
                 let (row_interface, properties) = describe(*table).expect("published table");
                 if interface != row_interface {
@@ -312,10 +354,7 @@ impl Service {
                     .iter()
                     .find(|p| p.name == name)
                     .ok_or_else(unknown)?;
-                self.row(*table, row_name, |replica, uuid, row| {
-                    let value = objects::property_value(replica, *table, uuid, row, property)?;
-                    Ok(objects::owned(value)?)
-                })
+                Ok(PropertyReply::Row(self.row(*table, row_name)?, property))
             }
             _ => Err(unknown()),
         }
@@ -325,42 +364,34 @@ impl Service {
         &self,
         target: &Target,
         interface: &str,
-    ) -> Result<HashMap<String, OwnedVariant>, MethodError> {
+    ) -> Result<PropertiesReply, MethodError> {
         match target {
-            Target::Root if interface == RELAY => Ok(crate::bus::RELAY_PROPERTIES
-                .iter()
-                .filter_map(|name| Some(((*name).to_owned(), self.relay.property(name)?)))
-                .collect()),
+            Target::Root if interface == RELAY => Ok(PropertiesReply::Root(
+                crate::bus::RELAY_PROPERTIES
+                    .iter()
+                    .filter_map(|name| Some(((*name).to_owned(), self.relay.property(name)?)))
+                    .collect(),
+            )),
             Target::Row(table, name) if describe(*table).is_some_and(|(i, _)| i == interface) => {
-                self.row(*table, name, |replica, uuid, _| {
-                    Ok(objects::all_properties(replica, *table, uuid)?)
-                })
+                Ok(PropertiesReply::Row(self.row(*table, name)?))
             }
             // Interfaces without properties, or an interface the object does not have.
-            Target::Root if Self::interfaces(target).contains(&interface) => Ok(HashMap::new()),
+            Target::Root if Self::interfaces(target).contains(&interface) => {
+                Ok(PropertiesReply::Root(HashMap::new()))
+            }
             _ => Err(MethodError::UnknownInterface(format!(
                 "the object has no interface {interface:?}"
             ))),
         }
     }
 
-    /// Runs `read` on a row of the current snapshot; `UnknownObject` when it is gone.
-    fn row<R>(
-        &self,
-        table: TableId,
-        name: &str,
-        read: impl FnOnce(
-            &crate::replica::Replica,
-            crate::ovsdb::datum::Uuid,
-            &crate::replica::Row,
-        ) -> Result<R, MethodError>,
-    ) -> Result<R, MethodError> {
-        self.relay.shared.with_replica(|replica| {
-            let gone = || MethodError::UnknownObject(format!("no {table} named {name:?}"));
-            let replica = replica.ok_or_else(gone)?;
-            let (uuid, row) = replica.find(table, name).ok_or_else(gone)?;
-            read(replica, uuid, row)
-        })
+    /// A row of the current snapshot; `UnknownObject` when it is gone.
+    fn row(&self, table: TableId, name: &str) -> Result<SnapshotRow, MethodError> {
+        self.relay
+            .shared
+            .snapshot()
+            .and_then(|replica| SnapshotRow::find(replica, table, name))
+            .ok_or_else(|| MethodError::UnknownObject(format!("no {table} named {name:?}")))
     }
 
     /// Built off the async workers: at 20,000 rows the reply is tens of megabytes of

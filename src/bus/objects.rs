@@ -10,15 +10,15 @@
 
 use super::ROOT_PATH;
 use super::escape::encode_label;
-use super::value::datum_variant;
+use super::value::{ColumnVariant, ColumnsDict, serialize_variant};
 use crate::ovsdb::datum::Uuid;
 use crate::replica::layout::TableId;
 use crate::replica::{Replica, Row};
 use serde::Serialize;
-use serde::ser::{SerializeMap, Serializer};
+use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use std::collections::HashMap;
 use std::sync::Arc;
-use zbus::{OwnedObjectPath, OwnedVariant, Signature, Type, Variant, fdo};
+use zbus::{OwnedObjectPath, Signature, Type};
 
 /// Where a property's value comes from.
 #[derive(Debug, Clone, Copy)]
@@ -113,111 +113,121 @@ pub fn describe(table: TableId) -> Option<(&'static str, &'static [Property])> {
 
 /// `/org/ovsdbus/Relay1/<table>/<escaped name>`.
 pub fn row_path(table: TableId, name: &str) -> OwnedObjectPath {
-    let path = format!("{ROOT_PATH}/{}/{}", table.label(), encode_label(name));
-    OwnedObjectPath::try_from(path).expect("escaped labels always form a valid path")
+    OwnedObjectPath::try_from(row_path_text(table, name))
+        .expect("escaped labels always form a valid path")
 }
 
-fn root_path() -> OwnedObjectPath {
-    OwnedObjectPath::try_from("/").expect("/ is a path")
+/// The same path as text, for writing straight into a message: escaped labels are always
+/// valid, so there is nothing to check.
+fn row_path_text(table: TableId, name: &str) -> String {
+    format!("{ROOT_PATH}/{}/{}", table.label(), encode_label(name))
 }
 
-fn path_of(replica: &Replica, table: TableId, uuid: Option<Uuid>) -> OwnedObjectPath {
+/// The path of a row, `/` when there is none.
+fn path_text(replica: &Replica, table: TableId, uuid: Option<Uuid>) -> String {
     uuid.and_then(|u| replica.row(table, u))
-        .map(|row| row_path(table, replica.name_of(table, row)))
-        .unwrap_or_else(root_path)
+        .map(|row| row_path_text(table, replica.name_of(table, row)))
+        .unwrap_or_else(|| "/".to_owned())
 }
 
-/// The value of one property of a row. Columns left out of the mirror give the type's
-/// empty value, so the signature never changes.
-pub fn property_value(
-    replica: &Replica,
-    table: TableId,
-    uuid: Uuid,
-    row: &Row,
-    property: &Property,
-) -> zbus::Result<Variant<'static>> {
-    let layout = replica.layout().table(table);
-    Ok(match property.source {
-        Source::Name => Variant::from(replica.name_of(table, row).to_owned()),
-        Source::Uuid => Variant::from(uuid.to_string()),
-        Source::Column(column) => match layout.column_index(column) {
-            Some(i) => datum_variant(&layout.columns[i].ty, &row[i])?,
-            None => empty_value(property.signature)?,
-        },
-        Source::Children(column, child_table) => {
-            let paths: Vec<OwnedObjectPath> = replica
-                .column(table, row, column)
-                .map(|d| {
-                    d.uuids()
-                        .map(|u| path_of(replica, child_table, Some(u)))
-                        .collect()
-                })
-                .unwrap_or_default();
-            Variant::from(paths)
-        }
-        Source::Bridge => {
-            let port = match table {
-                TableId::Interface => replica.parent(TableId::Interface, uuid),
-                _ => Some(uuid),
-            };
-            let bridge = port.and_then(|p| replica.parent(TableId::Port, p));
-            Variant::from(path_of(replica, TableId::Bridge, bridge))
-        }
-        Source::Port => Variant::from(path_of(
-            replica,
-            TableId::Port,
-            replica.parent(TableId::Interface, uuid),
-        )),
-        Source::Columns => Variant::from(super::value::columns_dict(
-            layout,
-            row,
-            0..layout.columns.len(),
-        )?),
-    })
+/// One property of a row as a variant, written from the snapshot while the message is
+/// serialised. Columns left out of the mirror give the type's empty value, so the
+/// signature never changes.
+pub struct PropertyVariant<'a> {
+    pub replica: &'a Replica,
+    pub table: TableId,
+    pub uuid: Uuid,
+    pub row: &'a Row,
+    pub property: &'a Property,
 }
 
-fn empty_value(signature: &str) -> zbus::Result<Variant<'static>> {
-    Ok(match signature {
-        "s" => Variant::from(String::new()),
-        "a{ss}" => Variant::from(HashMap::<String, String>::new()),
-        other => {
-            let signature = zbus::Signature::try_from(other).map_err(zbus::Error::from)?;
-            match signature {
-                zbus::Signature::Array(child) => {
-                    Variant::Array(zbus::Array::new(child.signature()))
+impl Type for PropertyVariant<'_> {
+    const SIGNATURE: &'static Signature = &Signature::Variant;
+}
+
+impl Serialize for PropertyVariant<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let layout = self.replica.layout().table(self.table);
+        let signature = self.property.signature;
+        match self.property.source {
+            Source::Column(column) => match layout.column_index(column) {
+                Some(i) => ColumnVariant {
+                    ty: &layout.columns[i].ty,
+                    datum: &self.row[i],
                 }
-                _ => return Err(zbus::Error::Failure(format!("no empty value for {other}"))),
+                .serialize(serializer),
+                None => serialize_variant(serializer, signature, &Empty(signature)),
+            },
+            Source::Columns => {
+                let columns = ColumnsDict {
+                    layout,
+                    row: self.row,
+                    only: None,
+                };
+                serialize_variant(serializer, signature, &columns)
+            }
+            _ => serialize_variant(serializer, signature, &BareProperty(self)),
+        }
+    }
+}
+
+/// The value of a property that is not a column.
+struct BareProperty<'a>(&'a PropertyVariant<'a>);
+
+impl Serialize for BareProperty<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let PropertyVariant {
+            replica,
+            table,
+            uuid,
+            row,
+            property,
+        } = *self.0;
+        match property.source {
+            Source::Name => serializer.serialize_str(replica.name_of(table, row)),
+            Source::Uuid => serializer.serialize_str(&uuid.to_string()),
+            Source::Children(column, child_table) => {
+                let children = replica.column(table, row, column);
+                let count = children.map_or(0, |d| d.uuids().count());
+                let mut paths = serializer.serialize_seq(Some(count))?;
+                for child in children.into_iter().flat_map(|d| d.uuids()) {
+                    paths.serialize_element(&path_text(replica, child_table, Some(child)))?;
+                }
+                paths.end()
+            }
+            Source::Bridge => {
+                let port = match table {
+                    TableId::Interface => replica.parent(TableId::Interface, uuid),
+                    _ => Some(uuid),
+                };
+                let bridge = port.and_then(|p| replica.parent(TableId::Port, p));
+                serializer.serialize_str(&path_text(replica, TableId::Bridge, bridge))
+            }
+            Source::Port => {
+                let port = replica.parent(TableId::Interface, uuid);
+                serializer.serialize_str(&path_text(replica, TableId::Port, port))
+            }
+            Source::Column(_) | Source::Columns => {
+                unreachable!("column properties are written as columns")
             }
         }
-    })
+    }
 }
 
-/// All properties of a row, as `GetAll` and `GetManagedObjects` return them.
-pub fn all_properties(
-    replica: &Replica,
-    table: TableId,
-    uuid: Uuid,
-) -> fdo::Result<HashMap<String, OwnedVariant>> {
-    let (_, properties) =
-        describe(table).ok_or_else(|| fdo::Error::Failed("no such table".into()))?;
-    let row = replica
-        .row(table, uuid)
-        .ok_or_else(|| fdo::Error::UnknownObject(format!("{table} row {uuid} is gone")))?;
-    properties
-        .iter()
-        .map(|p| {
-            Ok((
-                p.name.to_owned(),
-                owned(property_value(replica, table, uuid, row, p)?)?,
-            ))
-        })
-        .collect()
-}
+/// The empty value of a signature: a column the mirror leaves out.
+struct Empty(&'static str);
 
-pub(crate) fn owned(value: Variant<'static>) -> fdo::Result<OwnedVariant> {
-    value
-        .try_into_owned()
-        .map_err(|e| fdo::Error::Failed(e.to_string()))
+impl Serialize for Empty {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            "s" => serializer.serialize_str(""),
+            dict if dict.starts_with("a{") => serializer.serialize_map(Some(0))?.end(),
+            array if array.starts_with('a') => serializer.serialize_seq(Some(0))?.end(),
+            other => Err(serde::ser::Error::custom(format!(
+                "no empty value for {other}"
+            ))),
+        }
+    }
 }
 
 pub(crate) fn write_introspection(
@@ -283,6 +293,7 @@ impl Serialize for ManagedObjects {
                     uuid,
                     row,
                     properties,
+                    selection: Selection::All,
                 };
                 objects.serialize_entry(&path, &HashMap::from([(interface, object)]))?;
             }
@@ -291,13 +302,58 @@ impl Serialize for ManagedObjects {
     }
 }
 
-/// One object's properties as `a{sv}`, computed while being written.
-struct RowProperties<'a> {
-    replica: &'a Replica,
-    table: TableId,
-    uuid: Uuid,
-    row: &'a Row,
-    properties: &'static [Property],
+/// One object's properties as `a{sv}`, computed while being written: all of them
+/// (`GetAll`, `GetManagedObjects`, `InterfacesAdded`) or the changed ones.
+pub struct RowProperties<'a> {
+    pub replica: &'a Replica,
+    pub table: TableId,
+    pub uuid: Uuid,
+    pub row: &'a Row,
+    pub properties: &'static [Property],
+    pub selection: Selection<'a>,
+}
+
+/// Which properties of a row a message carries.
+#[derive(Clone, Copy)]
+pub enum Selection<'a> {
+    /// All of them: `GetAll`, `GetManagedObjects`.
+    All,
+    /// Those whose values signals carry, all but `Columns` (annotated `invalidates`: it
+    /// repeats the row, which the typed signal just sent; read on demand):
+    /// `InterfacesAdded`.
+    Emitted,
+    /// These, but never `Columns` (announced as invalidated instead): `PropertiesChanged`.
+    Changed(&'a [&'static str]),
+}
+
+impl<'a> RowProperties<'a> {
+    /// Every property of the row `uuid`, if the replica has it.
+    pub fn all(replica: &'a Replica, table: TableId, uuid: Uuid) -> Option<Self> {
+        let (_, properties) = describe(table)?;
+        Some(Self {
+            replica,
+            table,
+            uuid,
+            row: replica.row(table, uuid)?,
+            properties,
+            selection: Selection::All,
+        })
+    }
+
+    pub fn with(self, selection: Selection<'a>) -> Self {
+        Self { selection, ..self }
+    }
+
+    fn selected(&self) -> impl Iterator<Item = &'static Property> + '_ {
+        self.properties.iter().filter(|p| {
+            let columns = matches!(p.source, Source::Columns);
+            match self.selection {
+                Selection::All => true,
+                Selection::Emitted => !columns,
+                Selection::Changed(names) => names.contains(&p.name) && !columns,
+            }
+        })
+    }
 }
 
 impl Type for RowProperties<'_> {
@@ -306,13 +362,58 @@ impl Type for RowProperties<'_> {
 
 impl Serialize for RowProperties<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.properties.len()))?;
-        for property in self.properties {
-            let value = property_value(self.replica, self.table, self.uuid, self.row, property)
-                .map_err(serde::ser::Error::custom)?;
+        let mut map = serializer.serialize_map(Some(self.selected().count()))?;
+        for property in self.selected() {
+            let value = PropertyVariant {
+                replica: self.replica,
+                table: self.table,
+                uuid: self.uuid,
+                row: self.row,
+                property,
+            };
             map.serialize_entry(property.name, &value)?;
         }
         map.end()
+    }
+}
+
+/// A row of one snapshot, held for a reply written after the lookup: `Get` and `GetAll`
+/// on a row object serialise from it without copying any value.
+pub struct SnapshotRow {
+    replica: Arc<Replica>,
+    table: TableId,
+    uuid: Uuid,
+}
+
+impl SnapshotRow {
+    /// The row named `name`, if the snapshot has it.
+    pub fn find(replica: Arc<Replica>, table: TableId, name: &str) -> Option<Self> {
+        let (uuid, _) = replica.find(table, name)?;
+        Some(Self {
+            replica,
+            table,
+            uuid,
+        })
+    }
+
+    /// All its properties.
+    pub fn properties(&self) -> RowProperties<'_> {
+        RowProperties::all(&self.replica, self.table, self.uuid)
+            .expect("the snapshot holds the row it was found in")
+    }
+
+    /// One of its properties.
+    pub fn property<'a>(&'a self, property: &'a Property) -> PropertyVariant<'a> {
+        PropertyVariant {
+            replica: &self.replica,
+            table: self.table,
+            uuid: self.uuid,
+            row: self
+                .replica
+                .row(self.table, self.uuid)
+                .expect("the snapshot holds the row it was found in"),
+            property,
+        }
     }
 }
 
@@ -334,10 +435,19 @@ mod tests {
 
     #[test]
     fn empty_values_have_the_declared_signature() {
+        struct EmptyVariant(&'static str);
+        impl Type for EmptyVariant {
+            const SIGNATURE: &'static Signature = &Signature::Variant;
+        }
+        impl Serialize for EmptyVariant {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serialize_variant(serializer, self.0, &Empty(self.0))
+            }
+        }
         for kind in [BRIDGE_PROPERTIES, PORT_PROPERTIES, INTERFACE_PROPERTIES] {
             for p in kind {
                 if matches!(p.source, Source::Column(_)) {
-                    let v = empty_value(p.signature).unwrap();
+                    let v = super::super::value::round_trip(&EmptyVariant(p.signature));
                     assert_eq!(v.value_signature().to_string(), p.signature, "{}", p.name);
                 }
             }

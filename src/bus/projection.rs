@@ -4,14 +4,14 @@
 //! reacting to a typed signal finds the objects already updated. Pure: it builds messages,
 //! the publisher sends them in batches.
 
-use super::objects::{Source, all_properties, describe, property_value, row_path};
-use super::value::{VariantDict, columns_dict};
+use super::objects::{RowProperties, Selection, Source, describe, row_path};
+use super::value::{ColumnsDict, VariantDict};
 use super::{RELAY_INTERFACE, ROOT_PATH};
 use crate::ovsdb::datum::Uuid;
 use crate::replica::layout::{Layout, TableId};
 use crate::replica::{ChangeKind, ChangeSet, Replica, RowChange, missing_from};
 use std::collections::{HashMap, HashSet};
-use zbus::{Message, Variant};
+use zbus::Message;
 
 const OBJECT_MANAGER: &str = "org.freedesktop.DBus.ObjectManager";
 const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
@@ -56,11 +56,11 @@ fn membership_message(replica: &Replica, change: &RowChange) -> zbus::Result<Opt
                 .map(Some)
         }
         ChangeKind::Added { .. } => {
-            let Ok(properties) = all_properties(replica, change.table, change.uuid) else {
+            let Some(properties) = RowProperties::all(replica, change.table, change.uuid) else {
                 // Gone again in a later version: its removal follows.
                 return Ok(None);
             };
-            let interfaces = HashMap::from([(interface, properties)]);
+            let interfaces = HashMap::from([(interface, properties.with(Selection::Emitted))]);
             Message::signal(ROOT_PATH, OBJECT_MANAGER, "InterfacesAdded")
                 .build(&(path, interfaces))
                 .map(Some)
@@ -148,12 +148,14 @@ fn properties_changed(
     let Some(row) = replica.row(table, uuid) else {
         return Ok(None);
     };
-    let mut changed: HashMap<&str, Variant<'static>> = HashMap::new();
-    for p in specs {
-        if properties.contains(&p.name) && !matches!(p.source, Source::Columns) {
-            changed.insert(p.name, property_value(replica, table, uuid, row, p)?);
-        }
-    }
+    let changed = RowProperties {
+        replica,
+        table,
+        uuid,
+        row,
+        properties: specs,
+        selection: Selection::Changed(properties),
+    };
     let invalidated: Vec<&str> = properties
         .iter()
         .copied()
@@ -178,12 +180,24 @@ pub fn typed_message(
     let builder = Message::signal(ROOT_PATH, RELAY_INTERFACE, member.as_str());
     match &change.kind {
         ChangeKind::Added { row } | ChangeKind::Removed { row } => {
-            let columns = columns_dict(table, row, 0..table.columns.len())?;
+            let columns = ColumnsDict {
+                layout: table,
+                row,
+                only: None,
+            };
             builder.build(&(name, bridge, uuid, columns, meta))
         }
         ChangeKind::Changed { old, new, columns } => {
-            let changed = columns_dict(table, new, columns.iter().copied())?;
-            let old = columns_dict(table, old, columns.iter().copied())?;
+            let changed = ColumnsDict {
+                layout: table,
+                row: new,
+                only: Some(columns),
+            };
+            let old = ColumnsDict {
+                layout: table,
+                row: old,
+                only: Some(columns),
+            };
             builder.build(&(name, bridge, uuid, changed, old, meta))
         }
     }
