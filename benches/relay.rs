@@ -59,6 +59,11 @@ struct Scale {
     window: usize,
     burst_ports: usize,
     startup_ports: usize,
+    /// Rows 6 and 7: ports on the bridge (twice as many rows), row changes per second
+    /// and for how long.
+    scale_ports: usize,
+    scale_rate: f64,
+    scale_duration: Duration,
     idle: Duration,
     /// Upper bound for any wait on delivery.
     patience: Duration,
@@ -73,6 +78,9 @@ impl Scale {
         window: 64,
         burst_ports: 5_000,
         startup_ports: 10_000,
+        scale_ports: 10_000,
+        scale_rate: 3_000.0,
+        scale_duration: Duration::from_secs(10),
         idle: Duration::from_secs(30),
         patience: Duration::from_secs(60),
     };
@@ -84,6 +92,9 @@ impl Scale {
         window: 64,
         burst_ports: 500,
         startup_ports: 1_000,
+        scale_ports: 500,
+        scale_rate: 300.0,
+        scale_duration: Duration::from_secs(2),
         idle: Duration::from_secs(2),
         patience: Duration::from_secs(20),
     };
@@ -97,6 +108,9 @@ impl Scale {
             "window": self.window,
             "burst_ports": self.burst_ports,
             "startup_ports": self.startup_ports,
+            "scale_ports": self.scale_ports,
+            "scale_rate_per_s": self.scale_rate,
+            "scale_s": self.scale_duration.as_secs_f64(),
             "idle_s": self.idle.as_secs_f64(),
         })
     }
@@ -276,18 +290,21 @@ fn run(options: &Options) {
     }
 
     let (latency, throughput, burst, idle) = {
-        let mut live = timed("set-up", || Live::start(&ctx));
+        let mut live = timed("set-up", || Live::start(&ctx, "live", 0));
         (
-            timed("1/5 light-load latency", || light_latency(&ctx, &mut live)),
-            timed("2/5 sustained throughput", || {
+            timed("1/7 light-load latency", || light_latency(&ctx, &mut live)),
+            timed("2/7 sustained throughput", || {
                 sustained_throughput(&ctx, &mut live)
             }),
-            timed("3/5 burst", || burst(&ctx, &mut live)),
-            timed("5/5 idle", || idle(&ctx, &mut live)),
+            timed("3/7 burst", || burst(&ctx, &mut live)),
+            timed("5/7 idle", || idle(&ctx, &mut live)),
         )
     };
-    let startup = timed("4/5 start-up", || startup(&ctx));
-    let rows = [latency, throughput, burst, startup, idle];
+    let startup = timed("4/7 start-up", || startup(&ctx));
+    let (steady, introspect) = timed("6-7/7 at scale", || at_scale(&ctx));
+    let rows = [
+        latency, throughput, burst, startup, idle, steady, introspect,
+    ];
 
     let load_after = load_average();
     let table = report::table(&rows);
@@ -329,8 +346,9 @@ struct Live {
 }
 
 impl Live {
-    fn start(ctx: &Ctx) -> Live {
-        let dir = ctx.dir.join("live");
+    /// In `ctx.dir/name`, with the latency port and `ports` more (`s0`, `s1`, …).
+    fn start(ctx: &Ctx, name: &str, ports: usize) -> Live {
+        let dir = ctx.dir.join(name);
         let (ovsdb, sock) = procs::start_ovsdb(&dir);
         let mut writer = Client::connect(&sock).expect("connect to ovsdb-server");
         let setup = Duration::from_secs(10);
@@ -339,6 +357,7 @@ impl Live {
             ovsdb::add_ports_ops(BRIDGE, &[NewPort::named(LATENCY_PORT.into())]),
             setup,
         );
+        add_ports(&mut writer, ports, ctx.scale.patience);
 
         let relay_log = dir.join("relay.log");
         ctx.observer.reset();
@@ -409,6 +428,18 @@ impl Live {
             self.relay_events.since(start.0),
             self.direct_events.since(start.1),
         )
+    }
+}
+
+/// Adds ports `s0` … `s{n-1}` to the bridge, 1,000 per transaction.
+fn add_ports(writer: &mut Client, n: usize, patience: Duration) {
+    let names: Vec<NewPort> = (0..n).map(|i| NewPort::named(format!("s{i}"))).collect();
+    let chunks = names
+        .chunks(1000)
+        .map(|chunk| writer.transact(ovsdb::add_ports_ops(BRIDGE, chunk)))
+        .count();
+    if chunks > 0 {
+        writer.wait_all(chunks, patience);
     }
 }
 
@@ -487,10 +518,13 @@ fn light_latency(ctx: &Ctx, live: &mut Live) -> Row {
         ctx.scale.latency_rate
     ));
     row.push(Metric::new("events received", "", count(&a), count(&b)));
-    row.push(Metric::new("p50", "ms", pct(&la, 50.0), pct(&lb, 50.0)));
+    let within = |a: &Val, b: &Val, extra: f64| a.num().zip(b.num()).map(|(a, b)| a <= b + extra);
+    let (p50a, p50b) = (pct(&la, 50.0), pct(&lb, 50.0));
+    let pass = within(&p50a, &p50b, 0.15);
+    row.push(Metric::new("p50", "ms", p50a, p50b).target("≤ b + 0.15 ms", pass));
     let (p99a, p99b) = (pct(&la, 99.0), pct(&lb, 99.0));
-    let pass = p99a.num().zip(p99b.num()).map(|(a, b)| a <= b + 1.0);
-    row.push(Metric::new("p99", "ms", p99a, p99b).target("≤ b + 1 ms", pass));
+    let pass = within(&p99a, &p99b, 0.5);
+    row.push(Metric::new("p99", "ms", p99a, p99b).target("≤ b + 0.5 ms", pass));
     row.push(Metric::new("max", "ms", pct(&la, 100.0), pct(&lb, 100.0)));
     if a.len() != n || b.len() != n {
         row.note(format!(
@@ -653,14 +687,21 @@ fn sustained_throughput(ctx: &Ctx, live: &mut Live) -> Row {
         Val::opt(us_a.map(|us| us / 100.0), "no events"),
         Val::opt(us_b.map(|us| us / 100.0), "no events"),
     ));
+    row.push(Metric::new(
+        "CPU per event",
+        "µs",
+        Val::opt(us_a, "no events"),
+        Val::opt(us_b, "no events"),
+    ));
+    // Merged events are fewer than row changes; the work to do is the row changes.
     row.push(
         Metric::new(
-            "CPU per event",
+            "CPU per row change",
             "µs",
-            Val::opt(us_a, "no events"),
+            Val::opt(per_event_us(cpu(0), &b), "no events"),
             Val::opt(us_b, "no events"),
         )
-        .at_most(15.0, "≤ 15 µs"),
+        .at_most(10.0, "≤ 10 µs"),
     );
     row.push(Metric::relay(
         "dbus-daemon CPU per event",
@@ -687,15 +728,39 @@ fn sustained_throughput(ctx: &Ctx, live: &mut Live) -> Row {
         )
         .without_ratio(),
     );
-    let kept_up = a.len() == expected
-        && gaps == 0
-        && resyncs == 0
-        && drain_a.is_some_and(|d| d <= KEPT_UP_DRAIN_MS);
+    // Merging is allowed (that is how the relay keeps up); what must hold is the end
+    // state: the same rows as the database, soon after the writer stopped.
+    let converged = alive(&a) == alive(&b);
+    row.push(Metric::relay(
+        "same rows as the database at the end",
+        "",
+        Val::Flag(converged),
+    ));
+    let kept_up =
+        converged && gaps == 0 && resyncs == 0 && drain_a.is_some_and(|d| d <= KEPT_UP_DRAIN_MS);
     row.push(Metric::relay("kept up", "", Val::Flag(kept_up)).target(
-        format!("all {expected}, drain ≤ {KEPT_UP_DRAIN_MS} ms"),
+        format!("converged ≤ {KEPT_UP_DRAIN_MS} ms, 0 gaps, 0 resyncs"),
         Some(kept_up),
     ));
     row
+}
+
+/// The rows present after `events`, by table and name.
+fn alive(events: &[Event]) -> std::collections::BTreeSet<(String, String)> {
+    let mut rows = std::collections::BTreeSet::new();
+    for e in events {
+        for (op, present) in [("Added", true), ("Removed", false)] {
+            if let Some(table) = e.member.strip_suffix(op) {
+                let key = (table.to_owned(), e.name.clone());
+                if present {
+                    rows.insert(key);
+                } else {
+                    rows.remove(&key);
+                }
+            }
+        }
+    }
+    rows
 }
 
 // ---------------------------------------------------------------------------------------
@@ -735,7 +800,7 @@ fn burst(ctx: &Ctx, live: &mut Live) -> Row {
         since(&b, sent, <[Event]>::first),
     ));
     let last_a = since(&a, commit, <[Event]>::last);
-    let pass = last_a.num().map(|ms| ms <= 1500.0 && complete(&a));
+    let pass = last_a.num().map(|ms| ms <= 300.0 && complete(&a));
     row.push(
         Metric::new(
             "last event after commit",
@@ -743,7 +808,7 @@ fn burst(ctx: &Ctx, live: &mut Live) -> Row {
             last_a,
             since(&b, commit, <[Event]>::last),
         )
-        .target("≤ 1500 ms, all rows", pass),
+        .target("≤ 300 ms, all rows", pass),
     );
     row.push(Metric::new(
         "peak RSS",
@@ -752,7 +817,7 @@ fn burst(ctx: &Ctx, live: &mut Live) -> Row {
         rss(live.direct_sub.pid()),
     ));
     if ctx.scale.smoke {
-        row.note("smoke scale: the 1.5 s target is meant for 10,000 rows");
+        row.note("smoke scale: the 300 ms target is meant for 10,000 rows");
     }
     row
 }
@@ -862,12 +927,7 @@ fn startup(ctx: &Ctx) -> Row {
     let (_ovsdb, sock) = procs::start_ovsdb(&dir);
     let mut writer = Client::connect(&sock).expect("connect to ovsdb-server");
     writer.transact_wait(ovsdb::init_ops(BRIDGE), ctx.scale.patience);
-    let names: Vec<NewPort> = (0..n).map(|i| NewPort::named(format!("s{i}"))).collect();
-    let chunks = names
-        .chunks(1000)
-        .map(|chunk| writer.transact(ovsdb::add_ports_ops(BRIDGE, chunk)))
-        .count();
-    writer.wait_all(chunks, ctx.scale.patience);
+    add_ports(&mut writer, n, ctx.scale.patience);
     drop(writer);
 
     let notify_path = dir.join("notify.sock");
@@ -919,19 +979,22 @@ fn startup(ctx: &Ctx) -> Row {
             Val::opt(ready_ms, "not ready within 30 s"),
             Val::opt(snapshot_ms, "no snapshot within 30 s"),
         )
-        .at_most(2000.0, "≤ 2000 ms"),
+        .at_most(600.0, "≤ 600 ms"),
     );
     row.push(Metric::relay(
         "start → READY=1 (sd_notify)",
         "ms",
         Val::opt(notified_at.map(|at| ms(at, spawned)), "no READY=1"),
     ));
-    row.push(Metric::new(
-        "peak RSS at ready",
-        "MB",
-        Val::opt(rss_ready, "process gone"),
-        Val::opt(rss_b, "process gone"),
-    ));
+    row.push(
+        Metric::new(
+            "peak RSS at ready",
+            "MB",
+            Val::opt(rss_ready, "process gone"),
+            Val::opt(rss_b, "process gone"),
+        )
+        .at_most(60.0, "≤ 60 MB"),
+    );
     row.push(
         Metric::new(
             "peak RSS incl. GetManagedObjects",
@@ -945,7 +1008,7 @@ fn startup(ctx: &Ctx) -> Row {
         Ok(reply) => Val::Num(reply.elapsed.as_secs_f64() * 1000.0),
         Err(why) => Val::Na(why.clone()),
     };
-    row.push(Metric::relay("GetManagedObjects", "ms", gmo_ms).at_most(1000.0, "< 1000 ms"));
+    row.push(Metric::relay("GetManagedObjects", "ms", gmo_ms).at_most(300.0, "≤ 300 ms"));
     row.note(match &gmo {
         Ok(reply) => format!(
             "GetManagedObjects returned {} objects in a {:.1} MB reply",
@@ -960,6 +1023,120 @@ fn startup(ctx: &Ctx) -> Row {
         ));
     }
     row
+}
+
+// ---------------------------------------------------------------------------------------
+// Rows 6 and 7: a large switch under a steady load, and introspecting it
+// ---------------------------------------------------------------------------------------
+
+fn at_scale(ctx: &Ctx) -> (Row, Row) {
+    let scale = ctx.scale;
+    let n = scale.scale_ports;
+    let mut live = Live::start(ctx, "scale", n);
+    let rows = 2 * n + 3;
+
+    // Row 7 first, on the quiet relay.
+    let calls = 20;
+    let introspected = ctx.runtime.block_on(ctx.observer.introspect_root(calls));
+    let mut introspect = Row::new(&format!("7 Introspect / ({rows} rows)"));
+    match introspected {
+        Ok((times, size)) => {
+            introspect.push(
+                Metric::relay("reply size", "KiB", Val::Num(size as f64 / 1024.0))
+                    .at_most(16.0, "< 16 KiB"),
+            );
+            introspect.push(
+                Metric::relay("time (median)", "ms", pct(&times, 50.0)).at_most(10.0, "< 10 ms"),
+            );
+            introspect.push(Metric::relay("time (max)", "ms", pct(&times, 100.0)));
+            introspect.note(format!("{calls} calls one after the other"));
+        }
+        Err(why) => introspect.note(format!("Introspect failed: {why}")),
+    }
+
+    // Row 6: every txn retags three ports, round-robin, at a fixed schedule.
+    const PER_TXN: usize = 3;
+    let txns = (scale.scale_rate * scale.scale_duration.as_secs_f64()) as usize / PER_TXN;
+    let period = Duration::from_secs_f64(PER_TXN as f64 / scale.scale_rate);
+    let port = |k: usize| format!("s{}", k % n);
+    let start = live.lens();
+    let cpu_before = procs::cpu_time(live.relay.pid());
+    let resyncs_before = live.relay_events.resyncs();
+    let gaps_before = live.relay_events.seq_gaps();
+    let began = Instant::now();
+    let mut sent = Vec::with_capacity(txns);
+    for i in 0..txns {
+        let due = began + period * i as u32;
+        thread::sleep(due.saturating_duration_since(Instant::now()));
+        sent.push(now_usec());
+        let ops = (0..PER_TXN)
+            .map(|j| ovsdb::set_tag_op(&port(PER_TXN * i + j), tag(i)))
+            .collect();
+        live.writer.transact(ops);
+    }
+    live.writer.wait_all(txns, scale.patience);
+    let expected = PER_TXN * txns;
+    let (a, b) = live.collect(start, expected, scale.patience);
+    live.check_alive();
+    let cpu = (procs::cpu_time(live.relay.pid()) - cpu_before).as_secs_f64();
+
+    // The m-th change of port `s<p>` came from change number p + m·n, in transaction
+    // (p + m·n) / PER_TXN.
+    let latencies = |events: &[Event]| {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        let mut out: Vec<f64> = events
+            .iter()
+            .filter(|e| e.member == "PortChanged")
+            .filter_map(|e| {
+                let p: usize = e.name.strip_prefix('s')?.parse().ok()?;
+                let m = seen.entry(e.name.as_str()).or_default();
+                let txn = (p + *m * n) / PER_TXN;
+                *m += 1;
+                Some(ms(e.recv_usec, *sent.get(txn)?))
+            })
+            .collect();
+        out.sort_by(f64::total_cmp);
+        out
+    };
+    let (la, lb) = (latencies(&a), latencies(&b));
+    let mut row = Row::new(&format!(
+        "6 steady load on {rows} rows ({} row changes/s, {} s)",
+        scale.scale_rate,
+        scale.scale_duration.as_secs()
+    ));
+    row.push(Metric::new("events received", "", count(&a), count(&b)));
+    let merged = a.iter().filter(|e| e.coalesced > 0).count();
+    row.push(
+        Metric::relay("events merged", "", Val::Num(merged as f64))
+            .at_most(0.0, "0: every change on its own"),
+    );
+    row.push(Metric::new("p50", "ms", pct(&la, 50.0), pct(&lb, 50.0)));
+    row.push(Metric::new("p99", "ms", pct(&la, 99.0), pct(&lb, 99.0)).at_most(20.0, "≤ 20 ms"));
+    row.push(
+        Metric::relay(
+            "relay CPU per row change",
+            "µs",
+            Val::opt(
+                (!b.is_empty()).then(|| cpu * 1e6 / b.len() as f64),
+                "no events",
+            ),
+        )
+        .at_most(15.0, "≤ 15 µs"),
+    );
+    let resyncs = live.relay_events.resyncs() - resyncs_before;
+    row.push(Metric::relay("resyncs", "", Val::Num(resyncs as f64)).at_most(0.0, "0"));
+    let gaps = live.relay_events.seq_gaps() - gaps_before;
+    row.push(Metric::relay("seq gaps", "", Val::Num(gaps as f64)).at_most(0.0, "0"));
+    row.push(Metric::new(
+        "peak RSS",
+        "MB",
+        rss(live.relay.pid()),
+        rss(live.direct_sub.pid()),
+    ));
+    row.note(format!(
+        "{txns} transactions of {PER_TXN} `tag` changes, round-robin over {n} ports"
+    ));
+    (row, introspect)
 }
 
 // ---------------------------------------------------------------------------------------

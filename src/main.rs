@@ -161,7 +161,15 @@ fn main() -> ExitCode {
         Command::Show(args) => return cli::execute(cli::show::run(args)),
         Command::Run(args) => args.config().and_then(|config| {
             without_transparent_huge_pages();
-            let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;
+            // One worker: an update passes through several tasks (connection, session,
+            // engine, publisher, the bus connection's writer); on one thread that costs no
+            // wake-ups between threads, which took more CPU than the work itself. Replies
+            // that walk the whole replica run on blocking threads beside it.
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .map_err(|e| format!("tokio: {e}"))?;
             runtime
                 .block_on(daemon::run(config))
                 .map_err(|e| e.to_string())

@@ -79,12 +79,14 @@ pub fn subscriber_main(address: &str) -> Result<(), String> {
                     .map(|(name, .., meta)| (Some(name), meta))
             };
             let (name, meta) = decoded.map_err(|e| format!("{member}: {e}"))?;
-            let seq = meta
-                .get("seq")
-                .and_then(|v| u64::try_from(v).ok())
+            let number = |key: &str| meta.get(key).and_then(|v| u64::try_from(v).ok());
+            let seq = number("seq").unwrap_or(0);
+            let coalesced = meta
+                .get("coalesced")
+                .and_then(|v| u32::try_from(v).ok())
                 .unwrap_or(0);
             match name {
-                Some(name) => sink.event(at, seq, &member, &name),
+                Some(name) => sink.event(at, seq, coalesced, &member, &name),
                 None => sink.resync(at, seq),
             }
         }
@@ -216,5 +218,34 @@ impl Observer {
             objects: objects.len(),
             bytes: reply.data().len(),
         })
+    }
+
+    /// Times `Introspect` on `/` `calls` times, one after the other: (sorted times, size
+    /// of the reply in bytes).
+    pub async fn introspect_root(&self, calls: usize) -> Result<(Vec<f64>, usize), String> {
+        let mut times = Vec::with_capacity(calls);
+        let mut size = 0;
+        for _ in 0..calls {
+            let started = Instant::now();
+            let reply = self
+                .conn
+                .call_method(
+                    Some(BUS_NAME),
+                    "/",
+                    Some("org.freedesktop.DBus.Introspectable"),
+                    "Introspect",
+                    &(),
+                )
+                .await
+                .map_err(|e| format!("Introspect: {e}"))?;
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+            size = reply
+                .body()
+                .deserialize::<String>()
+                .map_err(|e| format!("Introspect reply: {e}"))?
+                .len();
+        }
+        times.sort_by(f64::total_cmp);
+        Ok((times, size))
     }
 }

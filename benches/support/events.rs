@@ -6,7 +6,9 @@
 //!
 //! ```text
 //! READY <usec> <rows>                  subscribed; rows = initial snapshot size (0 on D-Bus)
-//! E <recv_usec> <seq> <member> <name>  one row event; seq 0 where the path has none
+//! E <recv_usec> <seq> <coalesced> <member> <name>
+//!                                      one row event; seq 0 where the path has none;
+//!                                      coalesced: OVSDB updates merged into it, 0 = none
 //! RESYNC <recv_usec> <seq>             the relay resynchronised (it lost its OVSDB stream)
 //! ```
 //!
@@ -43,10 +45,13 @@ impl EventSink {
         self.flush();
     }
 
-    pub fn event(&mut self, recv_usec: u64, seq: u64, member: &str, name: &str) {
+    pub fn event(&mut self, recv_usec: u64, seq: u64, coalesced: u32, member: &str, name: &str) {
         // Names come from our own workload, but an empty one would shift the columns.
         let name = if name.is_empty() { "-" } else { name };
-        Self::check(writeln!(self.out, "E {recv_usec} {seq} {member} {name}"));
+        Self::check(writeln!(
+            self.out,
+            "E {recv_usec} {seq} {coalesced} {member} {name}"
+        ));
     }
 
     pub fn resync(&mut self, recv_usec: u64, seq: u64) {
@@ -62,6 +67,8 @@ impl EventSink {
 pub struct Event {
     pub recv_usec: u64,
     pub seq: u64,
+    /// OVSDB updates the relay merged into this event; 0 when it was not merged.
+    pub coalesced: u32,
     pub member: String,
     pub name: String,
 }
@@ -108,17 +115,19 @@ impl EventLog {
         fn num<'a>(fields: &mut impl Iterator<Item = &'a str>) -> u64 {
             fields.next().and_then(|f| f.parse().ok()).unwrap_or(0)
         }
-        let mut fields = line.splitn(5, ' ');
+        let mut fields = line.splitn(6, ' ');
         let kind = fields.next().unwrap_or_default();
         let mut state = self.lock();
         match kind {
             "E" => {
                 let (recv_usec, seq) = (num(&mut fields), num(&mut fields));
+                let coalesced = u32::try_from(num(&mut fields)).unwrap_or(u32::MAX);
                 let member = fields.next().unwrap_or_default().to_owned();
                 let name = fields.next().unwrap_or_default().to_owned();
                 state.events.push(Event {
                     recv_usec,
                     seq,
+                    coalesced,
                     member,
                     name,
                 });

@@ -290,7 +290,7 @@ pub fn monitor_main(sock: &Path) -> Result<(), String> {
             sink.ready(at_usec, rows);
         } else if message["method"] == "update2" {
             apply_updates(&message["params"][1], &mut names, |table, op, name| {
-                sink.event(at_usec, 0, &format!("{table}{op}"), name)
+                sink.event(at_usec, 0, 0, &format!("{table}{op}"), name)
             });
             sink.flush();
         }

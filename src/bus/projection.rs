@@ -220,7 +220,6 @@ mod tests {
     use super::*;
     use crate::replica::layout::ColumnSelection;
     use crate::replica::layout::tests::test_schema;
-    use crate::replica::update::Update;
     use serde_json::json;
     use std::sync::Arc;
 
@@ -230,7 +229,7 @@ mod tests {
     const I1: &str = "20000000-0000-0000-0000-000000000001";
 
     fn apply(replica: &mut Replica, json: serde_json::Value) -> ChangeSet {
-        let update = Update::parse(replica.layout(), json).unwrap();
+        let update = crate::replica::update::parse_json(replica.layout(), json).unwrap();
         replica.apply(update).unwrap()
     }
 

@@ -8,8 +8,10 @@
 //! slow client. Nothing is dropped and nothing reconnects because we were busy.
 
 use super::codec::{CodecError, Framer};
-use super::jsonrpc::Message;
+use super::jsonrpc::{self, Incoming};
 use super::remote::Transport;
+use bytes::BytesMut;
+use serde_json::value::RawValue;
 use serde_json::{Value as Json, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -50,10 +52,11 @@ impl From<std::io::Error> for ClientError {
 }
 
 /// A notification from the server, stamped when its bytes were read off the socket.
-#[derive(Debug, Clone)]
+/// `params` is still JSON text: the session parses it straight into typed rows.
+#[derive(Debug)]
 pub struct Notification {
     pub method: String,
-    pub params: Json,
+    pub params: Box<RawValue>,
     pub received: Instant,
     /// CLOCK_REALTIME microseconds at `received`.
     pub received_usec: u64,
@@ -64,16 +67,18 @@ pub struct Notification {
 /// A reply, with how many notifications had arrived before it. ovsdb-server sends a
 /// monitor's update for a transaction before the transaction's reply, so once the updates
 /// up to `watermark` are applied, the replica shows the transaction's effect.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    pub result: Json,
+#[derive(Debug)]
+pub struct Reply<T = Json> {
+    pub result: T,
     pub watermark: u64,
 }
+
+type RawReply = Reply<Box<RawValue>>;
 
 struct Request {
     method: String,
     params: Json,
-    reply: oneshot::Sender<Result<Reply, ClientError>>,
+    reply: oneshot::Sender<Result<RawReply, ClientError>>,
 }
 
 #[derive(Clone)]
@@ -94,6 +99,18 @@ impl Client {
         method: &str,
         params: Json,
     ) -> Result<Reply, ClientError> {
+        let reply = self.request_raw(method, params).await?;
+        let result = serde_json::from_str(reply.result.get())
+            .map_err(|e| ClientError::Protocol(format!("{method} reply: {e}")))?;
+        Ok(Reply {
+            result,
+            watermark: reply.watermark,
+        })
+    }
+
+    /// Like [`Client::request_with_watermark`], the result left as JSON text for the
+    /// caller to parse with its own types (a monitor's initial rows).
+    pub async fn request_raw(&self, method: &str, params: Json) -> Result<RawReply, ClientError> {
         let (reply, rx) = oneshot::channel();
         self.requests
             .send(Request {
@@ -127,7 +144,7 @@ pub fn spawn<T: Transport>(
     let connection = Connection {
         transport,
         framer: Framer::new(MAX_MESSAGE),
-        buf: Vec::with_capacity(READ_CHUNK),
+        buf: BytesMut::with_capacity(READ_CHUNK),
         pending: HashMap::new(),
         next_id: 0,
         commands,
@@ -141,8 +158,8 @@ pub fn spawn<T: Transport>(
 struct Connection<T> {
     transport: T,
     framer: Framer,
-    buf: Vec<u8>,
-    pending: HashMap<u64, oneshot::Sender<Result<Reply, ClientError>>>,
+    buf: BytesMut,
+    pending: HashMap<u64, oneshot::Sender<Result<RawReply, ClientError>>>,
     next_id: u64,
     commands: mpsc::Receiver<Request>,
     notifications: mpsc::Sender<Notification>,
@@ -195,7 +212,8 @@ impl<T: Transport> Connection<T> {
                     // A start-up snapshot grows the buffer to tens of megabytes; give that
                     // back once it is parsed rather than keep it for the connection's life.
                     if self.buf.capacity() > 4 * READ_CHUNK && self.buf.len() < READ_CHUNK {
-                        self.buf.shrink_to(READ_CHUNK);
+                        let rest = std::mem::replace(&mut self.buf, BytesMut::with_capacity(READ_CHUNK));
+                        self.buf.extend_from_slice(&rest);
                     }
                 }
                 () = idle => {
@@ -203,7 +221,7 @@ impl<T: Transport> Connection<T> {
                     if probe_sent {
                         return ClientError::Inactive(probe);
                     }
-                    let echo = Message::Request { id: json!(PROBE_ID), method: "echo".into(), params: json!([]) };
+                    let echo = jsonrpc::request(&json!(PROBE_ID), "echo", &json!([]));
                     if let Err(e) = self.write(&echo).await {
                         return e;
                     }
@@ -220,17 +238,13 @@ impl<T: Transport> Connection<T> {
         }
         self.next_id += 1;
         let id = self.next_id;
-        let message = Message::Request {
-            id: json!(id),
-            method: request.method,
-            params: request.params,
-        };
+        let message = jsonrpc::request(&json!(id), &request.method, &request.params);
         self.pending.insert(id, request.reply);
         self.write(&message).await
     }
 
-    async fn write(&mut self, message: &Message) -> Result<(), ClientError> {
-        let bytes = super::codec::encode(&message.to_json());
+    async fn write(&mut self, message: &Json) -> Result<(), ClientError> {
+        let bytes = super::codec::encode(message);
         self.transport.write_all(&bytes).await?;
         Ok(())
     }
@@ -239,17 +253,18 @@ impl<T: Transport> Connection<T> {
         let received_usec = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
-        while let Some(value) = self.framer.decode(&mut self.buf)? {
-            match Message::from_json(value).map_err(ClientError::Protocol)? {
-                Message::Request { id, method, params } => {
+        while let Some(frame) = self.framer.decode(&mut self.buf)? {
+            match Incoming::parse(&frame).map_err(ClientError::Protocol)? {
+                Incoming::Request { id, method, params } => {
+                    let unknown = json!(format!("unknown method {method}"));
                     let result = if method == "echo" {
-                        Ok(params)
+                        Ok(&*params)
                     } else {
-                        Err(json!(format!("unknown method {method}")))
+                        Err(&unknown)
                     };
-                    self.write(&Message::Response { id, result }).await?;
+                    self.write(&jsonrpc::response(&id, result)).await?;
                 }
-                Message::Response { id, result } => {
+                Incoming::Response { id, result } => {
                     if id == json!(PROBE_ID) {
                         continue;
                     }
@@ -264,7 +279,7 @@ impl<T: Transport> Connection<T> {
                             .map_err(ClientError::Rpc),
                     );
                 }
-                Message::Notification { method, params } => {
+                Incoming::Notification { method, params } => {
                     let index = self.received.fetch_add(1, Ordering::AcqRel) + 1;
                     let notification = Notification {
                         method,
@@ -296,10 +311,10 @@ mod tests {
     }
 
     async fn read_json(server: &mut tokio::io::DuplexStream, framer: &mut Framer) -> Json {
-        let mut buf = Vec::new();
+        let mut buf = BytesMut::new();
         loop {
-            if let Some(v) = framer.decode(&mut buf).unwrap() {
-                return v;
+            if let Some(frame) = framer.decode(&mut buf).unwrap() {
+                return serde_json::from_slice(&frame).unwrap();
             }
             let mut chunk = [0u8; 4096];
             let n = server.read(&mut chunk).await.unwrap();
@@ -386,7 +401,7 @@ mod tests {
         server.write_all(burst.as_bytes()).await.unwrap();
         for n in 0..50 {
             let notification = rx.recv().await.expect("the connection stays up");
-            assert_eq!(notification.params, json!([n]));
+            assert_eq!(notification.params.get(), format!("[{n}]"));
         }
         assert!(!task.is_finished());
     }

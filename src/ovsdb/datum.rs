@@ -3,6 +3,7 @@
 
 use super::atoms::{AtomMap, AtomSet};
 use super::schema::{AtomType, ColumnType};
+use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde_json::{Value as Json, json};
 use std::cmp::Ordering;
 use std::fmt;
@@ -70,19 +71,9 @@ impl Atom {
     }
 
     pub fn from_json(ty: AtomType, json: &Json) -> Result<Self, DatumError> {
-        let bad = || DatumError(format!("expected {} atom, got {json}", ty.name()));
-        Ok(match ty {
-            AtomType::Integer => Self::Integer(json.as_i64().ok_or_else(bad)?),
-            AtomType::Real => Self::Real(json.as_f64().ok_or_else(bad)?),
-            AtomType::Boolean => Self::Boolean(json.as_bool().ok_or_else(bad)?),
-            AtomType::String => Self::String(json.as_str().ok_or_else(bad)?.to_owned()),
-            AtomType::Uuid => match json.as_array().map(Vec::as_slice) {
-                Some([tag, Json::String(text)]) if tag == "uuid" => {
-                    Self::Uuid(Uuid::parse(text).ok_or_else(bad)?)
-                }
-                _ => return Err(bad()),
-            },
-        })
+        AtomSeed(ty)
+            .deserialize(json)
+            .map_err(|e| DatumError(e.to_string()))
     }
 
     pub fn to_json(&self) -> Json {
@@ -197,27 +188,9 @@ impl Datum {
     /// `["map", [[k, v], ...]]`. Element counts are not checked here: a modify-diff is
     /// allowed to exceed the column's bounds.
     pub fn from_json(ty: &ColumnType, json: &Json) -> Result<Self, DatumError> {
-        match (ty.value, tagged(json)) {
-            (Some(value_ty), Some(("map", pairs))) => {
-                let mut map = AtomMap::new();
-                for pair in pairs {
-                    match pair.as_array().map(Vec::as_slice) {
-                        Some([k, v]) => {
-                            map.insert(Atom::from_json(ty.key, k)?, Atom::from_json(value_ty, v)?);
-                        }
-                        _ => return Err(DatumError(format!("bad map pair {pair}"))),
-                    }
-                }
-                Ok(Self::Map(map))
-            }
-            (Some(_), _) => Err(DatumError(format!("expected a map, got {json}"))),
-            (None, Some(("set", atoms))) => atoms
-                .iter()
-                .map(|a| Atom::from_json(ty.key, a))
-                .collect::<Result<_, _>>()
-                .map(Self::Set),
-            (None, _) => Ok(Self::Set(AtomSet::from([Atom::from_json(ty.key, json)?]))),
-        }
+        DatumSeed(ty)
+            .deserialize(json)
+            .map_err(|e| DatumError(e.to_string()))
     }
 
     pub fn to_json(&self) -> Json {
@@ -251,13 +224,266 @@ impl Datum {
     }
 }
 
-/// Splits `["set", [...]]` / `["map", [...]]` into its tag and elements.
-fn tagged(json: &Json) -> Option<(&str, &Vec<Json>)> {
-    match json.as_array().map(Vec::as_slice) {
-        Some([Json::String(tag), Json::Array(items)]) if tag == "set" || tag == "map" => {
-            Some((tag.as_str(), items))
+/// Reads one datum of a column type straight from the JSON text (or from a parsed
+/// `Json`, which is a deserializer too): the hot path of every update and of the
+/// start-up snapshot never builds a `Json` tree first.
+#[derive(Clone, Copy)]
+pub struct DatumSeed<'a>(pub &'a ColumnType);
+
+impl<'de> DeserializeSeed<'de> for DatumSeed<'_> {
+    type Value = Datum;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Datum, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DatumSeed<'_> {
+    type Value = Datum;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self.0.value {
+            Some(_) => f.write_str("a map, [\"map\", [[key, value], …]]"),
+            None => write!(f, "{} atom or [\"set\", […]]", self.0.key.name()),
         }
-        _ => None,
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Datum, E> {
+        self.single(AtomSeed(self.0.key).visit_i64(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Datum, E> {
+        self.single(AtomSeed(self.0.key).visit_u64(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Datum, E> {
+        self.single(AtomSeed(self.0.key).visit_f64(v))
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Datum, E> {
+        self.single(AtomSeed(self.0.key).visit_bool(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Datum, E> {
+        self.single(AtomSeed(self.0.key).visit_str(v))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Datum, A::Error> {
+        let ty = self.0;
+        let tag: std::borrow::Cow<'de, str> = seq
+            .next_element()?
+            .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+        let datum = match (tag.as_ref(), ty.value) {
+            ("map", Some(value)) => seq
+                .next_element_seed(PairsSeed(ty.key, value))?
+                .map(Datum::Map),
+            ("set", None) => seq.next_element_seed(AtomsSeed(ty.key))?.map(Datum::Set),
+            ("uuid", None) if ty.key == AtomType::Uuid => seq
+                .next_element::<std::borrow::Cow<'de, str>>()?
+                .map(|text| uuid_atom(&text))
+                .transpose()?
+                .map(|atom| Datum::Set(AtomSet::from([atom]))),
+            _ => return Err(de::Error::invalid_value(de::Unexpected::Str(&tag), &self)),
+        };
+        let datum = datum.ok_or_else(|| de::Error::invalid_length(1, &self))?;
+        if seq.next_element::<de::IgnoredAny>()?.is_some() {
+            return Err(de::Error::invalid_length(3, &self));
+        }
+        Ok(datum)
+    }
+}
+
+impl DatumSeed<'_> {
+    /// A bare atom: a set of one, never a map.
+    fn single<E: de::Error>(self, atom: Result<Atom, E>) -> Result<Datum, E> {
+        if self.0.value.is_some() {
+            return Err(E::custom(format!(
+                "expected a map, got a bare {}",
+                self.0.key.name()
+            )));
+        }
+        atom.map(|atom| Datum::Set(AtomSet::from([atom])))
+    }
+}
+
+fn uuid_atom<E: de::Error>(text: &str) -> Result<Atom, E> {
+    Uuid::parse(text)
+        .map(Atom::Uuid)
+        .ok_or_else(|| E::custom(format!("bad uuid {text:?}")))
+}
+
+/// One atom of a type. Integers are accepted where reals are expected (JSON does not
+/// tell them apart), not the other way round.
+#[derive(Clone, Copy)]
+struct AtomSeed(AtomType);
+
+impl<'de> DeserializeSeed<'de> for AtomSeed {
+    type Value = Atom;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Atom, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for AtomSeed {
+    type Value = Atom;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{} atom", self.0.name())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Atom, E> {
+        match self.0 {
+            AtomType::Integer => Ok(Atom::Integer(v)),
+            AtomType::Real => Ok(Atom::Real(v as f64)),
+            _ => Err(E::invalid_type(de::Unexpected::Signed(v), &self)),
+        }
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Atom, E> {
+        match (self.0, i64::try_from(v)) {
+            (AtomType::Integer, Ok(v)) => Ok(Atom::Integer(v)),
+            (AtomType::Real, _) => Ok(Atom::Real(v as f64)),
+            _ => Err(E::invalid_type(de::Unexpected::Unsigned(v), &self)),
+        }
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Atom, E> {
+        match self.0 {
+            AtomType::Real => Ok(Atom::Real(v)),
+            _ => Err(E::invalid_type(de::Unexpected::Float(v), &self)),
+        }
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Atom, E> {
+        match self.0 {
+            AtomType::Boolean => Ok(Atom::Boolean(v)),
+            _ => Err(E::invalid_type(de::Unexpected::Bool(v), &self)),
+        }
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Atom, E> {
+        match self.0 {
+            AtomType::String => Ok(Atom::String(v.to_owned())),
+            _ => Err(E::invalid_type(de::Unexpected::Str(v), &self)),
+        }
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Atom, E> {
+        match self.0 {
+            AtomType::String => Ok(Atom::String(v)),
+            _ => Err(E::invalid_type(de::Unexpected::Str(&v), &self)),
+        }
+    }
+
+    /// `["uuid", "…"]`.
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Atom, A::Error> {
+        if self.0 != AtomType::Uuid {
+            return Err(de::Error::invalid_type(de::Unexpected::Seq, &self));
+        }
+        let tag: std::borrow::Cow<'de, str> = seq
+            .next_element()?
+            .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+        if tag != "uuid" {
+            return Err(de::Error::invalid_value(de::Unexpected::Str(&tag), &self));
+        }
+        let text: std::borrow::Cow<'de, str> = seq
+            .next_element()?
+            .ok_or_else(|| de::Error::invalid_length(1, &self))?;
+        if seq.next_element::<de::IgnoredAny>()?.is_some() {
+            return Err(de::Error::invalid_length(3, &self));
+        }
+        uuid_atom(&text)
+    }
+}
+
+/// `[atom, …]` of a set.
+struct AtomsSeed(AtomType);
+
+impl<'de> DeserializeSeed<'de> for AtomsSeed {
+    type Value = AtomSet;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<AtomSet, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for AtomsSeed {
+    type Value = AtomSet;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "an array of {} atoms", self.0.name())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<AtomSet, A::Error> {
+        let mut atoms = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(atom) = seq.next_element_seed(AtomSeed(self.0))? {
+            atoms.push(atom);
+        }
+        Ok(atoms.into_iter().collect())
+    }
+}
+
+/// `[[key, value], …]` of a map; a repeated key keeps its last value.
+struct PairsSeed(AtomType, AtomType);
+
+impl<'de> DeserializeSeed<'de> for PairsSeed {
+    type Value = AtomMap;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<AtomMap, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PairsSeed {
+    type Value = AtomMap;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "an array of [{}, {}] pairs",
+            self.0.name(),
+            self.1.name()
+        )
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<AtomMap, A::Error> {
+        let mut map = AtomMap::new();
+        while let Some((key, value)) = seq.next_element_seed(PairSeed(self.0, self.1))? {
+            map.insert(key, value);
+        }
+        Ok(map)
+    }
+}
+
+struct PairSeed(AtomType, AtomType);
+
+impl<'de> DeserializeSeed<'de> for PairSeed {
+    type Value = (Atom, Atom);
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PairSeed {
+    type Value = (Atom, Atom);
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "a [{}, {}] pair", self.0.name(), self.1.name())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let key = seq
+            .next_element_seed(AtomSeed(self.0))?
+            .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+        let value = seq
+            .next_element_seed(AtomSeed(self.1))?
+            .ok_or_else(|| de::Error::invalid_length(1, &self))?;
+        if seq.next_element::<de::IgnoredAny>()?.is_some() {
+            return Err(de::Error::invalid_length(3, &self));
+        }
+        Ok((key, value))
     }
 }
 

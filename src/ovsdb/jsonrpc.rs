@@ -1,69 +1,103 @@
 //! JSON-RPC 1.0 messages as OVSDB uses them (RFC 7047 §4): requests carry an id, replies
 //! echo it with `result` and `error`, notifications have `"id": null`.
+//!
+//! Incoming messages are read with their `params` and `result` left as JSON text: the
+//! consumer parses those with its own types (a 20,000-row snapshot goes straight into
+//! typed rows), so no message is ever held as a `Json` tree.
 
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value as Json, json};
+use std::borrow::Cow;
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum Message {
+#[derive(Debug)]
+pub enum Incoming {
     Request {
         id: Json,
         method: String,
-        params: Json,
+        params: Box<RawValue>,
     },
     Notification {
         method: String,
-        params: Json,
+        params: Box<RawValue>,
     },
     Response {
         id: Json,
         /// `Err` holds the server's `error` member when it is not null.
-        result: Result<Json, Json>,
+        result: Result<Box<RawValue>, Json>,
     },
 }
 
-impl Message {
-    pub fn from_json(mut json: Json) -> Result<Self, String> {
-        let obj = json
-            .as_object_mut()
-            .ok_or_else(|| "JSON-RPC message is not an object".to_owned())?;
-        let id = obj.remove("id").unwrap_or(Json::Null);
-        if let Some(method) = obj.remove("method") {
-            let method = method
-                .as_str()
-                .ok_or_else(|| "JSON-RPC method is not a string".to_owned())?
-                .to_owned();
-            let params = obj.remove("params").unwrap_or(Json::Array(Vec::new()));
+/// The members of any message; `params` and `result` borrowed from the frame.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(default)]
+    id: Json,
+    #[serde(default, borrow)]
+    method: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    params: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    result: Option<&'a RawValue>,
+    #[serde(default)]
+    error: Json,
+}
+
+impl Incoming {
+    /// Reads one framed message.
+    pub fn parse(frame: &[u8]) -> Result<Self, String> {
+        // Checked here because a derived struct would also accept an array of members.
+        if frame.trim_ascii_start().first() != Some(&b'{') {
+            return Err("JSON-RPC message is not an object".into());
+        }
+        let envelope: Envelope = serde_json::from_slice(frame)
+            .map_err(|e| format!("invalid JSON-RPC message from peer: {e}"))?;
+        let Envelope {
+            id,
+            method,
+            params,
+            result,
+            error,
+        } = envelope;
+        if let Some(method) = method {
+            let params = params.map_or_else(empty_params, RawValue::to_owned);
+            let method = method.into_owned();
             return Ok(if id.is_null() {
                 Self::Notification { method, params }
             } else {
                 Self::Request { id, method, params }
             });
         }
-        let error = obj.remove("error").unwrap_or(Json::Null);
-        let result = if error.is_null() {
-            Ok(obj.remove("result").unwrap_or(Json::Null))
-        } else {
-            Err(error)
-        };
         if id.is_null() {
             return Err("JSON-RPC reply without id".into());
         }
+        let result = if error.is_null() {
+            Ok(result.map_or_else(null, RawValue::to_owned))
+        } else {
+            Err(error)
+        };
         Ok(Self::Response { id, result })
     }
+}
 
-    pub fn to_json(&self) -> Json {
-        match self {
-            Self::Request { id, method, params } => {
-                json!({"id": id, "method": method, "params": params})
-            }
-            Self::Notification { method, params } => {
-                json!({"id": null, "method": method, "params": params})
-            }
-            Self::Response { id, result } => match result {
-                Ok(result) => json!({"id": id, "result": result, "error": null}),
-                Err(error) => json!({"id": id, "result": null, "error": error}),
-            },
-        }
+fn empty_params() -> Box<RawValue> {
+    RawValue::from_string("[]".into()).expect("valid JSON")
+}
+
+fn null() -> Box<RawValue> {
+    RawValue::from_string("null".into()).expect("valid JSON")
+}
+
+/// An outgoing request.
+pub fn request(id: &Json, method: &str, params: &Json) -> Json {
+    json!({"id": id, "method": method, "params": params})
+}
+
+/// An outgoing reply.
+pub fn response(id: &Json, result: Result<&RawValue, &Json>) -> Json {
+    match result {
+        Ok(result) => json!({"id": id, "result": result, "error": null}),
+        Err(error) => json!({"id": id, "result": null, "error": error}),
     }
 }
 
@@ -71,55 +105,66 @@ impl Message {
 mod tests {
     use super::*;
 
+    fn parse(json: Json) -> Result<Incoming, String> {
+        Incoming::parse(json.to_string().as_bytes())
+    }
+
     #[test]
     fn classifies_messages() {
-        let request = Message::from_json(json!({"id": "echo", "method": "echo", "params": []}));
-        assert!(matches!(request, Ok(Message::Request { .. })));
-        let note = Message::from_json(json!({"id": null, "method": "update2", "params": [1]}));
+        let request = parse(json!({"id": "echo", "method": "echo", "params": []}));
+        assert!(matches!(request, Ok(Incoming::Request { .. })));
+        let note = parse(json!({"id": null, "method": "update2", "params": [1]})).unwrap();
+        let Incoming::Notification { method, params } = note else {
+            panic!("not a notification: {note:?}")
+        };
+        assert_eq!((method.as_str(), params.get()), ("update2", "[1]"));
+        let ok = parse(json!({"id": 3, "result": {"a": 1}, "error": null})).unwrap();
+        let Incoming::Response {
+            id,
+            result: Ok(result),
+        } = ok
+        else {
+            panic!("not a success: {ok:?}")
+        };
+        assert_eq!((id, result.get()), (json!(3), r#"{"a":1}"#));
+        let err = parse(json!({"id": 4, "result": null, "error": "unknown method"}));
         assert!(
-            matches!(note, Ok(Message::Notification { ref method, .. }) if method == "update2")
+            matches!(err, Ok(Incoming::Response { result: Err(e), .. }) if e == "unknown method")
         );
-        let ok = Message::from_json(json!({"id": 3, "result": {"a": 1}, "error": null})).unwrap();
-        assert_eq!(
-            ok,
-            Message::Response {
-                id: json!(3),
-                result: Ok(json!({"a": 1}))
-            }
-        );
-        let err = Message::from_json(json!({"id": 4, "result": null, "error": "unknown method"}));
-        assert!(matches!(err, Ok(Message::Response { result: Err(_), .. })));
+        let bare = parse(json!({"id": null, "method": "update2"})).unwrap();
+        assert!(matches!(bare, Incoming::Notification { params, .. } if params.get() == "[]"));
     }
 
     #[test]
     fn rejects_malformed_messages() {
-        assert!(Message::from_json(json!([1])).is_err());
-        assert!(Message::from_json(json!({"method": 5})).is_err());
-        assert!(Message::from_json(json!({"result": 1})).is_err());
+        assert!(parse(json!([1])).is_err());
+        assert!(parse(json!({"method": 5})).is_err());
+        assert!(parse(json!({"result": 1})).is_err());
+        // Balanced (so framed) but not JSON.
+        for frame in [&br#"{"a":}"#[..], b"{]", br#"{"a" 1}"#, b"{\"\xff\":1}"] {
+            assert!(Incoming::parse(frame).is_err(), "{frame:?}");
+        }
     }
 
     #[test]
-    fn round_trips() {
-        for m in [
-            Message::Request {
-                id: json!(1),
-                method: "get_schema".into(),
-                params: json!(["x"]),
-            },
-            Message::Notification {
-                method: "update2".into(),
-                params: json!([]),
-            },
-            Message::Response {
-                id: json!("e"),
-                result: Ok(json!([])),
-            },
-            Message::Response {
-                id: json!(2),
-                result: Err(json!({"error": "x"})),
-            },
-        ] {
-            assert_eq!(Message::from_json(m.to_json()).unwrap(), m);
-        }
+    fn outgoing_messages_read_back() {
+        let sent = request(&json!(1), "get_schema", &json!(["x"])).to_string();
+        let Ok(Incoming::Request { id, method, params }) = Incoming::parse(sent.as_bytes()) else {
+            panic!("{sent}")
+        };
+        assert_eq!(
+            (id, method.as_str(), params.get()),
+            (json!(1), "get_schema", r#"["x"]"#)
+        );
+        let echo = RawValue::from_string(r#"["e"]"#.into()).unwrap();
+        let sent = response(&json!("e"), Ok(&echo)).to_string();
+        assert!(
+            matches!(Incoming::parse(sent.as_bytes()), Ok(Incoming::Response { result: Ok(r), .. }) if r.get() == r#"["e"]"#)
+        );
+        let sent = response(&json!(2), Err(&json!({"error": "x"}))).to_string();
+        assert!(matches!(
+            Incoming::parse(sent.as_bytes()),
+            Ok(Incoming::Response { result: Err(_), .. })
+        ));
     }
 }

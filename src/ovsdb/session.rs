@@ -9,6 +9,7 @@ use crate::event::{Event, Received, State};
 use crate::metrics::Metrics;
 use crate::replica::layout::{ColumnSelection, Layout, TableId};
 use crate::replica::update::Update;
+use serde_json::value::RawValue;
 use serde_json::{Value as Json, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -260,35 +261,27 @@ impl Session {
             .collect();
         let since = self.last_txn.clone().unwrap_or_else(|| NO_TXN.to_owned());
         let reply = client
-            .request(
+            .request_raw(
                 "monitor_cond_since",
                 json!([DATABASE, MONITOR_ID, requests, since]),
             )
             .await;
         let received_at = Instant::now();
         let index = self.received.load(Ordering::Acquire);
-        let (found, txn, updates) = match reply {
-            Ok(reply) => {
-                let parts: Result<[Json; 3], _> = match reply {
-                    Json::Array(parts) => parts.try_into().map_err(Json::Array),
-                    other => Err(other),
-                };
-                let [found, txn, updates] = parts.map_err(|reply| {
-                    ConnectionEnd::Protocol(format!("monitor_cond_since reply {reply}"))
-                })?;
-                let txn = txn.as_str().filter(|t| *t != NO_TXN).map(str::to_owned);
-                (found.as_bool().unwrap_or(false), txn, updates)
-            }
+        let (reply, with_since) = match reply {
+            Ok(reply) => (reply.result, true),
             Err(ClientError::Rpc(error)) if error.to_string().contains("unknown method") => {
                 tracing::info!("server lacks monitor_cond_since; using monitor_cond");
                 let reply = client
-                    .request("monitor_cond", json!([DATABASE, MONITOR_ID, requests]))
+                    .request_raw("monitor_cond", json!([DATABASE, MONITOR_ID, requests]))
                     .await?;
-                (false, None, reply)
+                (reply.result, false)
             }
             Err(e) => return Err(e.into()),
         };
-        let update = Update::parse(&layout, updates).map_err(ConnectionEnd::Protocol)?;
+        let (found, txn, update) =
+            parse_monitor_reply(&layout, &reply, with_since).map_err(ConnectionEnd::Protocol)?;
+        drop(reply);
         let received = Received {
             at: received_at,
             usec: now_usec(),
@@ -332,9 +325,9 @@ impl Session {
         Ok(layout)
     }
 
-    fn parse(&self, layout: &Layout, updates: Json) -> Result<Update, ConnectionEnd> {
+    fn parse(&self, layout: &Layout, updates: &RawValue) -> Result<Update, ConnectionEnd> {
         self.metrics.ovsdb_updates.inc();
-        Update::parse(layout, updates).map_err(ConnectionEnd::Protocol)
+        Update::parse(layout, updates.get()).map_err(ConnectionEnd::Protocol)
     }
 
     /// Monitors `_Server`'s row for the database. A clustered member that has lost its
@@ -374,24 +367,31 @@ impl Session {
             received_usec,
             index,
         } = notification;
-        let mut params = match params {
-            Json::Array(params) => params,
-            other => vec![other],
+        let is_update = matches!(method.as_str(), "update2" | "update3");
+        let params: Vec<&RawValue> = match serde_json::from_str(params.get()) {
+            Ok(params) => params,
+            Err(_) if is_update => {
+                return Err(ConnectionEnd::Protocol(format!("malformed {method}")));
+            }
+            Err(_) => Vec::new(),
         };
-        let from_server_monitor = params.first().is_some_and(|m| m == SERVER_MONITOR_ID);
-        let (txn, update) = match (method.as_str(), params.len()) {
+        let small = |raw: &RawValue| serde_json::from_str::<Json>(raw.get()).unwrap_or_default();
+        let from_server_monitor = params
+            .first()
+            .is_some_and(|m| small(m) == SERVER_MONITOR_ID);
+        let (txn, update) = match (method.as_str(), params.as_slice()) {
             _ if from_server_monitor => {
-                if params.get(1).and_then(member_connected) == Some(false) {
+                if params.get(1).and_then(|u| member_connected(&small(u))) == Some(false) {
                     return Err(ConnectionEnd::NotInCluster);
                 }
                 (None, Update::default())
             }
-            ("update2", 2) => (None, self.parse(layout, params.pop().unwrap_or_default())?),
-            ("update3", 3) => {
-                let updates = params.pop().unwrap_or_default();
-                let txn = params
-                    .pop()
-                    .and_then(|t| t.as_str().filter(|t| *t != NO_TXN).map(str::to_owned));
+            ("update2", [_, updates]) => (None, self.parse(layout, updates)?),
+            ("update3", [_, txn, updates]) => {
+                let txn = small(txn)
+                    .as_str()
+                    .filter(|t| *t != NO_TXN)
+                    .map(str::to_owned);
                 if txn.is_some() {
                     self.last_txn = txn.clone();
                 }
@@ -421,6 +421,33 @@ impl Session {
             .await
             .map_err(|_| ConnectionEnd::Stopped)
     }
+}
+
+/// The initial state a monitor request answered with: (found, last-txn-id, rows);
+/// `monitor_cond_since` answers `[found, last-txn-id, updates]`, `monitor_cond` the bare
+/// updates.
+fn parse_monitor_reply(
+    layout: &Layout,
+    reply: &RawValue,
+    with_since: bool,
+) -> Result<(bool, Option<String>, Update), String> {
+    if !with_since {
+        return Ok((false, None, Update::parse(layout, reply.get())?));
+    }
+    let parts: [&RawValue; 3] = serde_json::from_str::<Vec<&RawValue>>(reply.get())
+        .ok()
+        .and_then(|parts| parts.try_into().ok())
+        .ok_or_else(|| {
+            let start: String = reply.get().chars().take(200).collect();
+            format!("monitor_cond_since reply is not [found, txn, updates]: {start}")
+        })?;
+    let [found, txn, updates] = parts;
+    let found = serde_json::from_str::<bool>(found.get()).unwrap_or(false);
+    let txn = serde_json::from_str::<Option<String>>(txn.get())
+        .ok()
+        .flatten()
+        .filter(|t| t != NO_TXN);
+    Ok((found, txn, Update::parse(layout, updates.get())?))
 }
 
 /// `connected` of the `_Server` `Database` row in a monitor reply or update, if present.

@@ -422,7 +422,13 @@ impl Replica {
                 index.insert(child, uuid);
             }
         }
-        if let Some(old) = old {
+        // The name index only changes with a name: touching a persistent map copies a
+        // path of it, so an update of other columns leaves it alone.
+        let renamed = match (old, &new) {
+            (Some(old), Some(new)) => self.name_of(table, old) != self.name_of(table, new),
+            _ => true,
+        };
+        if let Some(old) = old.filter(|_| renamed) {
             let name = self.name_of(table, old);
             let names = &mut self.by_name[table.index()];
             if names.get(name) == Some(&uuid) {
@@ -431,8 +437,10 @@ impl Replica {
         }
         match new {
             Some(row) => {
-                let name = self.name_of(table, &row).to_owned();
-                self.by_name[table.index()].insert(name, uuid);
+                if renamed {
+                    let name = self.name_of(table, &row).to_owned();
+                    self.by_name[table.index()].insert(name, uuid);
+                }
                 self.tables[table.index()].insert(uuid, row);
             }
             None => {

@@ -21,7 +21,7 @@ fn replica() -> Replica {
 }
 
 fn apply(replica: &mut Replica, json: Json) -> Result<ChangeSet, Inconsistency> {
-    let update = Update::parse(replica.layout(), json).unwrap();
+    let update = crate::replica::update::parse_json(replica.layout(), json).unwrap();
     replica.apply(update)
 }
 
@@ -273,7 +273,7 @@ fn replace_emits_only_real_differences() {
     // apart from its port list.
     let p3 = "10000000-0000-0000-0000-000000000003";
     let i3 = "20000000-0000-0000-0000-000000000003";
-    let snapshot = Update::parse(
+    let snapshot = crate::replica::update::parse_json(
         r.layout(),
         json!({
             "Bridge": {BR: {"initial": {"name": "br0", "ports": ["set", [uuid(P2), uuid(p3)]]}}},
@@ -315,7 +315,7 @@ fn replace_emits_only_real_differences() {
 #[test]
 fn replace_with_identical_snapshot_is_silent() {
     let mut r = populated();
-    let snapshot = Update::parse(
+    let snapshot = crate::replica::update::parse_json(
         r.layout(),
         json!({
             "Bridge": {BR: {"initial": {"name": "br0", "ports": uuid(P1)}}},
@@ -330,7 +330,9 @@ fn replace_with_identical_snapshot_is_silent() {
 #[test]
 fn replace_rejects_non_initial_rows() {
     let mut r = populated();
-    let snapshot = Update::parse(r.layout(), json!({"Port": {P1: {"delete": null}}})).unwrap();
+    let snapshot =
+        crate::replica::update::parse_json(r.layout(), json!({"Port": {P1: {"delete": null}}}))
+            .unwrap();
     assert!(r.replace(snapshot).is_err());
     assert!(r.find(TableId::Port, "p1").is_some());
 }

@@ -2,8 +2,10 @@
 //! parsed against the layout into typed row operations.
 
 use super::layout::{Layout, TableId, TableLayout};
-use crate::ovsdb::datum::{Datum, Uuid};
-use serde_json::Value as Json;
+use crate::ovsdb::datum::{Datum, DatumSeed, Uuid};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use std::borrow::Cow;
+use std::fmt;
 
 /// One row's operation. `initial` and `insert` both carry the whole row (omitted columns
 /// already filled with their defaults), so they share `Insert`.
@@ -29,76 +31,195 @@ pub struct Update {
 }
 
 impl Update {
-    /// Parses `{"<table>": {"<uuid>": {"initial"|"insert"|"modify": <row>} | {"delete": null}}}`.
-    /// Tables the relay does not mirror are skipped; an unknown column is an error because it
-    /// means the server and the relay disagree on the schema. It consumes the JSON so that
-    /// each row's text is freed as soon as it is converted: a start-up snapshot of 20,000
-    /// rows never exists twice.
-    pub fn parse(layout: &Layout, json: Json) -> Result<Self, String> {
-        let Json::Object(tables) = json else {
-            return Err(format!("table-updates is not an object: {json}"));
-        };
+    /// Parses `{"<table>": {"<uuid>": {"initial"|"insert"|"modify": <row>} | {"delete": null}}}`
+    /// straight from the JSON text into typed rows, without a `Json` tree in between: a
+    /// start-up snapshot of 20,000 rows is converted as it is read. Tables the relay does
+    /// not mirror are skipped; an unknown column is an error because it means the server
+    /// and the relay disagree on the schema.
+    pub fn parse(layout: &Layout, text: &str) -> Result<Self, String> {
         let mut rows = Vec::new();
-        for (table_name, table_rows) in tables {
-            let Some(table) = TableId::ALL.into_iter().find(|t| t.name() == table_name) else {
-                continue;
-            };
-            let table_layout = layout.table(table);
-            let Json::Object(table_rows) = table_rows else {
-                return Err(format!("{table_name} update is not an object"));
-            };
-            rows.reserve(table_rows.len());
-            for (uuid_text, row_update) in table_rows {
-                let uuid = Uuid::parse(&uuid_text)
-                    .ok_or_else(|| format!("{table_name}: bad row uuid {uuid_text:?}"))?;
-                let op = parse_row_update(table_layout, &row_update)
-                    .map_err(|e| format!("{table_name} {uuid_text}: {e}"))?;
-                rows.push(RowUpdate { table, uuid, op });
-            }
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        TablesSeed {
+            layout,
+            rows: &mut rows,
         }
+        .deserialize(&mut deserializer)
+        .and_then(|()| deserializer.end())
+        .map_err(|e| format!("table-updates: {e}"))?;
         Ok(Self { rows })
     }
 }
 
-fn parse_row_update(layout: &TableLayout, json: &Json) -> Result<RowOp, String> {
-    let obj = json
-        .as_object()
-        .filter(|o| o.len() == 1)
-        .ok_or_else(|| format!("row update must have exactly one member: {json}"))?;
-    let (kind, body) = obj.iter().next().expect("one member");
-    match kind.as_str() {
-        "initial" | "insert" => {
-            let mut row: Vec<Datum> = layout
-                .columns
-                .iter()
-                .map(|c| Datum::default_of(&c.ty))
-                .collect();
-            for (index, value) in parse_columns(layout, body)? {
-                row[index] = value;
-            }
-            Ok(RowOp::Insert(row))
-        }
-        "modify" => Ok(RowOp::Modify(parse_columns(layout, body)?)),
-        "delete" => Ok(RowOp::Delete),
-        other => Err(format!("unknown row update kind {other:?}")),
+/// The whole `table-updates2` object; rows are appended to `rows`.
+struct TablesSeed<'a> {
+    layout: &'a Layout,
+    rows: &'a mut Vec<RowUpdate>,
+}
+
+impl<'de> DeserializeSeed<'de> for TablesSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
     }
 }
 
-fn parse_columns(layout: &TableLayout, json: &Json) -> Result<Vec<(usize, Datum)>, String> {
-    let columns = json
-        .as_object()
-        .ok_or_else(|| format!("row is not an object: {json}"))?;
-    columns
-        .iter()
-        .map(|(name, value)| {
-            let index = layout
-                .column_index(name)
-                .ok_or_else(|| format!("unexpected column {name:?}"))?;
-            let datum = Datum::from_json(&layout.columns[index].ty, value)
-                .map_err(|e| format!("column {name}: {e}"))?;
-            Ok((index, datum))
-        })
-        .collect()
+impl<'de> Visitor<'de> for TablesSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object of tables")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(name) = map.next_key::<Cow<'de, str>>()? {
+            match TableId::ALL.into_iter().find(|t| t.name() == name) {
+                Some(table) => map.next_value_seed(RowsSeed {
+                    table,
+                    layout: self.layout.table(table),
+                    rows: &mut *self.rows,
+                })?,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One table's `{"<uuid>": <row-update2>, …}`.
+struct RowsSeed<'a> {
+    table: TableId,
+    layout: &'a TableLayout,
+    rows: &'a mut Vec<RowUpdate>,
+}
+
+impl<'de> DeserializeSeed<'de> for RowsSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowsSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "an object of {} rows", self.table)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.rows.reserve(map.size_hint().unwrap_or(0));
+        while let Some(uuid_text) = map.next_key::<Cow<'de, str>>()? {
+            let uuid = Uuid::parse(&uuid_text).ok_or_else(|| {
+                de::Error::custom(format!("{}: bad row uuid {uuid_text:?}", self.table))
+            })?;
+            let op = map
+                .next_value_seed(RowOpSeed(self.layout))
+                .map_err(|e| de::Error::custom(format!("{} {uuid_text}: {e}", self.table)))?;
+            self.rows.push(RowUpdate {
+                table: self.table,
+                uuid,
+                op,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `{"initial"|"insert": <row>}`, `{"modify": <diff>}` or `{"delete": null}`.
+struct RowOpSeed<'a>(&'a TableLayout);
+
+impl<'de> DeserializeSeed<'de> for RowOpSeed<'_> {
+    type Value = RowOp;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<RowOp, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowOpSeed<'_> {
+    type Value = RowOp;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a row update with exactly one member")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RowOp, A::Error> {
+        let layout = self.0;
+        let kind = map
+            .next_key::<Cow<'de, str>>()?
+            .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+        let op = match kind.as_ref() {
+            "initial" | "insert" => {
+                let mut row: Vec<Datum> = layout
+                    .columns
+                    .iter()
+                    .map(|c| Datum::default_of(&c.ty))
+                    .collect();
+                for (index, value) in map.next_value_seed(ColumnsSeed(layout))? {
+                    row[index] = value;
+                }
+                RowOp::Insert(row)
+            }
+            "modify" => RowOp::Modify(map.next_value_seed(ColumnsSeed(layout))?),
+            "delete" => {
+                map.next_value::<IgnoredAny>()?;
+                RowOp::Delete
+            }
+            other => {
+                return Err(de::Error::custom(format!(
+                    "unknown row update kind {other:?}"
+                )));
+            }
+        };
+        if map.next_key::<IgnoredAny>()?.is_some() {
+            return Err(de::Error::invalid_length(2, &self));
+        }
+        Ok(op)
+    }
+}
+
+/// `{"<column>": <datum>, …}` → (column index, value).
+struct ColumnsSeed<'a>(&'a TableLayout);
+
+impl<'de> DeserializeSeed<'de> for ColumnsSeed<'_> {
+    type Value = Vec<(usize, Datum)>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ColumnsSeed<'_> {
+    type Value = Vec<(usize, Datum)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a row: an object of columns")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut columns = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        while let Some(name) = map.next_key::<Cow<'de, str>>()? {
+            let index = self
+                .0
+                .column_index(&name)
+                .ok_or_else(|| de::Error::custom(format!("unexpected column {name:?}")))?;
+            let datum = map
+                .next_value_seed(DatumSeed(&self.0.columns[index].ty))
+                .map_err(|e| de::Error::custom(format!("column {name}: {e}")))?;
+            columns.push((index, datum));
+        }
+        Ok(columns)
+    }
+}
+
+/// [`Update::parse`] of a `json!` value, for tests.
+#[cfg(test)]
+pub(crate) fn parse_json(layout: &Layout, json: serde_json::Value) -> Result<Update, String> {
+    Update::parse(layout, &json.to_string())
 }
 
 #[cfg(test)]
@@ -118,7 +239,7 @@ mod tests {
     #[test]
     fn insert_fills_omitted_columns_with_defaults() {
         let layout = layout();
-        let update = Update::parse(
+        let update = parse_json(
             &layout,
             json!({"Port": {U1: {"insert": {"name": "p1", "tag": 5}}}}),
         )
@@ -138,14 +259,13 @@ mod tests {
     #[test]
     fn skips_unmirrored_tables_and_rejects_unknown_columns() {
         let layout = layout();
-        let update = Update::parse(&layout, json!({"Mirror": {U1: {"delete": null}}})).unwrap();
+        let update = parse_json(&layout, json!({"Mirror": {U1: {"delete": null}}})).unwrap();
         assert!(update.rows.is_empty());
-        let err =
-            Update::parse(&layout, json!({"Port": {U1: {"modify": {"bogus": 1}}}})).unwrap_err();
+        let err = parse_json(&layout, json!({"Port": {U1: {"modify": {"bogus": 1}}}})).unwrap_err();
         assert!(err.contains("bogus"), "{err}");
-        assert!(Update::parse(&layout, json!({"Port": {"nope": {"delete": null}}})).is_err());
-        assert!(Update::parse(&layout, json!({"Port": {U1: {"upsert": {}}}})).is_err());
-        assert!(Update::parse(&layout, json!({"Port": {U1: {}}})).is_err());
-        assert!(Update::parse(&layout, json!([])).is_err());
+        assert!(parse_json(&layout, json!({"Port": {"nope": {"delete": null}}})).is_err());
+        assert!(parse_json(&layout, json!({"Port": {U1: {"upsert": {}}}})).is_err());
+        assert!(parse_json(&layout, json!({"Port": {U1: {}}})).is_err());
+        assert!(parse_json(&layout, json!([])).is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! The scripts in `examples/` run against real components: ovsdb-server, ovs-vswitchd
 //! (which assigns the ofport the tap scripts wait for), a private dbus-daemon and the relay.
 
+use crate::common::signals::CallMonitor;
 use crate::common::{
     Bus, COMMAND_TIMEOUT, Stack, Vswitchd, internal_port, netdev_bridge, relay_bin, require,
     run_blocking, run_bounded, text,
@@ -40,8 +41,9 @@ fn script(name: &str, bus: &Bus, args: &[&str]) -> Command {
     cmd
 }
 
-/// Runs `name` for a tap that vswitchd gets 300 ms later; checks the printed ofport
-/// against the database, then a timeout for a tap that never comes.
+/// Runs `name` for a tap that vswitchd gets once the script's `WaitFor` has reached the
+/// relay; checks the printed ofport against the database, then a timeout for a tap that
+/// never comes.
 async fn tap_script_prints_the_ofport(name: &str, tag: &str) {
     let stack = Stack::start(&[]).await;
     let (db, bus) = (&stack.db, &stack.bus);
@@ -49,8 +51,9 @@ async fn tap_script_prints_the_ofport(name: &str, tag: &str) {
     let bridge = unique(&format!("b{tag}"));
     let tap = unique(&format!("t{tag}"));
     db.vsctl(&netdev_bridge(&bridge));
+    let mut calls = CallMonitor::start(&bus.address(), "WaitFor").await;
     let waiting = tokio::spawn(run_blocking(script(name, bus, &[&tap, "15"])));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    calls.wait_calls(1, WAIT).await;
     db.vsctl(&internal_port(&bridge, &tap));
     let out = waiting.await.unwrap();
     assert!(

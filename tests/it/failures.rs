@@ -10,7 +10,9 @@
 //! sockets, and every wait is bounded.
 
 use crate::common::cluster::{Cluster, SideServer, vsctl_at};
-use crate::common::signals::{Dict, IFACE, Managed, ROOT, Signal, Subscriber, managed_objects};
+use crate::common::signals::{
+    Barrier, Dict, IFACE, Managed, ROOT, Signal, Subscriber, managed_objects,
+};
 use crate::common::{Bus, Ovsdb, Relay, Stack, dbus_send_relay, send_signal, wait_until};
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -700,8 +702,8 @@ async fn resync_after_offline_changes_emits_only_real_differences() {
     );
     assert_eq!(sub.property::<String>("State").await, "ready");
 
-    // Nothing else, and live signals carry on from the next seq.
-    sub.assert_quiet(Duration::from_millis(300)).await;
+    // Nothing else, and live signals carry on from the next seq: this change is the
+    // barrier, any stray signal published before it would arrive first.
     db.vsctl(&["set", "port", "p4", "tag=44"]);
     let next = sub.take(1, WAIT).await;
     assert_eq!(summaries(&next), ["PortChanged p4 br0"]);
@@ -777,6 +779,7 @@ async fn cluster_failover_uses_fast_resync() {
                 } else {
                     failed.fetch_add(1, Ordering::SeqCst);
                 }
+                // Time on purpose: paces the stream so the kill lands in the middle of it.
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -1171,6 +1174,7 @@ fn chaos_driver(db: &mut Ovsdb, bus: &mut Bus, seed: u64) -> ChaosStats {
                 }
             }
             if rng.chance(10) {
+                // Time on purpose: random pauses vary how changes and restarts interleave.
                 std::thread::sleep(Duration::from_millis(rng.below(150)));
             }
         }
@@ -1229,16 +1233,14 @@ async fn chaos_subscriber_converges() {
     // Calm again: the relay ready, the subscriber equal to the database.
     let sub = Subscriber::connect(&bus.address()).await;
     sub.wait_ready(Duration::from_secs(15)).await;
+    // The barrier's change comes after every other one: a mirror that shows it (and equals
+    // the database) has applied everything the relay published before it.
+    Barrier::make(&db, "bridge", "br0");
     let deadline = Instant::now() + Duration::from_secs(15);
     let expected = loop {
         let expected = db_view(&|a| db.vsctl(a));
-        let ours = follower.lock().unwrap().mirror.view();
-        if ours == expected {
-            // A quiet period: nothing more changes it.
-            tokio::time::sleep(Duration::from_millis(700)).await;
-            if follower.lock().unwrap().mirror.view() == expected {
-                break expected;
-            }
+        if follower.lock().unwrap().mirror.view() == expected {
+            break expected;
         }
         if Instant::now() >= deadline {
             let f = follower.lock().unwrap();
@@ -1491,7 +1493,7 @@ async fn bus_restart_reregisters_and_reports_missed_signals() {
     );
     // The relay retries the bus after 0.1, 0.3, 0.7, 1.5, 3.1 and 6.3 s: coming back at
     // ~3.5 s leaves this test's subscriber ~3 s to subscribe before the relay returns, so
-    // that it sees the relay's Resynced.
+    // that it sees the relay's Resynced. Time on purpose: it aims between the retries.
     std::thread::sleep(Duration::from_millis(3500).saturating_sub(killed.elapsed()));
     bus.restart();
     let mut sub = Subscriber::connect(&bus.address()).await;

@@ -296,17 +296,25 @@ impl Prometheus {
     /// Polls until `expr` returns something.
     fn wait_for(&self, expr: &str, timeout: Duration) {
         assert!(
-            wait_until(timeout, || {
-                let found = !self.query(expr).is_empty();
-                if !found {
-                    thread::sleep(Duration::from_millis(200));
-                }
-                found
-            }),
+            self.wait_all(&[expr.to_owned()], timeout).is_empty(),
             "prometheus: {expr} still empty after {timeout:?}; targets: {}\n{}",
             self.api("targets", "state=active"),
             self.log()
         );
+    }
+
+    /// Polls until each of `exprs` has returned something; returns those still empty
+    /// after `timeout`.
+    fn wait_all(&self, exprs: &[String], timeout: Duration) -> Vec<String> {
+        let mut empty = exprs.to_vec();
+        wait_until(timeout, || {
+            empty.retain(|expr| self.query(expr).is_empty());
+            if !empty.is_empty() {
+                thread::sleep(Duration::from_millis(200));
+            }
+            empty.is_empty()
+        });
+        empty
     }
 }
 
@@ -481,7 +489,6 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     scraped(&format!(
         "count_over_time(up{{job=\"{JOB}\"}}[{WINDOW}]) >= 5"
     ));
-    thread::sleep(Duration::from_secs(2));
 
     let mut all = Vec::new();
     exprs(&dashboard(), &mut all);
@@ -490,13 +497,9 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         "only {} queries in the dashboard",
         all.len()
     );
-    let mut empty = Vec::new();
-    for expr in &all {
-        let query = expand(expr);
-        if prometheus.query(&query).is_empty() {
-            empty.push(query);
-        }
-    }
+    // Some (rates over the workload) need a scrape or two more: wait for each one's data.
+    let queries: Vec<String> = all.iter().map(|expr| expand(expr)).collect();
+    let empty = prometheus.wait_all(&queries, READY);
     assert!(
         empty.is_empty(),
         "{} of {} dashboard queries returned no data:\n  {}\nscrape:\n{}",
@@ -714,8 +717,15 @@ async fn healthz_follows_the_ovsdb_connection() {
         "SPEC §5: a synced relay that lost OVSDB is `reconnecting`"
     );
     assert_eq!(sample(&scrape(&s.metrics), "ovsdbus_ovsdb_connected"), 0.0);
-    // Still 503 a little later: the relay keeps retrying, it does not pretend.
-    thread::sleep(Duration::from_millis(500));
+    // Still 503 after the relay has tried the server again (the first `ended` is the
+    // loss): it keeps retrying, it does not pretend.
+    assert!(
+        s.stack
+            .relay
+            .wait_log_count("OVSDB connection ended", 2, READY),
+        "the relay did not retry the server:\n{}",
+        s.stack.relay.log()
+    );
     assert_eq!(
         http_get(&s.metrics, "/healthz").expect("healthz").status,
         503

@@ -1,12 +1,13 @@
 //! The object tree, read methods and waiters (SPEC §5, §6 read half) against a real
 //! ovsdb-server (and ovs-vswitchd where the switch must write ofport), on a private bus.
 
-use crate::common::signals::{BUS_NAME, ROOT, error_name, managed_objects, relay_proxy};
+use crate::common::signals::{
+    BUS_NAME, Barrier, CallMonitor, ROOT, error_name, managed_objects, relay_proxy,
+};
 use crate::common::{Ovsdb, Stack, Vswitchd, internal_port, netdev_bridge};
 use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use tokio_stream::StreamExt;
 use zbus::{MatchRule, MessageStream, OwnedObjectPath, OwnedVariant, Proxy};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -67,6 +68,18 @@ fn escape(name: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Every signal the relay sends: object signals and typed ones (the barriers').
+async fn relay_signals(conn: &zbus::Connection) -> MessageStream {
+    let rule = MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .sender(BUS_NAME)
+        .build()
+        .unwrap();
+    MessageStream::for_match_rule(rule, conn, std::num::NonZeroUsize::new(1000))
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,21 +286,12 @@ async fn object_signals_are_batched_per_update() {
     let (db, sub) = (&stack.db, &stack.sub);
     db.vsctl(&["add-br", "br0"]);
     db.vsctl(&["add-port", "br0", "p1"]);
-    let rule = MatchRule::builder()
-        .msg_type(zbus::message::Type::Signal)
-        .sender(BUS_NAME)
-        .build()
-        .unwrap();
-    let mut stream =
-        MessageStream::for_match_rule(rule, &sub.conn, std::num::NonZeroUsize::new(1000))
-            .await
-            .unwrap();
-    // Let the relay catch up with the set-up before watching.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    while tokio::time::timeout(Duration::from_millis(50), stream.next())
-        .await
-        .is_ok()
-    {}
+    let mut stream = relay_signals(&sub.conn).await;
+    // Whatever the set-up published comes before a first barrier; what the changes below
+    // publish, before a second one.
+    Barrier::make(db, "bridge", "br0")
+        .messages_before(&mut stream, WAIT)
+        .await;
 
     db.vsctl(&[
         "set",
@@ -300,8 +304,9 @@ async fn object_signals_are_batched_per_update() {
     db.vsctl(&["add-port", "br0", "p2"]);
     db.vsctl(&["del-port", "p2"]);
     let mut seen = Vec::new();
-    while let Ok(Some(Ok(msg))) =
-        tokio::time::timeout(Duration::from_millis(700), stream.next()).await
+    for msg in Barrier::make(db, "bridge", "br0")
+        .messages_before(&mut stream, WAIT)
+        .await
     {
         let header = msg.header();
         let member = header.member().unwrap().to_string();
@@ -385,10 +390,12 @@ async fn wait_for_rows_and_conditions() {
     );
     assert!(row.contains_key("_uuid"));
 
-    // Created 200 ms later.
-    let later = Duration::from_millis(200);
-    let creator = db.vsctl_later(
-        later,
+    // Created once the WaitFor for it has reached the relay.
+    let address = stack.bus.address();
+    let creator = db.vsctl_after(
+        CallMonitor::start(&address, "WaitFor")
+            .await
+            .reached(1, WAIT),
         &[
             "add-port",
             "br0",
@@ -405,7 +412,7 @@ async fn wait_for_rows_and_conditions() {
         String::try_from(row["name"].try_clone().unwrap()).unwrap(),
         "late"
     );
-    assert!(creator.join().unwrap().status.success());
+    assert!(creator.await.unwrap().status.success());
     wait_for(
         &proxy,
         "Interface",
@@ -417,7 +424,12 @@ async fn wait_for_rows_and_conditions() {
     .unwrap();
 
     // Condition on a value set later; then a removal.
-    let setter = db.vsctl_later(later, &["set", "port", "late", "tag=42"]);
+    let setter = db.vsctl_after(
+        CallMonitor::start(&address, "WaitFor")
+            .await
+            .reached(1, WAIT),
+        &["set", "port", "late", "tag=42"],
+    );
     let row = wait_for(
         &proxy,
         "Port",
@@ -431,13 +443,18 @@ async fn wait_for_rows_and_conditions() {
         Vec::<i64>::try_from(row["tag"].try_clone().unwrap()).unwrap(),
         [42]
     );
-    setter.join().unwrap();
-    let remover = db.vsctl_later(later, &["del-port", "late"]);
+    setter.await.unwrap();
+    let remover = db.vsctl_after(
+        CallMonitor::start(&address, "WaitForRemoval")
+            .await
+            .reached(1, WAIT),
+        &["del-port", "late"],
+    );
     let removed: zbus::Result<()> = proxy
         .call("WaitForRemoval", &("Port", "late", 5000u32))
         .await;
     removed.unwrap();
-    remover.join().unwrap();
+    remover.await.unwrap();
 
     // Timeouts are reported as org.ovsdbus.Error.Timeout, on time.
     let started = Instant::now();
@@ -468,6 +485,7 @@ async fn wait_for_rows_and_conditions() {
 async fn hundred_concurrent_waiters_all_wake() {
     let (stack, proxy) = with_br0().await;
     let db = &stack.db;
+    let mut calls = CallMonitor::start(&stack.bus.address(), "WaitFor").await;
     let mut waiters = tokio::task::JoinSet::new();
     for i in 0..100 {
         let proxy = proxy.clone();
@@ -478,7 +496,7 @@ async fn hundred_concurrent_waiters_all_wake() {
                 .map(|_| i)
         });
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    calls.wait_calls(100, WAIT).await;
     let mut args = Vec::new();
     for i in 0..10 {
         args.extend(["--", "add-port", "br0"].map(String::from));
@@ -524,6 +542,7 @@ async fn wait_for_ofport_assigned_by_vswitchd() {
     let (db, sub) = (&stack.db, &stack.sub);
     let _switch = Vswitchd::start(db);
     let proxy = relay_proxy(&sub.conn).await;
+    let mut calls = CallMonitor::start(&stack.bus.address(), "WaitFor").await;
     let (bridge, tap) = ("br0".to_owned(), "tap9".to_owned());
     db.vsctl(&netdev_bridge(&bridge));
     let waiting = {
@@ -533,7 +552,7 @@ async fn wait_for_ofport_assigned_by_vswitchd() {
             async move { wait_for(&proxy, "Interface", &tap, &["ofport>0"], 15_000).await },
         )
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    calls.wait_calls(1, WAIT).await;
     db.vsctl(&internal_port(&bridge, &tap));
     let row = waiting.await.unwrap().expect("ofport assigned");
     let ofport = Vec::<i64>::try_from(row["ofport"].try_clone().unwrap()).unwrap();
@@ -623,30 +642,27 @@ async fn moved_port_announces_its_new_bridge() {
     db.vsctl(&["add-br", "br0"]);
     db.vsctl(&["add-br", "br1"]);
     db.vsctl(&["add-port", "br0", "p1"]);
-    let rule = MatchRule::builder()
-        .msg_type(zbus::message::Type::Signal)
-        .sender(BUS_NAME)
-        .member("PropertiesChanged")
-        .build()
-        .unwrap();
-    let mut stream =
-        MessageStream::for_match_rule(rule, &sub.conn, std::num::NonZeroUsize::new(1000))
-            .await
-            .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    while tokio::time::timeout(Duration::from_millis(50), stream.next())
-        .await
-        .is_ok()
-    {}
+    let mut stream = relay_signals(&sub.conn).await;
+    Barrier::make(db, "bridge", "br0")
+        .messages_before(&mut stream, WAIT)
+        .await;
 
     let uuid = db.vsctl(&["get", "port", "p1", "_uuid"]);
     db.vsctl(&[
         "remove", "bridge", "br0", "ports", &uuid, "--", "add", "bridge", "br1", "ports", &uuid,
     ]);
     let mut bridges = HashMap::new();
-    while let Ok(Some(Ok(msg))) =
-        tokio::time::timeout(Duration::from_millis(700), stream.next()).await
+    for msg in Barrier::make(db, "bridge", "br0")
+        .messages_before(&mut stream, WAIT)
+        .await
     {
+        if msg
+            .header()
+            .member()
+            .is_none_or(|m| m != "PropertiesChanged")
+        {
+            continue;
+        }
         let path = msg.header().path().unwrap().to_string();
         let (_, changed, _): (String, HashMap<String, OwnedVariant>, Vec<String>) =
             msg.body().deserialize().unwrap();

@@ -1,8 +1,8 @@
 //! Typed signals end to end (SPEC §2–§4): a real ovsdb-server driven by `ovs-vsctl`, a real
 //! private dbus-daemon, the relay binary, and a D-Bus subscriber checking every argument.
 
-use crate::common::signals::{Signal, assert_consecutive};
-use crate::common::{Stack, internal_port};
+use crate::common::signals::{Barrier, Signal, assert_consecutive};
+use crate::common::{Stack, internal_port, wait_until};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use zbus::{OwnedVariant, Variant};
@@ -37,9 +37,8 @@ async fn bridge_port_and_interface_lifecycle() {
     let mut stack = Stack::start(&[]).await;
     let (db, sub) = (&stack.db, &mut stack.sub);
 
-    // Nothing for the start-up snapshot.
-    sub.assert_quiet(Duration::from_millis(300)).await;
-
+    // Nothing for the start-up snapshot: the first change is the barrier, its signals
+    // must come first and from seq 1 (a snapshot signal would have been published before).
     db.vsctl(&["add-br", "br0"]);
     let s = sub.take(3, WAIT).await;
     assert_eq!(
@@ -184,8 +183,12 @@ async fn bridge_port_and_interface_lifecycle() {
     );
     assert_consecutive(&gone, 18);
     assert_eq!(gone[2].uuid, br_uuid);
-    sub.assert_quiet(Duration::from_millis(300)).await;
     assert_eq!(sub.property::<u64>("LastSeq").await, 20);
+    // Nothing else: the signals of one more change (the barrier) follow at once, from 21.
+    db.vsctl(&["add-br", "br1"]);
+    let next = sub.take(3, WAIT).await;
+    assert_eq!(names(&next)[0], "BridgeAdded br1 br1");
+    assert_consecutive(&next, 21);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,31 +279,53 @@ async fn dbus_monitor_arg0_filter_selects_one_port() {
         .stdout(out.reopen().unwrap())
         .spawn()
         .unwrap();
-    // dbus-monitor has subscribed once it owns its unique name; give it a moment.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let read = || std::fs::read_to_string(out.path()).unwrap();
+    // The bus turns dbus-monitor's connection into a monitor (its match rule in place) and
+    // then takes its unique name, which dbus-monitor prints as NameLost.
+    assert!(
+        wait_until(WAIT, || read().contains("member=NameLost")),
+        "dbus-monitor did not become a monitor: {}",
+        read()
+    );
     for port in ["tap0", "tap1", "tap2"] {
         db.vsctl(&["add-port", "br0", port]);
     }
     db.vsctl(&["set", "port", "tap1", "tag=5"]);
     db.vsctl(&["set", "port", "tap2", "tag=6"]);
     sub.take(3 * 3 + 2, WAIT).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The barrier is a tap1 signal too: once dbus-monitor has printed it (its header and
+    // the two arguments after it; it flushes per message), it has printed all before it.
+    let barrier = Barrier::make(db, "port", "tap1");
+    let relay_signals = |text: &str| -> Vec<(usize, String)> {
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| l.contains("interface=org.ovsdbus.Relay1"))
+            .map(|(i, l)| (i, l.to_owned()))
+            .collect()
+    };
+    let printed = |text: &str| {
+        relay_signals(text).last().is_some_and(|(i, l)| {
+            l.ends_with(&format!("member={}", barrier.member())) && text.lines().count() > i + 3
+        })
+    };
+    assert!(
+        wait_until(WAIT, || printed(&read())),
+        "dbus-monitor did not print the barrier: {}",
+        read()
+    );
     monitor.kill().unwrap();
     monitor.wait().unwrap();
 
-    let text = std::fs::read_to_string(out.path()).unwrap();
-    let relay_signals: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("interface=org.ovsdbus.Relay1"))
-        .collect();
+    let text = read();
+    let relay_signals = relay_signals(&text);
     let members: Vec<&str> = relay_signals
         .iter()
-        .filter_map(|l| l.split("member=").nth(1))
+        .filter_map(|(_, l)| l.split("member=").nth(1))
         .collect();
     assert_eq!(
         members,
-        ["PortAdded", "InterfaceAdded", "PortChanged"],
-        "{text}"
+        ["PortAdded", "InterfaceAdded", "PortChanged", "PortChanged"],
+        "tap1's signals, then the barrier's: {text}"
     );
     for (i, line) in text.lines().enumerate() {
         if line.contains("interface=org.ovsdbus.Relay1") {

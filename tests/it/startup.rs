@@ -132,7 +132,12 @@ async fn waits_for_a_server_that_appears_later() {
     let mut relay = Relay::spawn(&db.remote(), &bus.address(), &["--connect-timeout", "30"]);
     let sub = Subscriber::connect(&bus.address()).await;
     sub.wait_relay_on_bus(Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // It has failed to connect, and tried again, and still waits.
+    assert!(
+        relay.wait_log_count("OVSDB connection ended", 2, Duration::from_secs(10)),
+        "the relay did not retry the server:\n{}",
+        relay.log()
+    );
     assert_eq!(sub.property::<String>("State").await, "connecting");
     assert!(relay.is_running());
     db.restart();

@@ -393,13 +393,18 @@ impl Ovsdb {
         run_bounded(&mut self.vsctl_command(args), COMMAND_TIMEOUT)
     }
 
-    /// [`Ovsdb::vsctl_output`] on a thread of its own, `delay` from now: a change that
-    /// comes while the test waits for it.
-    pub fn vsctl_later(&self, delay: Duration, args: &[&str]) -> thread::JoinHandle<Output> {
-        let mut cmd = self.vsctl_command(args);
-        thread::spawn(move || {
-            thread::sleep(delay);
-            run_bounded(&mut cmd, COMMAND_TIMEOUT)
+    /// [`Ovsdb::vsctl_output`] in a task of its own once `ready` is done: a change that
+    /// comes while the test waits for it, e.g. once [`signals::CallMonitor::reached`] has
+    /// seen the test's `WaitFor` reach the relay.
+    pub fn vsctl_after(
+        &self,
+        ready: impl Future<Output = ()> + Send + 'static,
+        args: &[&str],
+    ) -> tokio::task::JoinHandle<Output> {
+        let cmd = self.vsctl_command(args);
+        tokio::spawn(async move {
+            ready.await;
+            run_blocking(cmd).await
         })
     }
 
@@ -694,7 +699,15 @@ impl Relay {
 
     /// Waits up to `timeout` until the log contains `needle`; returns whether it did.
     pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
-        wait_until(timeout, || self.log().contains(needle))
+        self.wait_log_count(needle, 1, timeout)
+    }
+
+    /// Waits up to `timeout` until `needle` is in at least `count` lines of the log (e.g.
+    /// a second `OVSDB connection ended`: the relay has retried); returns whether it was.
+    pub fn wait_log_count(&self, needle: &str, count: usize, timeout: Duration) -> bool {
+        wait_until(timeout, || {
+            self.log().lines().filter(|l| l.contains(needle)).count() >= count
+        })
     }
 }
 

@@ -1,7 +1,9 @@
 //! A D-Bus subscriber for tests: collects the relay's typed signals in arrival order and
 //! reads its properties, with bounded waits; and what tests need to call the relay.
 
+use super::Ovsdb;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio_stream::StreamExt;
 use zbus::{
@@ -148,13 +150,6 @@ impl Subscriber {
         got
     }
 
-    /// Asserts that nothing else arrives within `quiet`.
-    pub async fn assert_quiet(&mut self, quiet: Duration) {
-        if let Some(extra) = self.next(quiet).await {
-            panic!("unexpected signal {extra:#?}");
-        }
-    }
-
     pub async fn property<T>(&self, name: &str) -> T
     where
         T: TryFrom<OwnedVariant>,
@@ -206,6 +201,164 @@ impl Subscriber {
                 "relay not ready within {timeout:?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The next message on `stream` within what is left until `deadline`; panics naming `what`
+/// the test was waiting for if none comes in time or the stream ends.
+async fn next_message(
+    stream: &mut MessageStream,
+    deadline: tokio::time::Instant,
+    what: impl FnOnce() -> String,
+) -> Message {
+    match tokio::time::timeout_at(deadline, stream.next()).await {
+        Ok(Some(Ok(message))) => message,
+        Ok(Some(Err(e))) => panic!("{}: bus error {e}", what()),
+        Ok(None) => panic!("{}: the bus connection closed", what()),
+        Err(_) => panic!("{}: timed out", what()),
+    }
+}
+
+/// A harmless change that fences off everything published before it: `external_ids:
+/// test-barrier=<n>` on one Bridge, Port or Interface row. The relay publishes strictly in
+/// order from a single publisher and the bus keeps a sender's order, so once the barrier's
+/// typed `…Changed` signal has arrived, every signal published before it has arrived too:
+/// a test asserts that something did *not* happen by looking at what came before it.
+pub struct Barrier {
+    /// `BridgeChanged`, `PortChanged`, `InterfaceChanged`.
+    member: String,
+    name: String,
+    mark: String,
+}
+
+impl Barrier {
+    /// Makes the change on the row of `table` (`bridge`, `port`, `interface`) named `name`.
+    pub fn make(db: &Ovsdb, table: &str, name: &str) -> Barrier {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let mark = NEXT.fetch_add(1, Ordering::Relaxed).to_string();
+        db.vsctl(&[
+            "set",
+            table,
+            name,
+            &format!("external_ids:test-barrier={mark}"),
+        ]);
+        let mut table = table.to_ascii_lowercase();
+        table[..1].make_ascii_uppercase();
+        Barrier {
+            member: format!("{table}Changed"),
+            name: name.to_owned(),
+            mark,
+        }
+    }
+
+    /// The barrier's typed signal's member (`PortChanged`, …).
+    pub fn member(&self) -> &str {
+        &self.member
+    }
+
+    /// Whether `signal` is this barrier's own.
+    pub fn is(&self, signal: &Signal) -> bool {
+        signal.member == self.member
+            && signal.name == self.name
+            && signal.dicts[0].get("external_ids").is_some_and(|ids| {
+                HashMap::<String, String>::try_from(ids.try_clone().expect("external_ids"))
+                    .is_ok_and(|ids| ids.get("test-barrier") == Some(&self.mark))
+            })
+    }
+
+    /// Every message on `stream` before the barrier's signal (which is consumed); `stream`
+    /// must let the typed signals through. Panics after `timeout` with what arrived.
+    pub async fn messages_before(
+        &self,
+        stream: &mut MessageStream,
+        timeout: Duration,
+    ) -> Vec<Message> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut before = Vec::new();
+        loop {
+            let message = next_message(stream, deadline, || {
+                format!(
+                    "barrier {} {} (mark {}) not seen within {timeout:?} after {} messages",
+                    self.member,
+                    self.name,
+                    self.mark,
+                    before.len()
+                )
+            })
+            .await;
+            if let Some(Ok(signal)) = Signal::from_message(&message)
+                && self.is(&signal)
+            {
+                return before;
+            }
+            before.push(message);
+        }
+    }
+}
+
+/// A monitor connection (`BecomeMonitor`) that counts the calls of one
+/// `org.ovsdbus.Relay1` method the bus has delivered to the relay, so that a test can wait
+/// until a client's `WaitFor` has reached the relay instead of sleeping. Start it before
+/// the client.
+pub struct CallMonitor {
+    stream: MessageStream,
+    member: String,
+    seen: usize,
+}
+
+impl CallMonitor {
+    pub async fn start(address: &str, member: &str) -> CallMonitor {
+        let conn = zbus::connection::Builder::address(address)
+            .max_queued(std::num::NonZeroUsize::new(4096).expect("non-zero"))
+            .build()
+            .await
+            .expect("connect call monitor");
+        // Subscribed before the bus turns the connection into a monitor: nothing is missed.
+        let stream = MessageStream::from(&conn);
+        let rule = MatchRule::builder()
+            .msg_type(MessageType::MethodCall)
+            .interface(IFACE)
+            .member(member)
+            .build()
+            .expect("match rule");
+        zbus::fdo::MonitoringProxy::new(&conn)
+            .await
+            .expect("monitoring proxy")
+            .become_monitor(&[rule], 0)
+            .await
+            .expect("BecomeMonitor");
+        CallMonitor {
+            stream,
+            member: member.to_owned(),
+            seen: 0,
+        }
+    }
+
+    /// [`CallMonitor::wait_calls`] as a future of its own, e.g. for
+    /// [`Ovsdb::vsctl_after`](super::Ovsdb::vsctl_after).
+    pub async fn reached(mut self, count: usize, timeout: Duration) {
+        self.wait_calls(count, timeout).await
+    }
+
+    /// Waits until `count` calls in all have reached the relay since [`CallMonitor::start`];
+    /// panics after `timeout`.
+    pub async fn wait_calls(&mut self, count: usize, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.seen < count {
+            let message = next_message(&mut self.stream, deadline, || {
+                format!(
+                    "only {} of {count} {} calls reached the relay within {timeout:?}",
+                    self.seen, self.member
+                )
+            })
+            .await;
+            let header = message.header();
+            if header.message_type() == MessageType::MethodCall
+                && header.member().is_some_and(|m| m.as_str() == self.member)
+            {
+                self.seen += 1;
+            }
         }
     }
 }
