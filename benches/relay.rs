@@ -431,9 +431,19 @@ impl Live {
     }
 }
 
+/// The fixed uuid of port `s<i>`.
+fn port_uuid(i: usize) -> String {
+    format!("00000000-0000-4000-9000-{i:012x}")
+}
+
 /// Adds ports `s0` … `s{n-1}` to the bridge, 1,000 per transaction.
 fn add_ports(writer: &mut Client, n: usize, patience: Duration) {
-    let names: Vec<NewPort> = (0..n).map(|i| NewPort::named(format!("s{i}"))).collect();
+    let names: Vec<NewPort> = (0..n)
+        .map(|i| NewPort {
+            name: format!("s{i}"),
+            uuid: Some(port_uuid(i)),
+        })
+        .collect();
     let chunks = names
         .chunks(1000)
         .map(|chunk| writer.transact(ovsdb::add_ports_ops(BRIDGE, chunk)))
@@ -1058,7 +1068,6 @@ fn at_scale(ctx: &Ctx) -> (Row, Row) {
     const PER_TXN: usize = 3;
     let txns = (scale.scale_rate * scale.scale_duration.as_secs_f64()) as usize / PER_TXN;
     let period = Duration::from_secs_f64(PER_TXN as f64 / scale.scale_rate);
-    let port = |k: usize| format!("s{}", k % n);
     let start = live.lens();
     let cpu_before = procs::cpu_time(live.relay.pid());
     let resyncs_before = live.relay_events.resyncs();
@@ -1070,7 +1079,7 @@ fn at_scale(ctx: &Ctx) -> (Row, Row) {
         thread::sleep(due.saturating_duration_since(Instant::now()));
         sent.push(now_usec());
         let ops = (0..PER_TXN)
-            .map(|j| ovsdb::set_tag_op(&port(PER_TXN * i + j), tag(i)))
+            .map(|j| ovsdb::set_tag_by_uuid_op(&port_uuid((PER_TXN * i + j) % n), tag(i)))
             .collect();
         live.writer.transact(ops);
     }

@@ -6,6 +6,7 @@
 
 pub mod bus;
 pub mod cli;
+pub mod client;
 pub mod daemon;
 pub mod engine;
 pub mod event;

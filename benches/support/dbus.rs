@@ -3,6 +3,7 @@
 
 use super::events::EventSink;
 use super::now_usec;
+use ovs_dbus_relay::client::{Signal, What};
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
@@ -63,31 +64,20 @@ pub fn subscriber_main(address: &str) -> Result<(), String> {
             };
             let Some(Ok(message)) = message else { break };
             let at = now_usec();
-            let header = message.header();
-            let Some(member) = header.member().map(|m| m.to_string()) else {
-                continue;
+            let signal = match Signal::from_message(&message) {
+                Ok(Some(signal)) => signal,
+                Ok(None) => continue,
+                Err(e) => return Err(e),
             };
-            let body = message.body();
-            let decoded = if member == "Resynced" {
-                body.deserialize::<(u64, u64, u64, Dict)>()
-                    .map(|(.., meta)| (None, meta))
-            } else if member.ends_with("Changed") {
-                body.deserialize::<(String, String, String, Dict, Dict, Dict)>()
-                    .map(|(name, .., meta)| (Some(name), meta))
-            } else {
-                body.deserialize::<(String, String, String, Dict, Dict)>()
-                    .map(|(name, .., meta)| (Some(name), meta))
-            };
-            let (name, meta) = decoded.map_err(|e| format!("{member}: {e}"))?;
-            let number = |key: &str| meta.get(key).and_then(|v| u64::try_from(v).ok());
-            let seq = number("seq").unwrap_or(0);
-            let coalesced = meta
+            let seq = signal.seq().unwrap_or(0);
+            let coalesced = signal
+                .meta
                 .get("coalesced")
                 .and_then(|v| u32::try_from(v).ok())
                 .unwrap_or(0);
-            match name {
-                Some(name) => sink.event(at, seq, coalesced, &member, &name),
-                None => sink.resync(at, seq),
+            match signal.what {
+                What::Row { .. } => sink.event(at, seq, coalesced, &signal.member, &signal.name),
+                What::Resynced { .. } => sink.resync(at, seq),
             }
         }
         sink.flush();

@@ -9,7 +9,9 @@ pub mod show;
 pub mod wait;
 pub mod watch;
 
-use crate::bus::{BUS_NAME, BusTarget, RELAY_INTERFACE, ROOT_PATH};
+use crate::bus::BusTarget;
+pub use crate::client::CallError;
+use crate::client::Relay;
 use std::future::Future;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -65,6 +67,18 @@ pub fn bus_target(text: &str) -> Result<BusTarget, Failure> {
     BusTarget::parse(text).map_err(|e| Failure::error(format!("--bus {e}")))
 }
 
+/// The relay on the chosen bus; `what` names the command for errors.
+pub async fn relay(
+    target: &BusTarget,
+    method_timeout: Option<Duration>,
+    what: &str,
+) -> Result<Relay, Failure> {
+    let conn = connect(target, method_timeout).await?;
+    Relay::new(&conn, target)
+        .await
+        .map_err(|e| e.into_failure(what))
+}
+
 /// Connects to the chosen bus as a plain client. `method_timeout` bounds every method call
 /// (zbus has none by default); `None` waits as long as the relay takes.
 pub async fn connect(
@@ -81,99 +95,7 @@ pub async fn connect(
         .map_err(|e| Failure::error(format!("cannot connect to the {target}: {e}")))
 }
 
-/// Calls `method` on the relay's root object and deserializes the reply.
-pub async fn call<B, R>(
-    conn: &Connection,
-    target: &BusTarget,
-    method: &str,
-    body: &B,
-) -> Result<R, CallError>
-where
-    B: serde::Serialize + zbus::wire::DynamicType,
-    R: for<'d> zbus::wire::DynamicDeserialize<'d>,
-{
-    let reply = conn
-        .call_method(
-            Some(BUS_NAME),
-            ROOT_PATH,
-            Some(RELAY_INTERFACE),
-            method,
-            body,
-        )
-        .await
-        .map_err(|e| CallError::classify(e, target))?;
-    reply
-        .body()
-        .deserialize::<R>()
-        .map_err(|e| CallError::Other(format!("unexpected reply to {method}: {e}")))
-}
-
-/// A failed method call, sorted by what the caller should do about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CallError {
-    /// `org.ovsdbus.Error.Timeout`.
-    Timeout(String),
-    /// `org.ovsdbus.Error.NotConnected`: the relay runs but has not synced with OVSDB.
-    NotConnected(String),
-    /// Nobody owns `org.ovsdbus.Relay1` (and it cannot be activated).
-    NotRunning(String),
-    /// `org.freedesktop.DBus.Error.InvalidArgs`.
-    InvalidArgs(String),
-    /// Any other error, described in full.
-    Other(String),
-}
-
 impl CallError {
-    fn classify(error: zbus::Error, target: &BusTarget) -> Self {
-        let not_running = || {
-            Self::NotRunning(format!(
-                "relay not running on the {target} (nobody owns {BUS_NAME})"
-            ))
-        };
-        match error {
-            zbus::Error::MethodError(name, description, _) => {
-                let description = description.unwrap_or_default();
-                match name.as_str() {
-                    "org.ovsdbus.Error.Timeout" => Self::Timeout(description),
-                    "org.ovsdbus.Error.NotConnected" => Self::NotConnected(description),
-                    "org.freedesktop.DBus.Error.InvalidArgs" => Self::InvalidArgs(description),
-                    "org.freedesktop.DBus.Error.ServiceUnknown"
-                    | "org.freedesktop.DBus.Error.NameHasNoOwner" => not_running(),
-                    other => Self::Other(format!("{other}: {description}")),
-                }
-            }
-            zbus::Error::FDO(fdo) => match *fdo {
-                zbus::fdo::Error::ServiceUnknown(_) | zbus::fdo::Error::NameHasNoOwner(_) => {
-                    not_running()
-                }
-                zbus::fdo::Error::InvalidArgs(description) => Self::InvalidArgs(description),
-                other => {
-                    use zbus::DBusError;
-                    Self::Other(format!(
-                        "{}: {}",
-                        other.name(),
-                        other.description().unwrap_or_default()
-                    ))
-                }
-            },
-            zbus::Error::InputOutput(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                Self::Other("the relay did not answer in time".into())
-            }
-            other => Self::Other(other.to_string()),
-        }
-    }
-
-    /// The one-line text, without the exit code.
-    pub fn message(&self) -> &str {
-        match self {
-            Self::Timeout(m)
-            | Self::NotConnected(m)
-            | Self::NotRunning(m)
-            | Self::InvalidArgs(m)
-            | Self::Other(m) => m,
-        }
-    }
-
     /// As a command failure: a timeout is exit 1, everything else exit 2. `what` names the
     /// operation (`wait Port tap0`, `show`).
     pub fn into_failure(self, what: &str) -> Failure {
@@ -198,22 +120,5 @@ mod tests {
         assert_eq!(i.code, 2);
         assert_eq!(i.message, "wait Port x: invalid argument: bad");
         assert_eq!(CallError::NotRunning("n".into()).into_failure("w").code, 2);
-    }
-
-    #[test]
-    fn classifies_error_replies_by_name() {
-        let target = BusTarget::System;
-        let fdo = zbus::Error::FDO(Box::new(zbus::fdo::Error::ServiceUnknown("x".into())));
-        let e = CallError::classify(fdo, &target);
-        assert!(
-            e.message()
-                .starts_with("relay not running on the system bus"),
-            "{e:?}"
-        );
-        let invalid = zbus::Error::FDO(Box::new(zbus::fdo::Error::InvalidArgs("col".into())));
-        assert_eq!(
-            CallError::classify(invalid, &target),
-            CallError::InvalidArgs("col".into())
-        );
     }
 }

@@ -2,7 +2,7 @@
 //! laid out like `ovs-vsctl show`, empty values left out as it does.
 
 use super::format::{is_empty, ovs_string, ovs_text};
-use super::{Failure, Outcome, bus_target, call, connect};
+use super::{Failure, Outcome, bus_target, relay};
 use clap::Args;
 use serde_json::Value as Json;
 use std::fmt::Write as _;
@@ -72,10 +72,8 @@ pub fn render(show: &Json) -> String {
 
 pub async fn run(args: ShowArgs) -> Outcome {
     let target = bus_target(&args.bus)?;
-    let conn = connect(&target, Some(Duration::from_secs(25))).await?;
-    let text: String = call(&conn, &target, "Show", &())
-        .await
-        .map_err(|e| e.into_failure("show"))?;
+    let relay = relay(&target, Some(Duration::from_secs(25)), "show").await?;
+    let text = relay.show().await.map_err(|e| e.into_failure("show"))?;
     let show: Json = serde_json::from_str(&text)
         .map_err(|e| Failure::error(format!("show: the relay sent invalid JSON: {e}")))?;
     let output = if args.json {

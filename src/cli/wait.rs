@@ -5,12 +5,10 @@
 //! has not synced with OVSDB yet (just started, e.g. by bus activation) is asked again
 //! until the timeout, so a script started at boot does not fail on that race.
 
-use super::{CallError, Failure, Outcome, bus_target, call, connect};
+use super::{CallError, Failure, Outcome, bus_target, relay};
 use clap::Args;
-use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::Instant;
-use zbus::OwnedVariant;
 
 /// Default `--timeout` in seconds.
 pub const DEFAULT_TIMEOUT: f64 = 30.0;
@@ -85,33 +83,18 @@ pub async fn run(args: WaitArgs) -> Outcome {
     let total = timeout_ms(args.timeout)?;
     let forever = total == u32::MAX;
     let method_timeout = (!forever).then(|| Duration::from_millis(total.into()) + REPLY_MARGIN);
-    let conn = connect(&target, method_timeout).await?;
     let what = args.what();
+    let relay = relay(&target, method_timeout, &what).await?;
     let deadline = Instant::now() + Duration::from_millis(total.into());
     let mut left = total;
     loop {
         let result = if args.removed {
-            call::<_, ()>(
-                &conn,
-                &target,
-                "WaitForRemoval",
-                &(args.table.as_str(), args.name.as_str(), left),
-            )
-            .await
+            relay.wait_for_removal(&args.table, &args.name, left).await
         } else {
-            call::<_, HashMap<String, OwnedVariant>>(
-                &conn,
-                &target,
-                "WaitFor",
-                &(
-                    args.table.as_str(),
-                    args.name.as_str(),
-                    &args.conditions,
-                    left,
-                ),
-            )
-            .await
-            .map(drop)
+            relay
+                .wait_for(&args.table, &args.name, &args.conditions, left)
+                .await
+                .map(drop)
         };
         match result {
             Ok(()) => return Ok(()),

@@ -328,7 +328,7 @@ async fn watch_json_prints_one_object_per_signal() {
             break s;
         }
     };
-    let first_seq = reference.seq();
+    let first_seq = reference.seq().expect("meta.seq");
     let mut lines: Vec<Json> = Vec::new();
     while lines.len() < expected.len() {
         let line = parse(&watch.take(1)[0]);

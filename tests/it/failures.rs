@@ -14,6 +14,7 @@ use crate::common::signals::{
     Barrier, Dict, IFACE, Managed, ROOT, Signal, Subscriber, managed_objects,
 };
 use crate::common::{Bus, Ovsdb, Relay, Stack, dbus_send_relay, send_signal, wait_until};
+use ovs_dbus_relay::client;
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::Command;
@@ -187,121 +188,42 @@ fn split_member(member: &str) -> Option<(&'static str, &'static str)> {
     None
 }
 
-#[derive(Debug, Clone, PartialEq)]
-struct MirrorRow {
-    name: String,
-    columns: BTreeMap<String, String>,
-}
-
-/// The three tables rebuilt from signals (and seeded from `GetManagedObjects`).
+/// The library's mirror (`ovs_dbus_relay::client::Mirror`), compared through the
+/// canonical view.
 #[derive(Debug, Clone, Default)]
-struct Mirror {
-    rows: BTreeMap<(String, String), MirrorRow>,
-}
-
-fn string_prop(props: &HashMap<String, OwnedVariant>, name: &str) -> String {
-    String::try_from(props[name].clone()).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
+struct Mirror(client::Mirror);
 
 impl Mirror {
-    /// The state as `GetManagedObjects` shows it (`Columns` of every row object).
+    /// The state as `GetManagedObjects` shows it, read now.
     fn from_managed(objects: &Managed) -> Mirror {
-        let mut rows = BTreeMap::new();
-        for interfaces in objects.values() {
-            for (interface, props) in interfaces {
-                let table = match interface.as_str() {
-                    "org.ovsdbus.Bridge1" => "Bridge",
-                    "org.ovsdbus.Port1" => "Port",
-                    "org.ovsdbus.Interface1" => "Interface",
-                    _ => continue,
-                };
-                let columns: Dict =
-                    HashMap::try_from(props["Columns"].clone()).expect("Columns is a{sv}");
-                rows.insert(
-                    (table.to_owned(), string_prop(props, "Uuid")),
-                    MirrorRow {
-                        name: string_prop(props, "Name"),
-                        columns: canon_dict(&columns),
-                    },
-                );
-            }
-        }
-        Mirror { rows }
+        Mirror(client::Mirror::from_managed(objects, now_usec()).expect("seed"))
     }
 
     async fn seed(conn: &Connection) -> Mirror {
         Mirror::from_managed(&managed_objects(conn).await.expect("GetManagedObjects"))
     }
 
-    /// Applies one typed signal. `lenient`: the signal may already be reflected in the
-    /// state this mirror was seeded from, so it is replayed idempotently (an `Added` for a
-    /// known row replaces it, a `Removed` or `Changed` for an unknown row is ignored).
-    fn apply(&mut self, signal: &Signal, lenient: bool) -> Result<(), String> {
-        let Some((table, kind)) = split_member(&signal.member) else {
-            return Ok(());
-        };
-        let key = (table.to_owned(), signal.uuid.clone());
-        let what = format!("{} (seq {})", signal.summary(), signal.seq());
-        match kind {
-            "Added" => {
-                if self.rows.contains_key(&key) && !lenient {
-                    return Err(format!(
-                        "{what}: Added for a row the subscriber already has"
-                    ));
-                }
-                self.rows.insert(
-                    key,
-                    MirrorRow {
-                        name: signal.name.clone(),
-                        columns: canon_dict(&signal.dicts[0]),
-                    },
-                );
-            }
-            "Changed" => {
-                let Some(row) = self.rows.get_mut(&key) else {
-                    return if lenient {
-                        Ok(())
-                    } else {
-                        Err(format!("{what}: Changed for an unknown row"))
-                    };
-                };
-                let (changed, old) = (canon_dict(&signal.dicts[0]), canon_dict(&signal.dicts[1]));
-                if !lenient {
-                    for (column, value) in &old {
-                        if row.columns.get(column) != Some(value) {
-                            return Err(format!(
-                                "{what}: old {column}={value} but the subscriber has {:?}",
-                                row.columns.get(column)
-                            ));
-                        }
-                    }
-                    if changed.keys().ne(old.keys()) {
-                        return Err(format!("{what}: changed and old name different columns"));
-                    }
-                }
-                row.columns.extend(changed);
-            }
-            "Removed" => {
-                if self.rows.remove(&key).is_none() && !lenient {
-                    return Err(format!("{what}: Removed for an unknown row"));
-                }
-            }
-            _ => unreachable!(),
+    /// Applies one signal; a gap is an error too (nothing may be lost here).
+    fn apply(&mut self, signal: &Signal) -> Result<(), String> {
+        match self.0.apply(signal) {
+            Ok(client::Next::Continue) => Ok(()),
+            Ok(client::Next::Reseed) => Err(format!("signals lost before {}", signal.summary())),
+            Err(e) => Err(e.to_string()),
         }
-        Ok(())
     }
 
     fn view(&self) -> View {
-        self.rows
+        self.0
+            .rows()
             .iter()
             .map(|((table, uuid), row)| {
-                let columns = compared(table)
+                let canonical = canon_dict(&row.columns);
+                let columns = compared(table.name())
                     .iter()
                     .map(|&c| {
                         let value = match c {
                             "name" => Json::from(row.name.as_str()).to_string(),
-                            _ => row
-                                .columns
+                            _ => canonical
                                 .get(c)
                                 .cloned()
                                 .unwrap_or_else(|| format!("<no {c}>")),
@@ -309,7 +231,7 @@ impl Mirror {
                         (c.to_owned(), value)
                     })
                     .collect();
-                ((table.clone(), uuid.clone()), columns)
+                ((table.name().to_owned(), uuid.clone()), columns)
             })
             .collect()
     }
@@ -470,7 +392,7 @@ async fn converge(
     let mut applied = Vec::new();
     loop {
         while let Some(signal) = sub.next(Duration::from_millis(300)).await {
-            if let Err(e) = mirror.apply(&signal, false) {
+            if let Err(e) = mirror.apply(&signal) {
                 panic!("{e}\nsignals so far: {:?}", summaries(&applied));
             }
             applied.push(signal);
@@ -553,7 +475,12 @@ async fn resync_after_offline_changes_emits_only_real_differences() {
     let live = drain(&mut sub, Duration::from_millis(800), WAIT).await;
     assert!(!live.is_empty(), "no live signal for the writer's changes");
     for (i, s) in live.iter().enumerate() {
-        assert_eq!(s.seq(), i as u64 + 1, "seq gap in {:?}", summaries(&live));
+        assert_eq!(
+            s.seq().expect("meta.seq"),
+            i as u64 + 1,
+            "seq gap in {:?}",
+            summaries(&live)
+        );
         assert_eq!(
             s.meta_str("origin").as_deref(),
             Some("live"),
@@ -561,9 +488,9 @@ async fn resync_after_offline_changes_emits_only_real_differences() {
             s.summary()
         );
         assert_eq!(s.member, "PortChanged", "{}", s.summary());
-        mirror.apply(s, false).unwrap();
+        mirror.apply(s).unwrap();
     }
-    let seen_seq = live.last().map_or(0, Signal::seq);
+    let seen_seq = live.last().and_then(Signal::seq).unwrap_or(0);
     assert!(
         states
             .wait_for(states_before_kill, "reconnecting", WAIT)
@@ -655,21 +582,21 @@ async fn resync_after_offline_changes_emits_only_real_differences() {
             s.summary()
         );
         assert_eq!(
-            s.seq(),
+            s.seq().expect("meta.seq"),
             seen_seq + 1 + i as u64,
             "seq not consecutive: {names:?}"
         );
-        mirror.apply(s, false).unwrap();
+        mirror.apply(s).unwrap();
     }
     let count = |kind: &str| resync.iter().filter(|s| s.member.ends_with(kind)).count() as u64;
     assert_eq!(
-        resynced.counts,
+        resynced.counts(),
         Some((count("Added"), count("Changed"), count("Removed"))),
         "Resynced counts"
     );
     assert_eq!(resynced.meta_str("reason").as_deref(), Some("ovsdb"));
     assert_eq!(
-        resynced.seq(),
+        resynced.seq().expect("meta.seq"),
         seen_seq + resync.len() as u64,
         "Resynced meta.seq"
     );
@@ -707,7 +634,10 @@ async fn resync_after_offline_changes_emits_only_real_differences() {
     db.vsctl(&["set", "port", "p4", "tag=44"]);
     let next = sub.take(1, WAIT).await;
     assert_eq!(summaries(&next), ["PortChanged p4 br0"]);
-    assert_eq!(next[0].seq(), seen_seq + resync.len() as u64 + 1);
+    assert_eq!(
+        next[0].seq().expect("meta.seq"),
+        seen_seq + resync.len() as u64 + 1
+    );
     assert_eq!(next[0].meta_str("origin").as_deref(), Some("live"));
     drop(relay);
 }
@@ -839,8 +769,8 @@ async fn cluster_failover_uses_fast_resync() {
     );
     for pair in applied.windows(2) {
         assert_eq!(
-            pair[1].seq(),
-            pair[0].seq() + 1,
+            pair[1].seq().expect("meta.seq"),
+            pair[0].seq().expect("meta.seq") + 1,
             "seq gap: {:?}",
             summaries(&applied)
         );
@@ -946,29 +876,14 @@ async fn follow(address: String, follower: Arc<Mutex<Follower>>, stop: Arc<Atomi
         loop {
             match tokio::time::timeout(Duration::from_millis(300), stream.next()).await {
                 Ok(Some(Ok(message))) => {
-                    let Some(Ok(signal)) = Signal::from_message(&message) else {
+                    let Ok(Some(signal)) = Signal::from_message(&message) else {
                         continue;
                     };
-                    if signal.counts.is_some() {
+                    if signal.counts().is_some() {
                         let reason = signal.meta_str("reason").unwrap_or_default();
-                        *follower
-                            .lock()
-                            .unwrap()
-                            .resynced
-                            .entry(reason.clone())
-                            .or_default() += 1;
-                        // Signals were lost on the bus: the documented answer is a re-seed.
-                        if reason == "bus" {
-                            match reseed(&conn, &follower).await {
-                                Some(c) => cutoff = c,
-                                None => continue 'session,
-                            }
-                        }
-                        continue;
-                    }
-                    let seq = signal.seq();
-                    let jumped = last.is_some_and(|l| seq != l + 1);
-                    {
+                        *follower.lock().unwrap().resynced.entry(reason).or_default() += 1;
+                    } else {
+                        let seq = signal.seq().expect("meta.seq");
                         let mut f = follower.lock().unwrap();
                         f.typed += 1;
                         if let Some(l) = last.filter(|&l| seq <= l) {
@@ -976,22 +891,30 @@ async fn follow(address: String, follower: Arc<Mutex<Follower>>, stop: Arc<Atomi
                                 .push(format!("seq {seq} after {l} on one bus connection"));
                         }
                         f.sessions.last_mut().expect("session").push(seq);
-                    }
-                    last = Some(seq);
-                    if jumped {
-                        // A gap: the signals in between are lost; re-read the state.
-                        match reseed(&conn, &follower).await {
-                            Some(c) => cutoff = c,
-                            None => continue 'session,
+                        if received_usec(&signal) <= cutoff {
+                            f.lenient += 1;
                         }
+                        last = Some(seq);
                     }
-                    let lenient = received_usec(&signal) <= cutoff;
-                    let mut f = follower.lock().unwrap();
-                    if lenient {
-                        f.lenient += 1;
-                    }
-                    if let Err(e) = f.mirror.apply(&signal, lenient) {
-                        f.failures.push(e);
+                    // The documented protocol, as the library implements it: a gap or a
+                    // `Resynced` for lost signals means seed again, then apply the typed
+                    // signal that showed it.
+                    let next = follower.lock().unwrap().mirror.0.apply(&signal);
+                    match next {
+                        Ok(client::Next::Continue) => {}
+                        Ok(client::Next::Reseed) => {
+                            match reseed(&conn, &follower).await {
+                                Some(c) => cutoff = c,
+                                None => continue 'session,
+                            }
+                            if signal.counts().is_none() {
+                                let mut f = follower.lock().unwrap();
+                                if let Err(e) = f.mirror.0.apply(&signal) {
+                                    f.failures.push(e.to_string());
+                                }
+                            }
+                        }
+                        Err(e) => follower.lock().unwrap().failures.push(e.to_string()),
                     }
                 }
                 Ok(Some(Err(_)) | None) => continue 'session,
@@ -1465,7 +1388,7 @@ async fn bus_restart_reregisters_and_reports_missed_signals() {
     db.vsctl(&["set", "port", "p1", "tag=5"]);
     let live = sub.take(1, WAIT).await;
     let before: u64 = sub.property("LastSeq").await;
-    assert_eq!(before, live[0].seq());
+    assert_eq!(before, live[0].seq().expect("meta.seq"));
     drop(sub);
 
     bus.kill();
@@ -1523,11 +1446,15 @@ async fn bus_restart_reregisters_and_reports_missed_signals() {
             assert_eq!(s.member, "Resynced", "{}", s.summary());
             assert_eq!(s.meta_str("reason").as_deref(), Some("bus"));
             assert_eq!(
-                s.counts,
+                s.counts(),
                 Some((2, 3, 2)),
                 "added, changed, removed while the bus was down"
             );
-            assert_eq!(s.seq(), last, "Resynced meta.seq is the last typed seq");
+            assert_eq!(
+                s.seq().expect("meta.seq"),
+                last,
+                "Resynced meta.seq is the last typed seq"
+            );
         }
         None => assert!(
             relay_was_back,
@@ -1547,7 +1474,7 @@ async fn bus_restart_reregisters_and_reports_missed_signals() {
     let next = sub.take(1, WAIT).await;
     assert_eq!(summaries(&next), ["PortChanged p1 br0"]);
     assert_eq!(
-        next[0].seq(),
+        next[0].seq().expect("meta.seq"),
         last + 1,
         "live signals continue after LastSeq"
     );

@@ -2,7 +2,7 @@
 //! ovsdb-server (and ovs-vswitchd where the switch must write ofport), on a private bus.
 
 use crate::common::signals::{
-    BUS_NAME, Barrier, CallMonitor, ROOT, error_name, managed_objects, relay_proxy,
+    BUS_NAME, Barrier, CallMonitor, Dict, ROOT, error_name, managed_objects, relay_proxy,
 };
 use crate::common::{Ovsdb, Stack, Vswitchd, internal_port, netdev_bridge};
 use serde_json::Value as Json;
@@ -40,7 +40,7 @@ fn uuid_of(value: &Json) -> String {
     value[1].as_str().unwrap().to_owned()
 }
 
-fn prop<T: TryFrom<OwnedVariant>>(props: &HashMap<String, OwnedVariant>, name: &str) -> T
+fn prop<T: TryFrom<OwnedVariant>>(props: &Dict, name: &str) -> T
 where
     T::Error: std::fmt::Debug,
 {
@@ -50,7 +50,7 @@ where
     T::try_from(value.try_clone().unwrap()).unwrap_or_else(|e| panic!("{name}: {e:?}"))
 }
 
-fn signature(props: &HashMap<String, OwnedVariant>, name: &str) -> String {
+fn signature(props: &Dict, name: &str) -> String {
     props[name].value_signature().to_string()
 }
 

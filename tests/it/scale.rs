@@ -168,7 +168,7 @@ async fn a_bus_slower_than_ovsdb_is_merged_not_resynced() {
         };
         assert_eq!(signal.member, "PortChanged", "{}", signal.summary());
         seq += 1;
-        assert_eq!(signal.seq(), seq, "a gap in seq");
+        assert_eq!(signal.seq().expect("meta.seq"), seq, "a gap in seq");
         let new: Vec<i64> = Vec::try_from(signal.dicts[0]["tag"].clone()).unwrap();
         let old: Vec<i64> = Vec::try_from(signal.dicts[1]["tag"].clone()).unwrap();
         assert_ne!(new, old, "a signal for no difference");

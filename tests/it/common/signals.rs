@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio_stream::StreamExt;
 use zbus::{
-    Connection, MatchRule, Message, MessageStream, OwnedObjectPath, OwnedVariant, Proxy,
+    Connection, MatchRule, Message, MessageStream, OwnedVariant, Proxy,
     message::Type as MessageType,
 };
 
@@ -15,82 +15,7 @@ pub const BUS_NAME: &str = "org.ovsdbus.Relay1";
 pub const ROOT: &str = "/org/ovsdbus/Relay1";
 pub const IFACE: &str = "org.ovsdbus.Relay1";
 
-pub type Dict = HashMap<String, OwnedVariant>;
-
-/// One typed signal. `dicts` holds `columns`/`last` (one dict) or `changed` + `old` (two).
-#[derive(Debug, Clone)]
-pub struct Signal {
-    pub member: String,
-    pub name: String,
-    pub bridge: String,
-    pub uuid: String,
-    pub dicts: Vec<Dict>,
-    pub meta: Dict,
-    /// For `Resynced`: added, changed, removed.
-    pub counts: Option<(u64, u64, u64)>,
-}
-
-impl Signal {
-    pub fn seq(&self) -> u64 {
-        u64::try_from(&self.meta["seq"]).expect("seq is t")
-    }
-
-    pub fn meta_str(&self, key: &str) -> Option<String> {
-        self.meta
-            .get(key)
-            .map(|v| String::try_from(v.clone()).expect("meta string"))
-    }
-
-    pub fn summary(&self) -> String {
-        format!("{} {} {}", self.member, self.name, self.bridge)
-    }
-
-    /// The typed signal or `Resynced` in `message`; `None` for any other member, `Some(Err)`
-    /// if the body does not have the member's signature.
-    pub fn from_message(message: &Message) -> Option<zbus::Result<Signal>> {
-        let header = message.header();
-        let member = header.member()?.to_string();
-        let body = message.body();
-        if member == "Resynced" {
-            return Some(
-                body.deserialize()
-                    .map(|(a, c, r, meta): (u64, u64, u64, Dict)| Signal {
-                        member,
-                        name: String::new(),
-                        bridge: String::new(),
-                        uuid: String::new(),
-                        dicts: vec![],
-                        meta,
-                        counts: Some((a, c, r)),
-                    }),
-            );
-        }
-        let decoded = if member.ends_with("Changed") {
-            body.deserialize().map(
-                |(n, b, u, changed, old, meta): (String, String, String, Dict, Dict, Dict)| {
-                    (n, b, u, vec![changed, old], meta)
-                },
-            )
-        } else if member.ends_with("Added") || member.ends_with("Removed") {
-            body.deserialize().map(
-                |(n, b, u, columns, meta): (String, String, String, Dict, Dict)| {
-                    (n, b, u, vec![columns], meta)
-                },
-            )
-        } else {
-            return None;
-        };
-        Some(decoded.map(|(name, bridge, uuid, dicts, meta)| Signal {
-            member,
-            name,
-            bridge,
-            uuid,
-            dicts,
-            meta,
-            counts: None,
-        }))
-    }
-}
+pub use ovs_dbus_relay::client::{Dict, ManagedObjects as Managed, Signal};
 
 pub struct Subscriber {
     pub conn: Connection,
@@ -123,11 +48,10 @@ impl Subscriber {
                 .await
                 .ok()??;
             let message = message.expect("message");
-            if let Some(signal) = Signal::from_message(&message) {
-                let header = message.header();
-                return Some(signal.unwrap_or_else(|e| {
-                    panic!("{:?} body: {e}", header.member().map(|m| m.as_str()))
-                }));
+            match Signal::from_message(&message) {
+                Ok(Some(signal)) => return Some(signal),
+                Ok(None) => {}
+                Err(e) => panic!("{e}"),
             }
         }
     }
@@ -287,7 +211,7 @@ impl Barrier {
                 )
             })
             .await;
-            if let Some(Ok(signal)) = Signal::from_message(&message)
+            if let Ok(Some(signal)) = Signal::from_message(&message)
                 && self.is(&signal)
             {
                 return before;
@@ -367,7 +291,7 @@ impl CallMonitor {
 pub fn assert_consecutive(signals: &[Signal], first: u64) {
     for (i, s) in signals.iter().enumerate() {
         assert_eq!(
-            s.seq(),
+            s.seq().expect("meta.seq"),
             first + i as u64,
             "seq gap at {}: {}",
             i,
@@ -375,9 +299,6 @@ pub fn assert_consecutive(signals: &[Signal], first: u64) {
         );
     }
 }
-
-/// `GetManagedObjects`: object path → interface → property → value.
-pub type Managed = HashMap<OwnedObjectPath, HashMap<String, Dict>>;
 
 /// `org.ovsdbus.Relay1` on the relay's root object.
 pub async fn relay_proxy(conn: &Connection) -> Proxy<'static> {
