@@ -341,6 +341,8 @@ struct Live {
     relay_events: EventLog,
     direct_events: EventLog,
     writer: Client,
+    /// The uuids of ports `s0`, `s1`, … added at the start.
+    ports: Vec<String>,
     relay_log: PathBuf,
     _ovsdb: Guard,
 }
@@ -357,7 +359,7 @@ impl Live {
             ovsdb::add_ports_ops(BRIDGE, &[NewPort::named(LATENCY_PORT.into())]),
             setup,
         );
-        add_ports(&mut writer, ports, ctx.scale.patience);
+        let ports = add_ports(&mut writer, ports, ctx.scale.patience);
 
         let relay_log = dir.join("relay.log");
         ctx.observer.reset();
@@ -392,6 +394,7 @@ impl Live {
             relay_events,
             direct_events,
             writer,
+            ports,
             relay_log,
             _ovsdb: ovsdb,
         }
@@ -431,26 +434,22 @@ impl Live {
     }
 }
 
-/// The fixed uuid of port `s<i>`.
-fn port_uuid(i: usize) -> String {
-    format!("00000000-0000-4000-9000-{i:012x}")
-}
-
-/// Adds ports `s0` … `s{n-1}` to the bridge, 1,000 per transaction.
-fn add_ports(writer: &mut Client, n: usize, patience: Duration) {
-    let names: Vec<NewPort> = (0..n)
-        .map(|i| NewPort {
-            name: format!("s{i}"),
-            uuid: Some(port_uuid(i)),
-        })
-        .collect();
-    let chunks = names
-        .chunks(1000)
-        .map(|chunk| writer.transact(ovsdb::add_ports_ops(BRIDGE, chunk)))
-        .count();
-    if chunks > 0 {
-        writer.wait_all(chunks, patience);
+/// Adds ports `s0` … `s{n-1}` to the bridge, 1,000 per transaction; returns their uuids.
+fn add_ports(writer: &mut Client, n: usize, patience: Duration) -> Vec<String> {
+    let names: Vec<NewPort> = (0..n).map(|i| NewPort::named(format!("s{i}"))).collect();
+    let mut uuids = Vec::with_capacity(n);
+    for chunk in names.chunks(1000) {
+        let reply = writer.transact_wait(ovsdb::add_ports_ops(BRIDGE, chunk), patience);
+        // One Interface insert, then one Port insert, per port.
+        let results = reply.result.as_ref().ok().and_then(Json::as_array);
+        for i in 0..chunk.len() {
+            let uuid = results
+                .and_then(|r| r.get(2 * i + 1)?["uuid"][1].as_str())
+                .expect("the Port insert's uuid");
+            uuids.push(uuid.to_owned());
+        }
     }
+    uuids
 }
 
 fn log_tail(path: &Path) -> String {
@@ -1079,7 +1078,7 @@ fn at_scale(ctx: &Ctx) -> (Row, Row) {
         thread::sleep(due.saturating_duration_since(Instant::now()));
         sent.push(now_usec());
         let ops = (0..PER_TXN)
-            .map(|j| ovsdb::set_tag_by_uuid_op(&port_uuid((PER_TXN * i + j) % n), tag(i)))
+            .map(|j| ovsdb::set_tag_by_uuid_op(&live.ports[(PER_TXN * i + j) % n], tag(i)))
             .collect();
         live.writer.transact(ops);
     }

@@ -263,6 +263,16 @@ impl ManagedObjects {
     pub fn new(snapshot: Option<Arc<Replica>>) -> Self {
         Self(snapshot)
     }
+
+    /// Room for the answer: about 1.3 KB per object with the default columns, so this is
+    /// ample unless rows carry large maps (the buffer then grows as usual).
+    pub fn capacity_hint(&self) -> usize {
+        let rows: usize = self
+            .0
+            .as_ref()
+            .map_or(0, |r| TableId::PUBLISHED.iter().map(|t| r.len(*t)).sum());
+        4096 + rows * 4096
+    }
 }
 
 static PROPERTIES_SIGNATURE: Signature =
