@@ -12,6 +12,7 @@ use crate::ovsdb::session::{Session, SessionConfig, SessionError};
 use crate::replica::layout::TableId;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
 
 /// Update messages between the session and the engine. The engine never waits for the
@@ -27,6 +28,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// `Some(bridge)` with `--openqa-compat`: also serve the openQA switch API for it.
     pub openqa_bridge: Option<String>,
+    /// How long a write waits for ovs-vswitchd to apply it; `None` with `--no-wait`.
+    pub vswitchd_wait: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +66,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let writer = bus::switch::Writer {
         shared: shared.clone(),
         client,
+        vswitchd: config.vswitchd_wait,
     };
     let service = Arc::new(bus::dispatch::Service {
         relay: bus::relay::RelayInterface {
@@ -135,7 +139,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let _ = stop_tx.send(true);
     let _ = conn.release_name(bus::BUS_NAME).await;
     if let Some(http) = http {
-        let _ = tokio::time::timeout(std::time::Duration::from_millis(500), http).await;
+        let _ = tokio::time::timeout(Duration::from_millis(500), http).await;
     }
     result
 }

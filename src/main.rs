@@ -68,6 +68,14 @@ struct RunArgs {
     /// The bridge whose taps the openQA API manages.
     #[arg(long, env = "OVS_DBUS_RELAY_OPENQA_BRIDGE", default_value = "br0")]
     openqa_bridge: String,
+    /// Seconds a write waits for ovs-vswitchd to apply it (as plain ovs-vsctl waits)
+    /// before failing with org.ovsdbus.Error.Timeout.
+    #[arg(long, env = "OVS_DBUS_RELAY_VSWITCHD_TIMEOUT", default_value_t = 10.0)]
+    vswitchd_timeout: f64,
+    /// Writes do not wait for ovs-vswitchd (as ovs-vsctl --no-wait): they return once
+    /// OVSDB committed them and the relay's replica shows them.
+    #[arg(long, env = "OVS_DBUS_RELAY_NO_WAIT")]
+    no_wait: bool,
 }
 
 fn seconds(name: &str, value: f64) -> Result<Duration, String> {
@@ -109,6 +117,10 @@ impl RunArgs {
             bus,
             metrics_listen,
             openqa_bridge: self.openqa_compat.then_some(self.openqa_bridge),
+            vswitchd_wait: match self.no_wait {
+                true => None,
+                false => Some(seconds("vswitchd-timeout", self.vswitchd_timeout)?),
+            },
         })
     }
 }

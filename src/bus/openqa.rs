@@ -65,7 +65,7 @@ impl OpenQaSwitch {
                 }
                 Ok(build(port, vlan))
             })?;
-            self.writer.transact(params).await.map(|_| ())
+            self.writer.transact(params, true).await.map(|_| ())
         };
         let result = self.writer.shared.counted(method, result.await);
         answer(method, result)

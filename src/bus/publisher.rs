@@ -107,14 +107,17 @@ impl Publisher {
         self.shared.metrics.queue_depth.set(batch.rows() as i64);
         // A resync or a new connection state (a load comes with one) may change the root
         // properties; so may an update of the root row.
-        let mut root = batch.state.is_some();
+        let mut root = false;
         for segment in batch.segments {
             root |= segment.resynced || segment.changes.root_changed();
             self.announce(segment).await;
         }
-        if let Some((state, remote)) = batch.state {
+        for (state, remote) in batch.states {
             self.shared.update_status(|s| s.remote = remote);
             self.set_state(state);
+            // One announcement per state (of what changed), in order.
+            self.root_changed();
+            root = false;
         }
         if root {
             self.root_changed();

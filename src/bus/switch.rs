@@ -1,6 +1,9 @@
 //! `org.ovsdbus.Switch1`: the policy-guarded write methods (SPEC §6). Each call is one
-//! OVSDB transaction written by the relay itself, and replies only once the relay's own
-//! replica shows its effect, so a caller can read the new state right away.
+//! OVSDB transaction written by the relay itself. Like plain `ovs-vsctl`, it also bumps
+//! `next_cfg` and replies once ovs-vswitchd has applied the change (`cur_cfg` caught up),
+//! bounded by `--vswitchd-timeout`; with `--no-wait` (or the call's `no_wait` option) it
+//! replies once the relay's own replica shows the change. Either way a caller can read
+//! the new state right away.
 
 use super::error::MethodError;
 use super::relay::Shared;
@@ -24,10 +27,19 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Writer {
     pub shared: Arc<Shared>,
     pub client: watch::Receiver<Option<Client>>,
+    /// How long a write waits for ovs-vswitchd to apply it; `None`: it does not wait
+    /// (`--no-wait`).
+    pub vswitchd: Option<Duration>,
 }
 
 impl Writer {
-    pub async fn transact(&self, params: Json) -> Result<Json, MethodError> {
+    /// Runs one write transaction; `wait`: also wait for ovs-vswitchd, unless the relay
+    /// runs with `--no-wait`.
+    pub async fn transact(&self, mut params: Json, wait: bool) -> Result<Json, MethodError> {
+        let vswitchd = self.vswitchd.filter(|_| wait);
+        if vswitchd.is_some() {
+            txn::bump_next_cfg(&mut params);
+        }
         let client = self
             .client
             .borrow()
@@ -44,7 +56,41 @@ impl Writer {
         self.shared
             .applied_up_to(reply.watermark, APPLY_TIMEOUT)
             .await?;
+        if let Some(timeout) = vswitchd {
+            let next_cfg = txn::bumped_next_cfg(&reply.result).ok_or_else(|| {
+                MethodError::Failed("the transaction's reply has no next_cfg".into())
+            })?;
+            let applied = |replica: &Replica| {
+                replica
+                    .root_integer("cur_cfg")
+                    .is_some_and(|cur| cur >= next_cfg)
+            };
+            if !self.shared.store.wait_until(timeout, applied).await {
+                return Err(MethodError::Timeout(format!(
+                    "the change is committed in OVSDB, but ovs-vswitchd has not applied it \
+                     within {} s (is ovs-vswitchd running?)",
+                    timeout.as_secs_f64()
+                )));
+            }
+        }
         Ok(reply.result)
+    }
+}
+
+/// After ovs-vswitchd applied a new bridge or port: the error it recorded on the new
+/// interface, as `ovs-vsctl` reports it.
+fn setup_error(replica: &Replica, interface: &str) -> Result<(), MethodError> {
+    let error = replica
+        .find(TableId::Interface, interface)
+        .and_then(|(_, row)| replica.column(TableId::Interface, row, "error"))
+        .and_then(|error| error.first())
+        .and_then(|atom| atom.as_str())
+        .filter(|error| !error.is_empty());
+    match error {
+        Some(error) => Err(MethodError::TransactionFailed(format!(
+            "error detected while setting up {interface:?}: {error} (see the ovs-vswitchd log)"
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -154,17 +200,27 @@ impl SwitchInterface {
         &self.writer.shared
     }
 
-    /// Runs a write and counts it.
+    /// Runs a write and counts it. `wait`: wait for ovs-vswitchd (see [`Writer`]);
+    /// `created`: the interface a new bridge or port brings, whose setup error, once
+    /// ovs-vswitchd applied it, fails the call.
     async fn write(
         &self,
         method: &str,
+        wait: bool,
+        created: Option<&str>,
         build: impl FnOnce(&Replica) -> Result<Option<Json>, MethodError>,
     ) -> Result<(), MethodError> {
         let result = async {
             // `None`: nothing to do (`may_exist`/`if_exists` and the state is already so).
-            match self.shared().read(build)? {
-                Some(params) => self.writer.transact(params).await.map(|_| ()),
-                None => Ok(()),
+            let Some(params) = self.shared().read(build)? else {
+                return Ok(());
+            };
+            self.writer.transact(params, wait).await?;
+            match created {
+                Some(interface) if wait && self.writer.vswitchd.is_some() => self
+                    .shared()
+                    .read(|replica| setup_error(replica, interface)),
+                _ => Ok(()),
             }
         };
         self.shared().counted(method, result.await)
@@ -174,14 +230,17 @@ impl SwitchInterface {
 /// `org.ovsdbus.Switch1`, called by the dispatcher.
 impl SwitchInterface {
     /// Creates a bridge with its local port and interface (as `ovs-vsctl add-br`).
-    /// Options: `datapath_type` s, `external_ids` a{ss}, `may_exist` b.
+    /// Options: `datapath_type` s, `external_ids` a{ss}, `may_exist` b, `no_wait` b.
     pub async fn add_bridge(
         &self,
         name: &str,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<(), MethodError> {
         let mut options = Options(options);
+        let no_wait = options.take::<bool>("no_wait");
+        let wait = !matches!(no_wait, Ok(Some(true)));
         let parsed = (|| {
+            no_wait?;
             let datapath_type: Option<String> = options.take("datapath_type")?;
             let external_ids: BTreeMap<String, String> = options
                 .take::<HashMap<String, String>>("external_ids")?
@@ -193,7 +252,7 @@ impl SwitchInterface {
             txn::validate_name(name).map_err(invalid)?;
             Ok::<_, MethodError>((datapath_type, external_ids, may_exist))
         })();
-        self.write("AddBridge", |replica| {
+        self.write("AddBridge", wait, Some(name), |replica| {
             let (datapath_type, external_ids, may_exist) = parsed?;
             if replica.find(TableId::Bridge, name).is_some() {
                 return if may_exist {
@@ -216,7 +275,7 @@ impl SwitchInterface {
 
     /// Deletes a bridge and everything on it (as `ovs-vsctl del-br`).
     pub async fn delete_bridge(&self, name: &str, if_exists: bool) -> Result<(), MethodError> {
-        self.write("DeleteBridge", |replica| {
+        self.write("DeleteBridge", true, None, |replica| {
             match replica.find(TableId::Bridge, name) {
                 Some((bridge, _)) => Ok(Some(txn::delete_bridge(root(replica)?, bridge))),
                 None if if_exists => Ok(None),
@@ -228,7 +287,7 @@ impl SwitchInterface {
 
     /// Adds a port with one interface to `bridge` (as `ovs-vsctl add-port`). Options:
     /// `type` s, `tag` u, `trunks` au, `external_ids` a{ss}, `interface_options` a{ss},
-    /// `may_exist` b.
+    /// `may_exist` b, `no_wait` b.
     pub async fn add_port(
         &self,
         bridge: &str,
@@ -236,7 +295,10 @@ impl SwitchInterface {
         options: HashMap<String, OwnedVariant>,
     ) -> Result<(), MethodError> {
         let mut options = Options(options);
+        let no_wait = options.take::<bool>("no_wait");
+        let wait = !matches!(no_wait, Ok(Some(true)));
         let parsed = (|| {
+            no_wait?;
             let port_type: Option<String> = options.take("type")?;
             let tag = options
                 .take::<u32>("tag")?
@@ -269,7 +331,7 @@ impl SwitchInterface {
                 may_exist,
             ))
         })();
-        self.write("AddPort", |replica| {
+        self.write("AddPort", wait, Some(port), |replica| {
             let (port_type, tag, trunks, external_ids, interface_options, may_exist) = parsed?;
             let (bridge_uuid, _) = replica
                 .find(TableId::Bridge, bridge)
@@ -293,7 +355,7 @@ impl SwitchInterface {
 
     /// Removes a port from its bridge (as `ovs-vsctl del-port`).
     pub async fn delete_port(&self, port: &str, if_exists: bool) -> Result<(), MethodError> {
-        self.write("DeletePort", |replica| {
+        self.write("DeletePort", true, None, |replica| {
             let Some((port_uuid, bridge)) = port_and_bridge(replica, port) else {
                 return if if_exists {
                     Ok(None)
@@ -318,7 +380,7 @@ impl SwitchInterface {
 
     /// Sets the access VLAN of a port (`tag`).
     pub async fn set_vlan(&self, port: &str, tag: u32) -> Result<(), MethodError> {
-        self.write("SetVlan", |replica| {
+        self.write("SetVlan", true, None, |replica| {
             let tag = txn::validate_vlan(tag).map_err(invalid)?;
             let (uuid, _) = replica
                 .find(TableId::Port, port)
@@ -330,7 +392,7 @@ impl SwitchInterface {
 
     /// Clears the access VLAN of a port.
     pub async fn clear_vlan(&self, port: &str) -> Result<(), MethodError> {
-        self.write("ClearVlan", |replica| {
+        self.write("ClearVlan", true, None, |replica| {
             let (uuid, _) = replica
                 .find(TableId::Port, port)
                 .ok_or_else(|| not_found(TableId::Port, port))?;
@@ -347,7 +409,7 @@ impl SwitchInterface {
         set: HashMap<String, String>,
         remove: Vec<String>,
     ) -> Result<(), MethodError> {
-        self.write("SetExternalIds", |replica| {
+        self.write("SetExternalIds", true, None, |replica| {
             let table = super::read::table_arg(table)?;
             let (uuid, _) = replica
                 .find(table, name)

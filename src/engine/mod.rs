@@ -58,6 +58,21 @@ impl Store {
         )
     }
 
+    /// Waits until `holds` is true of the current version, checking again after every
+    /// update applied; `false` on timeout.
+    pub async fn wait_until(
+        &self,
+        timeout: std::time::Duration,
+        holds: impl Fn(&Replica) -> bool,
+    ) -> bool {
+        let mut applied = self.applied.subscribe();
+        let check = |_: &u64| self.with_replica(|r| r.is_some_and(&holds));
+        matches!(
+            tokio::time::timeout(timeout, applied.wait_for(check)).await,
+            Ok(Ok(_))
+        )
+    }
+
     /// Derives the next version from the current one (an O(1) copy of persistent maps),
     /// changes it and publishes it.
     fn write<R>(&self, write: impl FnOnce(&mut Option<Replica>) -> R) -> R {
@@ -112,10 +127,12 @@ pub struct Segment {
 #[derive(Debug, Default)]
 pub struct Batch {
     pub segments: Vec<Segment>,
-    /// The latest connection state and remote, when either was reported since the last
-    /// take. A snapshot loaded without a previous state to compare with (start-up, or a
-    /// new schema) reports only this: the state is in the objects, no signals.
-    pub state: Option<(State, String)>,
+    /// The connection states (with their remote) reported since the last take, in order:
+    /// each is announced, so a subscriber sees `syncing` between `reconnecting` and `ready`
+    /// however fast they follow each other. A snapshot loaded without a previous state to
+    /// compare with (start-up, or a new schema) reports only this: the state is in the
+    /// objects, no signals.
+    pub states: Vec<(State, String)>,
 }
 
 impl Batch {
@@ -222,7 +239,7 @@ impl Engine {
             Event::State { state, remote } => {
                 self.remote.clone_from(&remote);
                 self.pending
-                    .update(|batch| batch.state = Some((state, remote)));
+                    .update(|batch| batch.states.push((state, remote)));
             }
             Event::Snapshot {
                 layout,
@@ -245,7 +262,7 @@ impl Engine {
                 self.store.mark_applied(index);
                 let remote = self.remote.clone();
                 self.pending
-                    .update(|batch| batch.state = Some((State::Ready, remote)));
+                    .update(|batch| batch.states.push((State::Ready, remote)));
             }
             Event::Update { update, received } => {
                 if self.discarding {

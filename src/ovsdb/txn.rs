@@ -306,6 +306,24 @@ pub fn openqa_unset_vlan(port: Uuid, vlan: u16) -> Json {
     ])
 }
 
+/// What plain `ovs-vsctl` adds to every write so that it can wait for ovs-vswitchd: bump
+/// `Open_vSwitch.next_cfg` in the same transaction and read back the new value; ovs-vswitchd
+/// copies it to `cur_cfg` once it has applied the database up to there (and it ignores
+/// some column changes, `Port.trunks` among them, until `next_cfg` moves).
+pub fn bump_next_cfg(params: &mut Json) {
+    if let Json::Array(ops) = params {
+        ops.push(json!({"op": "mutate", "table": "Open_vSwitch", "where": [],
+                        "mutations": [["next_cfg", "+=", 1]]}));
+        ops.push(json!({"op": "select", "table": "Open_vSwitch", "where": [],
+                        "columns": ["next_cfg"]}));
+    }
+}
+
+/// The `next_cfg` that [`bump_next_cfg`] produced, from the transaction's reply.
+pub fn bumped_next_cfg(reply: &Json) -> Option<i64> {
+    reply.as_array()?.last()?["rows"][0]["next_cfg"].as_i64()
+}
+
 /// Reads the `result` of a `transact` reply: `Ok(())` when every operation succeeded.
 ///
 /// RFC 7047 §4.1.3: the result has one element per operation; a failed operation's element

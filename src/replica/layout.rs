@@ -63,7 +63,8 @@ impl TableId {
     /// The columns the tree structure depends on: never excluded.
     fn required_columns(self) -> &'static [&'static str] {
         match self {
-            Self::Root => &["ovs_version", "db_version", "external_ids"],
+            // `cur_cfg`: a write waits for ovs-vswitchd to copy its `next_cfg` there.
+            Self::Root => &["ovs_version", "db_version", "external_ids", "cur_cfg"],
             Self::Bridge => &["name", "ports"],
             Self::Port => &["name", "interfaces"],
             Self::Interface => &["name"],
@@ -232,6 +233,7 @@ pub(crate) mod tests {
                 "Open_vSwitch": {"columns": {
                     "ovs_version": {"type": {"key": "string", "min": 0, "max": 1}},
                     "db_version": {"type": {"key": "string", "min": 0, "max": 1}},
+                    "cur_cfg": {"type": "integer"},
                     "external_ids": {"type": map},
                     "bridges": {"type": {"key": {"type": "uuid", "refTable": "Bridge"}, "min": 0, "max": "unlimited"}}
                 }},
@@ -286,7 +288,10 @@ pub(crate) mod tests {
                 .is_none()
         );
         let root: Vec<_> = layout.table(TableId::Root).column_names().collect();
-        assert_eq!(root, ["db_version", "external_ids", "ovs_version"]);
+        assert_eq!(
+            root,
+            ["cur_cfg", "db_version", "external_ids", "ovs_version"]
+        );
     }
 
     #[test]

@@ -174,6 +174,15 @@ impl Replica {
         }
     }
 
+    /// An integer column of the root row (`cur_cfg`).
+    pub fn root_integer(&self, column: &str) -> Option<i64> {
+        let (_, row) = self.rows(TableId::Root).next()?;
+        match self.column(TableId::Root, row, column)?.first()? {
+            Atom::Integer(i) => Some(*i),
+            _ => None,
+        }
+    }
+
     /// A string column of the root row (`ovs_version`), or a key of its `external_ids`.
     pub fn root_string(&self, column: &str, key: Option<&str>) -> String {
         let Some((_, row)) = self.rows(TableId::Root).next() else {

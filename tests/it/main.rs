@@ -4,6 +4,8 @@
 
 mod common;
 
+mod applied;
+
 mod cli;
 mod examples;
 mod failures;

@@ -789,7 +789,9 @@ fn relay_on_system_bus(
     db.vsctl(&["add-port", "br0", port]);
     let bus = SystemBus::start();
     let address = bus.address();
-    let mut relay = Relay::spawn(&db.remote(), &address, extra);
+    // No ovs-vswitchd here: writes that get through return without waiting for one.
+    let extra = [&["--no-wait"], extra].concat();
+    let mut relay = Relay::spawn(&db.remote(), &address, &extra);
     let ready = wait_until(Duration::from_secs(20), || {
         relay_state(&address).as_deref() == Some("ready")
             && other_names

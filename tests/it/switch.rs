@@ -325,9 +325,12 @@ struct Env {
 
 impl Env {
     /// Both servers prepared with `setup`; the relay (with `extra` flags) on the first.
+    /// No ovs-vswitchd runs here, so the relay's writes are compared with `ovs-vsctl
+    /// --no-wait` and made with `--no-wait` (`tests/it/applied.rs` has the waiting ones).
     async fn start(setup: &[&[&str]], extra: &[&str]) -> Env {
         let (ours, theirs) = pair(setup);
-        let stack = Stack::start_on(ours, extra, WAIT).await;
+        let extra = [&["--no-wait"], extra].concat();
+        let stack = Stack::start_on(ours, &extra, WAIT).await;
         let switch = Switch::new(&stack.sub.conn).await;
         Env {
             stack,
@@ -1016,7 +1019,7 @@ async fn not_connected_while_ovsdb_server_is_down() {
     let db = Ovsdb::start();
     db.vsctl(&["add-br", "br0"]);
     db.vsctl(&["add-port", "br0", "p1"]);
-    let mut stack = Stack::start_on(db, &[], WAIT).await;
+    let mut stack = Stack::start_on(db, &["--no-wait"], WAIT).await;
     let (db, sub) = (&mut stack.db, &stack.sub);
     let sw = Switch::new(&sub.conn).await;
 
@@ -1070,7 +1073,12 @@ async fn transaction_failed_on_a_read_only_backup_server() {
     let active = Ovsdb::start();
     active.vsctl(&["add-br", "br0"]);
     active.vsctl(&["add-port", "br0", "tap0"]);
-    let stack = Stack::start_on(Ovsdb::start_backup(&active), &["--openqa-compat"], WAIT).await;
+    let stack = Stack::start_on(
+        Ovsdb::start_backup(&active),
+        &["--openqa-compat", "--no-wait"],
+        WAIT,
+    )
+    .await;
     let (backup, sub) = (&stack.db, &stack.sub);
     let sw = Switch::new(&sub.conn).await;
     get_row(&sub.conn, "Port", "tap0")

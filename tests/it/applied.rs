@@ -1,0 +1,145 @@
+//! Switch1 writes mean what plain `ovs-vsctl` means (issue 11): each transaction bumps
+//! `next_cfg`, and the call returns once ovs-vswitchd has copied it to `cur_cfg`, so the
+//! switch has applied the change (an `ofport` assigned, a device's error recorded);
+//! bounded by `--vswitchd-timeout`; `--no-wait` and the `no_wait` option restore
+//! OVSDB-only writes. Against a real ovs-vswitchd (netdev datapath, own network namespace).
+
+use crate::common::signals::{BUS_NAME, Dict, ROOT, error_of, relay_proxy};
+use crate::common::{Ovsdb, Stack, Vswitchd};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use zbus::{Connection, Proxy, Variant as Value};
+
+async fn switch_proxy(conn: &Connection) -> Proxy<'static> {
+    Proxy::new(conn, BUS_NAME, ROOT, "org.ovsdbus.Switch1")
+        .await
+        .expect("Switch1 proxy")
+}
+
+fn options<'a>(entries: &[(&'a str, Value<'a>)]) -> HashMap<&'a str, Value<'a>> {
+    entries.iter().cloned().collect()
+}
+
+fn cfg(db: &Ovsdb, column: &str) -> i64 {
+    db.vsctl(&["get", "Open_vSwitch", ".", column])
+        .parse()
+        .unwrap_or_else(|e| panic!("{column}: {e}"))
+}
+
+/// `br0` (netdev) with the internal port `tap1`, created through the relay.
+async fn bridge_with_tap(switch: &Proxy<'_>) {
+    let netdev = options(&[("datapath_type", Value::from("netdev"))]);
+    let () = switch
+        .call("AddBridge", &("br0", netdev))
+        .await
+        .expect("AddBridge");
+    let internal = options(&[("type", Value::from("internal"))]);
+    let () = switch
+        .call("AddPort", &("br0", "tap1", internal))
+        .await
+        .expect("AddPort");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_return_once_ovs_vswitchd_applied_them() {
+    let stack = Stack::start(&[]).await;
+    let db = &stack.db;
+    let _vswitchd = Vswitchd::start(db);
+    let switch = switch_proxy(&stack.sub.conn).await;
+    let relay = relay_proxy(&stack.sub.conn).await;
+
+    bridge_with_tap(&switch).await;
+    // No waiting here: the switch has applied the port, so its ofport is known already.
+    let row: Dict = relay.call("GetRow", &("Interface", "tap1")).await.unwrap();
+    let ofport = Vec::<i64>::try_from(row["ofport"].try_clone().unwrap()).unwrap();
+    assert!(
+        matches!(ofport.as_slice(), [n] if *n > 0),
+        "ofport {ofport:?}"
+    );
+    assert!(cfg(db, "cur_cfg") >= cfg(db, "next_cfg"));
+
+    let before = cfg(db, "next_cfg");
+    let () = switch.call("SetVlan", &("tap1", 10u32)).await.unwrap();
+    assert_eq!(cfg(db, "next_cfg"), before + 1, "SetVlan bumps next_cfg");
+    assert!(
+        cfg(db, "cur_cfg") > before,
+        "SetVlan returned before ovs-vswitchd applied it"
+    );
+    assert_eq!(db.vsctl(&["get", "port", "tap1", "tag"]), "10");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_the_switch_cannot_open_fails_with_its_error() {
+    let stack = Stack::start(&[]).await;
+    let _vswitchd = Vswitchd::start(&stack.db);
+    let switch = switch_proxy(&stack.sub.conn).await;
+    bridge_with_tap(&switch).await;
+
+    // A system port whose device does not exist (in the switch's network namespace).
+    let result = switch
+        .call::<_, _, ()>("AddPort", &("br0", "nosuchdev0", options(&[])))
+        .await;
+    let (name, text) = error_of(result);
+    assert_eq!(name, "org.ovsdbus.Error.TransactionFailed", "{text}");
+    assert!(
+        text.contains("nosuchdev0") && text.contains("could not open network device"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_vswitchd_times_out_with_the_change_committed() {
+    let stack = Stack::start(&["--vswitchd-timeout", "1"]).await;
+    let db = &stack.db;
+    let vswitchd = Vswitchd::start(db);
+    let switch = switch_proxy(&stack.sub.conn).await;
+    bridge_with_tap(&switch).await;
+    drop(vswitchd);
+
+    let started = Instant::now();
+    let result = switch.call::<_, _, ()>("SetVlan", &("tap1", 20u32)).await;
+    let (name, text) = error_of(result);
+    assert_eq!(name, "org.ovsdbus.Error.Timeout", "{text}");
+    assert!(
+        text.contains("committed") && text.contains("ovs-vswitchd"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(db.vsctl(&["get", "port", "tap1", "tag"]), "20");
+
+    // The per-call option: committed, replica updated, nothing waited for.
+    let no_wait = options(&[
+        ("no_wait", Value::from(true)),
+        ("type", Value::from("internal")),
+    ]);
+    let () = switch
+        .call("AddPort", &("br0", "tap2", no_wait))
+        .await
+        .expect("AddPort with no_wait");
+
+    // Back: writes work again, and what was committed meanwhile is applied too.
+    let _vswitchd = Vswitchd::start(db);
+    let () = switch.call("SetVlan", &("tap1", 30u32)).await.unwrap();
+    assert!(cfg(db, "cur_cfg") >= cfg(db, "next_cfg"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_wait_writes_need_no_vswitchd() {
+    let stack = Stack::start(&["--no-wait"]).await;
+    let db = &stack.db;
+    let switch = switch_proxy(&stack.sub.conn).await;
+    let next_cfg = cfg(db, "next_cfg");
+    bridge_with_tap(&switch).await;
+    let () = switch.call("SetVlan", &("tap1", 5u32)).await.unwrap();
+    assert_eq!(db.vsctl(&["get", "port", "tap1", "tag"]), "5");
+    assert_eq!(
+        cfg(db, "next_cfg"),
+        next_cfg,
+        "--no-wait leaves next_cfg alone"
+    );
+}
