@@ -50,6 +50,22 @@ pub enum RunError {
 
 /// Runs the relay until SIGTERM/SIGINT (Ok) or a fatal error.
 pub async fn run(config: Config) -> Result<(), RunError> {
+    let remotes: Vec<String> = config
+        .session
+        .remotes
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        db = remotes.join(","),
+        bus = %config.bus,
+        metrics = %config.metrics_listen.map_or("off".into(), |a| a.to_string()),
+        openqa = config.openqa_bridge.as_deref().unwrap_or("off"),
+        vswitchd_wait = ?config.vswitchd_wait,
+        connect_timeout = ?config.session.connect_timeout,
+        "starting ovs-dbus-relay"
+    );
     let metrics = Metrics::new(bus::METHODS);
     let listener = match config.metrics_listen {
         Some(addr) => Some(
@@ -122,13 +138,21 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
-    let result = tokio::select! {
-        result = &mut session => match result {
-            Ok(result) => result.map_err(RunError::from),
-            Err(e) => Err(RunError::Crashed(e.to_string())),
-        },
-        _ = term.recv() => Ok(()),
-        _ = int.recv() => Ok(()),
+    // Handled so that it does not kill us (its default action): there is no configuration
+    // file to reload, everything comes from flags and the environment.
+    let mut hup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
+    let result = loop {
+        tokio::select! {
+            result = &mut session => break match result {
+                Ok(result) => result.map_err(RunError::from),
+                Err(e) => Err(RunError::Crashed(e.to_string())),
+            },
+            _ = term.recv() => break Ok(()),
+            _ = int.recv() => break Ok(()),
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP ignored: nothing to reload (settings come from flags and the environment)");
+            }
+        }
     };
     notifier.stopping();
     tracing::info!("shutting down");

@@ -10,6 +10,7 @@ pub mod client;
 pub mod daemon;
 pub mod engine;
 pub mod event;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod ovsdb;

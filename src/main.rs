@@ -160,13 +160,7 @@ fn main() -> ExitCode {
         Command::Run(_) => "info",
         _ => "warn",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    ovs_dbus_relay::logging::init(default_level);
     let result = match cli.command {
         Command::Watch(args) => return cli::execute(cli::watch::run(args)),
         Command::Wait(args) => return cli::execute(cli::wait::run(args)),

@@ -36,6 +36,10 @@ const OPENQA: &str = "org.opensuse.os_autoinst.switch";
 /// handed to its own task at once, so this only absorbs a burst.
 const CALL_QUEUE: usize = 1024;
 
+/// How long a call that arrives before the first snapshot waits for it before the relay
+/// answers `NotConnected`: below the 25 s that D-Bus clients wait by default.
+const FIRST_SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// What the relay serves.
 pub struct Service {
     pub relay: RelayInterface,
@@ -210,6 +214,20 @@ impl Service {
         };
         let target = route(path.as_str(), self.openqa_enabled());
         let member = member.as_str();
+        // Calls that read or write the switch wait for the first snapshot (bounded): a
+        // client that started the relay by bus activation gets its answer, not
+        // `NotConnected`. `Peer` and `Introspectable` answer at once.
+        let about_the_switch = !matches!(
+            header.interface().map(|i| i.as_str()),
+            Some(PEER | INTROSPECTABLE)
+        );
+        if about_the_switch {
+            self.relay
+                .shared
+                .store
+                .wait_until(FIRST_SNAPSHOT_WAIT, |_| true)
+                .await;
+        }
         if !self.exists(&target) {
             let error = MethodError::UnknownObject(format!("no object at {path}"));
             return reply::<()>(conn, &header, Err(error)).await;

@@ -79,6 +79,9 @@ impl Store {
         let mut next = self.replica.load_full().map(|r| Replica::clone(&r));
         let result = write(&mut next);
         self.replica.store(next.map(Arc::new));
+        // Wakes `wait_until` callers even when no notification index moves (a snapshot
+        // loaded before any update arrived).
+        self.applied.send_modify(|_| {});
         result
     }
 

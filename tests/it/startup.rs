@@ -1,8 +1,9 @@
 //! Start-up failures exit 2 with one line naming what failed; never a panic or backtrace.
 
-use crate::common::signals::Subscriber;
+use crate::common::signals::{CallMonitor, Subscriber, relay_proxy};
 use crate::common::{Bus, Ovsdb, Relay, Stack};
 use std::time::Duration;
+use zbus::OwnedObjectPath;
 
 const EXIT_WAIT: Duration = Duration::from_secs(15);
 
@@ -142,4 +143,92 @@ async fn waits_for_a_server_that_appears_later() {
     assert!(relay.is_running());
     db.restart();
     sub.wait_ready(Duration::from_secs(15)).await;
+}
+
+/// Under systemd (stderr is `JOURNAL_STREAM`) every line carries its syslog priority and
+/// no colour or timestamp; written to a file, plain lines with timestamps. The version and
+/// settings are logged first; SIGHUP is logged and changes nothing.
+#[test]
+fn logs_suit_the_journal_and_plain_files() {
+    let db = Ovsdb::start();
+    let bus = Bus::start();
+    for journal in [true, false] {
+        let cmd = Relay::run_command(&db.remote(), &bus.address(), &[]);
+        let mut relay = if journal {
+            Relay::spawn_journal(cmd)
+        } else {
+            Relay::spawn_command(cmd)
+        };
+        assert!(
+            relay.wait_log("state changed", EXIT_WAIT),
+            "{}",
+            relay.log()
+        );
+        relay.signal("HUP");
+        assert!(
+            relay.wait_log("SIGHUP ignored", EXIT_WAIT),
+            "{}",
+            relay.log()
+        );
+        assert!(
+            relay.is_running(),
+            "SIGHUP ended the relay:\n{}",
+            relay.log()
+        );
+        let log = relay.log();
+        assert!(
+            !log.contains('\x1b'),
+            "colour escapes in a log file:\n{log}"
+        );
+        let start = log
+            .lines()
+            .find(|l| l.contains("starting ovs-dbus-relay"))
+            .unwrap_or_else(|| panic!("no start line:\n{log}"));
+        assert!(start.contains(env!("CARGO_PKG_VERSION")), "{start}");
+        assert!(start.contains(&db.remote()), "{start}");
+        for line in log.lines().filter(|l| !l.is_empty()) {
+            let prefixed = line.len() > 3
+                && line.starts_with('<')
+                && line.as_bytes()[1].is_ascii_digit()
+                && line.as_bytes()[2] == b'>';
+            assert_eq!(prefixed, journal, "journal={journal}: {line}");
+        }
+        if journal {
+            assert!(start.starts_with("<6>ovs_dbus_relay::daemon: "), "{start}");
+        } else {
+            assert!(start.starts_with("20"), "a timestamp first: {start}");
+        }
+    }
+}
+
+/// A call that arrives before the first snapshot (the relay was just started, e.g. by bus
+/// activation) waits for it and then answers, instead of failing with `NotConnected`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_before_the_first_snapshot_wait_for_it() {
+    let mut db = Ovsdb::start();
+    db.vsctl(&["add-br", "br0"]);
+    db.kill();
+    let bus = Bus::start();
+    let relay = Relay::spawn(&db.remote(), &bus.address(), &[]);
+    let sub = Subscriber::connect(&bus.address()).await;
+    sub.wait_relay_on_bus(Duration::from_secs(10)).await;
+    let mut calls = CallMonitor::start(&bus.address(), "ListBridges").await;
+    let listing = {
+        let conn = sub.conn.clone();
+        tokio::spawn(async move {
+            relay_proxy(&conn)
+                .await
+                .call::<_, _, Vec<(String, String, OwnedObjectPath)>>("ListBridges", &())
+                .await
+        })
+    };
+    calls.wait_calls(1, Duration::from_secs(10)).await;
+    assert!(!listing.is_finished(), "answered before the first snapshot");
+    db.restart();
+    let bridges = listing
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}\n{}", relay.log()));
+    assert_eq!(bridges.len(), 1);
+    assert_eq!(bridges[0].0, "br0");
 }

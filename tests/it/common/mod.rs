@@ -647,11 +647,26 @@ impl Relay {
 
     /// Spawns `cmd`, a [`relay_command`] perhaps given more environment, with
     /// `RUST_LOG=ovs_dbus_relay=debug` and its output going to the log.
-    pub fn spawn_command(mut cmd: Command) -> Relay {
+    pub fn spawn_command(cmd: Command) -> Relay {
+        Relay::spawn_logged(cmd, false)
+    }
+
+    /// Like [`Relay::spawn_command`], the log file standing in for the journal stream
+    /// systemd would give it (`JOURNAL_STREAM` names its device and inode).
+    pub fn spawn_journal(cmd: Command) -> Relay {
+        Relay::spawn_logged(cmd, true)
+    }
+
+    fn spawn_logged(mut cmd: Command, journal: bool) -> Relay {
+        use std::os::unix::fs::MetadataExt;
         let bin = relay_bin();
         let dir = short_tempdir("relay-");
         let log_path = dir.path().join("relay.log");
         let log = File::create(&log_path).expect("create relay.log");
+        if journal {
+            let meta = log.metadata().expect("relay.log metadata");
+            cmd.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()));
+        }
         let log2 = log.try_clone().expect("clone relay.log handle");
         cmd.env("RUST_LOG", "ovs_dbus_relay=debug")
             .stdin(Stdio::null())
