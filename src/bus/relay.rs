@@ -5,12 +5,11 @@
 use super::error::MethodError;
 use super::read::{self, BridgeEntry, InterfaceEntry, PortEntry, table_arg};
 use super::value::VariantDict;
-use super::waiters::{Outcome, Registration, Waiters, Want};
+use super::waiters::{Conditions, Outcome, Registration, Waiters, Want};
 use crate::engine::Store;
 use crate::event::State;
 use crate::metrics::Metrics;
 use crate::replica::Replica;
-use crate::replica::condition::Condition;
 use crate::replica::layout::TableId;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -230,17 +229,14 @@ impl RelayInterface {
         let result = async {
             let table = table_arg(table)?;
             let conditions = self.shared.read(|r| {
-                let layout = r.layout().table(table);
-                conditions
-                    .iter()
-                    .map(|c| Condition::parse(layout, c).map_err(MethodError::InvalidArgs))
-                    .collect::<Result<Vec<_>, _>>()
+                Conditions::parse(r.layout(), table, conditions).map_err(MethodError::InvalidArgs)
             })?;
             match self
                 .wait(table, name, Want::Row(conditions), timeout_ms, caller)
                 .await?
             {
                 Outcome::Row(row) => Ok(row),
+                Outcome::Invalid(why) => Err(MethodError::InvalidArgs(why)),
                 Outcome::Removed => Err(MethodError::Failed("unexpected removal outcome".into())),
             }
         };

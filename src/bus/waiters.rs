@@ -10,10 +10,10 @@ use super::read::row_dict;
 use super::relay::Shared;
 use super::value::VariantDict;
 use crate::replica::condition::Condition;
-use crate::replica::layout::TableId;
-use crate::replica::{ChangeSet, Replica};
+use crate::replica::layout::{Layout, TableId};
+use crate::replica::{ChangeSet, Replica, Row};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 /// Waiters in the whole relay, and per D-Bus caller, before new ones are refused.
@@ -22,13 +22,54 @@ pub const MAX_WAITERS_PER_CALLER: usize = 512;
 
 pub enum Want {
     /// Every condition holds (none: the row exists).
-    Row(Vec<Condition>),
+    Row(Conditions),
     Removal,
+}
+
+/// `WaitFor` conditions as the caller wrote them, parsed against the layout they were last
+/// checked with. Parsed conditions name columns by position, so a new layout (an online
+/// schema conversion) parses the texts again: a column that is gone fails the waiter.
+pub struct Conditions {
+    table: TableId,
+    texts: Vec<String>,
+    layout: Arc<Layout>,
+    parsed: Vec<Condition>,
+}
+
+impl Conditions {
+    pub fn parse(layout: &Arc<Layout>, table: TableId, texts: Vec<String>) -> Result<Self, String> {
+        let parsed = texts
+            .iter()
+            .map(|text| Condition::parse(layout.table(table), text))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            table,
+            texts,
+            layout: layout.clone(),
+            parsed,
+        })
+    }
+
+    /// Parses again if `layout` is not the one the conditions were parsed against.
+    fn refresh(&mut self, layout: &Arc<Layout>) -> Result<(), String> {
+        if !Arc::ptr_eq(&self.layout, layout) {
+            let texts = std::mem::take(&mut self.texts);
+            *self = Self::parse(layout, self.table, texts)
+                .map_err(|e| format!("after a schema change: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn hold(&self, row: &Row) -> bool {
+        self.parsed.iter().all(|c| c.holds(row))
+    }
 }
 
 pub enum Outcome {
     Row(VariantDict),
     Removed,
+    /// The conditions no longer make sense (a column the schema dropped).
+    Invalid(String),
 }
 
 pub enum Registration {
@@ -51,6 +92,8 @@ struct Waiter {
 #[derive(Default)]
 struct Inner {
     next_id: u64,
+    /// The layout of the last version waiters were checked against.
+    layout: Option<Arc<Layout>>,
     by_row: HashMap<Key, Vec<Waiter>>,
     per_caller: HashMap<String, usize>,
     total: usize,
@@ -78,12 +121,17 @@ fn check(
     replica: &Replica,
     table: TableId,
     name: &str,
-    want: &Want,
+    want: &mut Want,
 ) -> zbus::Result<Option<Outcome>> {
+    if let Want::Row(conditions) = want
+        && let Err(e) = conditions.refresh(replica.layout())
+    {
+        return Ok(Some(Outcome::Invalid(e)));
+    }
     let row = replica.find(table, name);
     Ok(match (want, row) {
         (Want::Removal, None) => Some(Outcome::Removed),
-        (Want::Row(conditions), Some((uuid, row))) if conditions.iter().all(|c| c.holds(row)) => {
+        (Want::Row(conditions), Some((uuid, row))) if conditions.hold(row) => {
             Some(Outcome::Row(row_dict(replica, table, uuid, row)?))
         }
         _ => None,
@@ -100,7 +148,7 @@ impl Waiters {
         shared: &Shared,
         table: TableId,
         name: &str,
-        want: Want,
+        mut want: Want,
         caller: &str,
     ) -> Result<Registration, MethodError> {
         let mut inner = self.lock();
@@ -108,7 +156,7 @@ impl Waiters {
             let replica = replica.ok_or_else(|| {
                 MethodError::NotConnected("the relay has not synced with OVSDB yet".into())
             })?;
-            Ok::<_, MethodError>(check(replica, table, name, &want)?)
+            Ok::<_, MethodError>(check(replica, table, name, &mut want)?)
         })?;
         if let Some(outcome) = now {
             return Ok(Registration::Done(outcome));
@@ -158,39 +206,51 @@ impl Waiters {
         inner.forget(&waiter.caller);
     }
 
-    /// Wakes the waiters of every row the change set touched whose wish is now met.
+    /// Wakes the waiters of every row the change set touched whose wish is now met; after
+    /// a schema change, every waiter (its conditions are parsed again).
     pub fn wake(&self, replica: &Replica, changes: &ChangeSet) {
         let mut inner = self.lock();
         if inner.total == 0 {
             return;
         }
-        {
-            for change in &changes.changes {
-                let key = (change.table, change.name.clone());
-                let Some(mut list) = inner.by_row.remove(&key) else {
-                    continue;
-                };
-                let mut kept = Vec::with_capacity(list.len());
-                let mut woken = Vec::new();
-                for waiter in list.drain(..) {
-                    match check(replica, key.0, &key.1, &waiter.want) {
-                        Ok(Some(outcome)) => {
-                            woken.push(waiter.caller.clone());
-                            let _ = waiter.reply.send(outcome);
-                        }
-                        Ok(None) => kept.push(waiter),
-                        Err(e) => {
-                            tracing::warn!("waiter check failed: {e}");
-                            kept.push(waiter);
-                        }
+        let new_layout = inner
+            .layout
+            .as_ref()
+            .is_none_or(|seen| !Arc::ptr_eq(seen, replica.layout()));
+        inner.layout = Some(replica.layout().clone());
+        let keys: Vec<Key> = if new_layout {
+            inner.by_row.keys().cloned().collect()
+        } else {
+            changes
+                .changes
+                .iter()
+                .map(|change| (change.table, change.name.clone()))
+                .collect()
+        };
+        for key in keys {
+            let Some(mut list) = inner.by_row.remove(&key) else {
+                continue;
+            };
+            let mut kept = Vec::with_capacity(list.len());
+            let mut woken = Vec::new();
+            for mut waiter in list.drain(..) {
+                match check(replica, key.0, &key.1, &mut waiter.want) {
+                    Ok(Some(outcome)) => {
+                        woken.push(waiter.caller.clone());
+                        let _ = waiter.reply.send(outcome);
+                    }
+                    Ok(None) => kept.push(waiter),
+                    Err(e) => {
+                        tracing::warn!("waiter check failed: {e}");
+                        kept.push(waiter);
                     }
                 }
-                for caller in woken {
-                    inner.forget(&caller);
-                }
-                if !kept.is_empty() {
-                    inner.by_row.insert(key, kept);
-                }
+            }
+            for caller in woken {
+                inner.forget(&caller);
+            }
+            if !kept.is_empty() {
+                inner.by_row.insert(key, kept);
             }
         }
     }

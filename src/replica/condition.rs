@@ -77,7 +77,10 @@ impl Condition {
     }
 
     pub fn holds(&self, row: &[Datum]) -> bool {
-        let actual = &row[self.column];
+        // A row of another layout than the one parsed against is simply not a match.
+        let Some(actual) = row.get(self.column) else {
+            return false;
+        };
         match (&self.key, actual) {
             (Some(key), Datum::Map(map)) => match map.get(key) {
                 Some(v) => self.op.accepts(compare_sets(

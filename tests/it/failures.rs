@@ -11,9 +11,13 @@
 
 use crate::common::cluster::{Cluster, SideServer, vsctl_at};
 use crate::common::signals::{
-    Barrier, Dict, IFACE, Managed, ROOT, Signal, Subscriber, managed_objects,
+    Barrier, CallMonitor, Dict, IFACE, Managed, ROOT, Signal, Subscriber, error_of,
+    managed_objects, relay_proxy,
 };
-use crate::common::{Bus, Ovsdb, Relay, Stack, dbus_send_relay, send_signal, wait_until};
+use crate::common::{
+    Bus, Ovsdb, Relay, Stack, VSWITCH_SCHEMA, dbus_send_relay, expect_success, require,
+    run_bounded, send_signal, wait_until,
+};
 use ovs_dbus_relay::client;
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -1477,5 +1481,64 @@ async fn bus_restart_reregisters_and_reports_missed_signals() {
         next[0].seq().expect("meta.seq"),
         last + 1,
         "live signals continue after LastSeq"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Online schema conversion under a pending WaitFor
+// ---------------------------------------------------------------------------------------
+
+/// `ovsdb-client convert` to a schema without `Port.trunks` while a `WaitFor` on
+/// `trunks` is pending: the waiter fails with `InvalidArgs` naming the column (never a
+/// panic, never a wrong answer), and the relay carries on with the new schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_conversion_fails_waiters_on_dropped_columns() {
+    let db = Ovsdb::start();
+    db.vsctl(&["add-br", "br0"]);
+    db.vsctl(&["add-port", "br0", "p1"]);
+    let mut stack = Stack::start_on(db, &[], WAIT).await;
+    let proxy = relay_proxy(&stack.sub.conn).await;
+    let mut calls = CallMonitor::start(&stack.bus.address(), "WaitFor").await;
+    let waiting = {
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            proxy
+                .call::<_, _, Dict>("WaitFor", &("Port", "p1", vec!["trunks=100"], 20_000u32))
+                .await
+        })
+    };
+    calls.wait_calls(1, WAIT).await;
+
+    let mut schema: Json =
+        serde_json::from_str(&std::fs::read_to_string(VSWITCH_SCHEMA).unwrap()).unwrap();
+    let port = &mut schema["tables"]["Port"]["columns"];
+    port.as_object_mut().unwrap().remove("trunks");
+    let path = stack.db.dir().join("without-trunks.ovsschema");
+    std::fs::write(&path, schema.to_string()).unwrap();
+    let client = require("ovsdb-client", "openvswitch-switch");
+    let out = run_bounded(
+        Command::new(client)
+            .arg("convert")
+            .arg(stack.db.remote())
+            .arg(&path),
+        WAIT,
+    );
+    expect_success(&out, "ovsdb-client convert");
+
+    let (name, text) = error_of(waiting.await.unwrap());
+    assert_eq!(name, "org.freedesktop.DBus.Error.InvalidArgs", "{text}");
+    assert!(text.contains("trunks"), "{text}");
+    // Still serving, with the new schema.
+    stack.db.vsctl(&["set", "port", "p1", "tag=7"]);
+    let row: Dict = proxy
+        .call("WaitFor", &("Port", "p1", vec!["tag=7"], 10_000u32))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", stack.relay.log()));
+    assert!(!row.contains_key("trunks"), "{row:?}");
+    assert!(stack.relay.is_running());
+    assert!(
+        !stack.relay.log().contains("panicked"),
+        "{}",
+        stack.relay.log()
     );
 }
