@@ -108,8 +108,12 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let (stop_tx, stop) = watch::channel(false);
     let http = listener.map(|listener| {
         let health_shared = shared.clone();
-        let health: http::Health =
-            Arc::new(move || health_shared.status().state.as_str().to_owned());
+        let health_metrics = metrics.clone();
+        // Not healthy without the bus either: nothing would be published.
+        let health: http::Health = Arc::new(move || match health_metrics.dbus_connected.get() {
+            0 => "bus disconnected".to_owned(),
+            _ => health_shared.status().state.as_str().to_owned(),
+        });
         let mut stop = stop.clone();
         tokio::spawn(http::serve(listener, metrics.clone(), health, async move {
             let _ = stop.wait_for(|s| *s).await;

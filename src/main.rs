@@ -1,5 +1,6 @@
 //! The `ovs-dbus-relay` command: argument parsing and exit codes; the library does the work.
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 use ovs_dbus_relay::bus::BusTarget;
 use ovs_dbus_relay::cli;
@@ -11,7 +12,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(version, about = "Publishes Open vSwitch database changes on D-Bus")]
+#[command(
+    version,
+    propagate_version = true,
+    about = "Publishes Open vSwitch database changes on D-Bus"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -63,7 +68,7 @@ struct RunArgs {
     #[arg(long, env = "OVS_DBUS_RELAY_EXCLUDE_COLUMNS", value_delimiter = ';')]
     exclude_columns: Vec<String>,
     /// Also serve os-autoinst-openvswitch's API (org.opensuse.os_autoinst.switch on /switch).
-    #[arg(long, env = "OVS_DBUS_RELAY_OPENQA_COMPAT")]
+    #[arg(long, env = "OVS_DBUS_RELAY_OPENQA_COMPAT", value_parser = BoolishValueParser::new())]
     openqa_compat: bool,
     /// The bridge whose taps the openQA API manages.
     #[arg(long, env = "OVS_DBUS_RELAY_OPENQA_BRIDGE", default_value = "br0")]
@@ -74,7 +79,7 @@ struct RunArgs {
     vswitchd_timeout: f64,
     /// Writes do not wait for ovs-vswitchd (as ovs-vsctl --no-wait): they return once
     /// OVSDB committed them and the relay's replica shows them.
-    #[arg(long, env = "OVS_DBUS_RELAY_NO_WAIT")]
+    #[arg(long, env = "OVS_DBUS_RELAY_NO_WAIT", value_parser = BoolishValueParser::new())]
     no_wait: bool,
 }
 

@@ -216,11 +216,13 @@ impl Service {
         let member = member.as_str();
         // Calls that read or write the switch wait for the first snapshot (bounded): a
         // client that started the relay by bus activation gets its answer, not
-        // `NotConnected`. `Peer` and `Introspectable` answer at once.
-        let about_the_switch = !matches!(
-            header.interface().map(|i| i.as_str()),
-            Some(PEER | INTROSPECTABLE)
-        );
+        // `NotConnected`. `Peer`, `Introspectable` and the root's properties (`State`
+        // says how far the relay has got) answer at once.
+        let about_the_switch = match header.interface().map(|i| i.as_str()) {
+            Some(PEER | INTROSPECTABLE) => false,
+            Some(PROPERTIES) => target != Target::Root,
+            _ => true,
+        };
         if about_the_switch {
             self.relay
                 .shared

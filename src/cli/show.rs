@@ -4,6 +4,7 @@
 use super::format::{is_empty, ovs_string, ovs_text};
 use super::{Failure, Outcome, bus_target, relay};
 use clap::Args;
+use clap::builder::BoolishValueParser;
 use serde_json::Value as Json;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -15,7 +16,7 @@ pub struct ShowArgs {
     #[arg(long, env = "OVS_DBUS_RELAY_BUS", default_value = "system")]
     pub bus: String,
     /// Print the relay's JSON instead.
-    #[arg(long, env = "OVS_DBUS_RELAY_JSON")]
+    #[arg(long, env = "OVS_DBUS_RELAY_JSON", value_parser = BoolishValueParser::new())]
     pub json: bool,
 }
 

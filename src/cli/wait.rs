@@ -7,6 +7,7 @@
 
 use super::{CallError, Failure, Outcome, bus_target, relay};
 use clap::Args;
+use clap::builder::BoolishValueParser;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -25,7 +26,7 @@ pub struct WaitArgs {
     #[arg(long, env = "OVS_DBUS_RELAY_BUS", default_value = "system")]
     pub bus: String,
     /// Wait until no row of TABLE is named NAME (no conditions allowed).
-    #[arg(long, env = "OVS_DBUS_RELAY_REMOVED", conflicts_with = "conditions")]
+    #[arg(long, env = "OVS_DBUS_RELAY_REMOVED", conflicts_with = "conditions", value_parser = BoolishValueParser::new())]
     pub removed: bool,
     /// Give up (exit 1) after this many seconds; 0 waits forever.
     #[arg(

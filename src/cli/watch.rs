@@ -11,6 +11,7 @@ use crate::bus::BUS_NAME;
 use crate::client::{Dict, Kind, SeqTracker, Signal, What, signal_rule};
 use crate::replica::layout::TableId;
 use clap::Args;
+use clap::builder::BoolishValueParser;
 use serde::Serialize;
 use serde_json::Value as Json;
 use std::io::Write;
@@ -39,7 +40,7 @@ pub struct WatchArgs {
     #[arg(long, env = "OVS_DBUS_RELAY_BRIDGE")]
     pub bridge: Option<String>,
     /// One JSON object per signal per line.
-    #[arg(long, env = "OVS_DBUS_RELAY_JSON")]
+    #[arg(long, env = "OVS_DBUS_RELAY_JSON", value_parser = BoolishValueParser::new())]
     pub json: bool,
 }
 

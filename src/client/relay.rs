@@ -2,7 +2,7 @@
 //! caller should do about it.
 
 use super::signal::Dict;
-use crate::bus::{BUS_NAME, ROOT_PATH};
+use crate::bus::BUS_NAME;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Display;
 use zbus::{Connection, OwnedObjectPath};
@@ -17,7 +17,6 @@ pub type ManagedObjects = HashMap<OwnedObjectPath, BTreeMap<String, Dict>>;
 )]
 trait Relay1 {
     fn show(&self) -> zbus::Result<String>;
-    fn get_row(&self, table: &str, name: &str) -> zbus::Result<Dict>;
     fn wait_for(
         &self,
         table: &str,
@@ -26,8 +25,6 @@ trait Relay1 {
         timeout_ms: u32,
     ) -> zbus::Result<Dict>;
     fn wait_for_removal(&self, table: &str, name: &str, timeout_ms: u32) -> zbus::Result<()>;
-    #[zbus(property(emits_changed_signal = "false"))]
-    fn last_seq(&self) -> zbus::Result<u64>;
 }
 
 /// The relay on one bus connection.
@@ -41,8 +38,7 @@ pub struct Relay {
 impl Relay {
     pub async fn new(conn: &Connection, target: impl Display) -> Result<Relay, CallError> {
         let target = target.to_string();
-        // Nothing cached: `LastSeq` announces no changes, and a client reads each value
-        // once anyway.
+        // Nothing cached: a client reads each value once anyway.
         let proxy = Relay1Proxy::builder(conn)
             .cache_properties(zbus::proxy::CacheProperties::No)
             .build()
@@ -58,13 +54,6 @@ impl Relay {
     /// `Show()`: the switch as JSON text.
     pub async fn show(&self) -> Result<String, CallError> {
         self.proxy.show().await.map_err(|e| self.classify(e))
-    }
-
-    pub async fn get_row(&self, table: &str, name: &str) -> Result<Dict, CallError> {
-        self.proxy
-            .get_row(table, name)
-            .await
-            .map_err(|e| self.classify(e))
     }
 
     /// `WaitFor`: the row once every condition holds.
@@ -91,32 +80,6 @@ impl Relay {
             .wait_for_removal(table, name, timeout_ms)
             .await
             .map_err(|e| self.classify(e))
-    }
-
-    /// The `seq` of the last typed signal sent.
-    pub async fn last_seq(&self) -> Result<u64, CallError> {
-        self.proxy.last_seq().await.map_err(|e| self.classify(e))
-    }
-
-    /// Every row object with all its properties.
-    pub async fn managed_objects(&self) -> Result<ManagedObjects, CallError> {
-        let reply = self
-            .proxy
-            .inner()
-            .connection()
-            .call_method(
-                Some(BUS_NAME),
-                ROOT_PATH,
-                Some("org.freedesktop.DBus.ObjectManager"),
-                "GetManagedObjects",
-                &(),
-            )
-            .await
-            .map_err(|e| self.classify(e))?;
-        reply
-            .body()
-            .deserialize()
-            .map_err(|e| CallError::Other(format!("unexpected GetManagedObjects reply: {e}")))
     }
 }
 
@@ -174,17 +137,6 @@ impl CallError {
             other => Self::Other(other.to_string()),
         }
     }
-
-    /// The one-line text.
-    pub fn message(&self) -> &str {
-        match self {
-            Self::Timeout(m)
-            | Self::NotConnected(m)
-            | Self::NotRunning(m)
-            | Self::InvalidArgs(m)
-            | Self::Other(m) => m,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -196,8 +148,7 @@ mod tests {
         let fdo = zbus::Error::FDO(Box::new(zbus::fdo::Error::ServiceUnknown("x".into())));
         let e = CallError::classify(fdo, "system bus");
         assert!(
-            e.message()
-                .starts_with("relay not running on the system bus"),
+            matches!(&e, CallError::NotRunning(m) if m.starts_with("relay not running on the system bus")),
             "{e:?}"
         );
         let invalid = zbus::Error::FDO(Box::new(zbus::fdo::Error::InvalidArgs("col".into())));

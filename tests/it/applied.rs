@@ -4,17 +4,16 @@
 //! bounded by `--vswitchd-timeout`; `--no-wait` and the `no_wait` option restore
 //! OVSDB-only writes. Against a real ovs-vswitchd (netdev datapath, own network namespace).
 
-use crate::common::signals::{BUS_NAME, Dict, ROOT, error_of, relay_proxy};
+use crate::common::signals::{Dict, error_of, relay_proxy};
 use crate::common::{Ovsdb, Stack, Vswitchd};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use zbus::{Connection, Proxy, Variant as Value};
+use ovs_dbus_relay::client::Switch1Proxy;
+use zbus::{Connection, Variant as Value};
 
-async fn switch_proxy(conn: &Connection) -> Proxy<'static> {
-    Proxy::new(conn, BUS_NAME, ROOT, "org.ovsdbus.Switch1")
-        .await
-        .expect("Switch1 proxy")
+async fn switch_proxy(conn: &Connection) -> Switch1Proxy<'static> {
+    Switch1Proxy::new(conn).await.expect("Switch1 proxy")
 }
 
 fn options<'a>(entries: &[(&'a str, Value<'a>)]) -> HashMap<&'a str, Value<'a>> {
@@ -28,15 +27,12 @@ fn cfg(db: &Ovsdb, column: &str) -> i64 {
 }
 
 /// `br0` (netdev) with the internal port `tap1`, created through the relay.
-async fn bridge_with_tap(switch: &Proxy<'_>) {
+async fn bridge_with_tap(switch: &Switch1Proxy<'_>) {
     let netdev = options(&[("datapath_type", Value::from("netdev"))]);
-    let () = switch
-        .call("AddBridge", &("br0", netdev))
-        .await
-        .expect("AddBridge");
+    switch.add_bridge("br0", netdev).await.expect("AddBridge");
     let internal = options(&[("type", Value::from("internal"))]);
-    let () = switch
-        .call("AddPort", &("br0", "tap1", internal))
+    switch
+        .add_port("br0", "tap1", internal)
         .await
         .expect("AddPort");
 }
@@ -60,7 +56,7 @@ async fn writes_return_once_ovs_vswitchd_applied_them() {
     assert!(cfg(db, "cur_cfg") >= cfg(db, "next_cfg"));
 
     let before = cfg(db, "next_cfg");
-    let () = switch.call("SetVlan", &("tap1", 10u32)).await.unwrap();
+    switch.set_vlan("tap1", 10).await.unwrap();
     assert_eq!(cfg(db, "next_cfg"), before + 1, "SetVlan bumps next_cfg");
     assert!(
         cfg(db, "cur_cfg") > before,
@@ -77,9 +73,7 @@ async fn a_port_the_switch_cannot_open_fails_with_its_error() {
     bridge_with_tap(&switch).await;
 
     // A system port whose device does not exist (in the switch's network namespace).
-    let result = switch
-        .call::<_, _, ()>("AddPort", &("br0", "nosuchdev0", options(&[])))
-        .await;
+    let result = switch.add_port("br0", "nosuchdev0", options(&[])).await;
     let (name, text) = error_of(result);
     assert_eq!(name, "org.ovsdbus.Error.TransactionFailed", "{text}");
     assert!(
@@ -98,7 +92,7 @@ async fn a_stopped_vswitchd_times_out_with_the_change_committed() {
     drop(vswitchd);
 
     let started = Instant::now();
-    let result = switch.call::<_, _, ()>("SetVlan", &("tap1", 20u32)).await;
+    let result = switch.set_vlan("tap1", 20).await;
     let (name, text) = error_of(result);
     assert_eq!(name, "org.ovsdbus.Error.Timeout", "{text}");
     assert!(
@@ -117,14 +111,14 @@ async fn a_stopped_vswitchd_times_out_with_the_change_committed() {
         ("no_wait", Value::from(true)),
         ("type", Value::from("internal")),
     ]);
-    let () = switch
-        .call("AddPort", &("br0", "tap2", no_wait))
+    switch
+        .add_port("br0", "tap2", no_wait)
         .await
         .expect("AddPort with no_wait");
 
     // Back: writes work again, and what was committed meanwhile is applied too.
     let _vswitchd = Vswitchd::start(db);
-    let () = switch.call("SetVlan", &("tap1", 30u32)).await.unwrap();
+    switch.set_vlan("tap1", 30).await.unwrap();
     assert!(cfg(db, "cur_cfg") >= cfg(db, "next_cfg"));
 }
 
@@ -135,7 +129,7 @@ async fn no_wait_writes_need_no_vswitchd() {
     let switch = switch_proxy(&stack.sub.conn).await;
     let next_cfg = cfg(db, "next_cfg");
     bridge_with_tap(&switch).await;
-    let () = switch.call("SetVlan", &("tap1", 5u32)).await.unwrap();
+    switch.set_vlan("tap1", 5).await.unwrap();
     assert_eq!(db.vsctl(&["get", "port", "tap1", "tag"]), "5");
     assert_eq!(
         cfg(db, "next_cfg"),

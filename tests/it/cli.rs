@@ -4,7 +4,8 @@
 
 use crate::common::signals::{CallMonitor, Subscriber};
 use crate::common::{
-    Bus, Ovsdb, Relay, Stack, netdev_bridge, relay_command, run_blocking as run, send_signal,
+    Bus, Ovsdb, POLL, Relay, Stack, netdev_bridge, poll_until, relay_command, run_blocking as run,
+    send_signal,
 };
 use serde_json::Value as Json;
 use std::io::{BufRead, BufReader};
@@ -279,13 +280,12 @@ impl Watch {
     /// Sends `signal` and returns the exit code.
     fn stop(&mut self, signal: &str) -> Option<i32> {
         send_signal(self.child.id(), signal);
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "watch ignored SIG{signal}");
-            thread::sleep(Duration::from_millis(20));
+        let exited = poll_until(WAIT, POLL, || {
+            self.child.try_wait().expect("try_wait").ok_or(())
+        });
+        match exited {
+            Ok(status) => status.code(),
+            Err(()) => panic!("watch ignored SIG{signal}"),
         }
     }
 }

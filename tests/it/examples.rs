@@ -3,8 +3,8 @@
 
 use crate::common::signals::CallMonitor;
 use crate::common::{
-    Bus, COMMAND_TIMEOUT, Stack, Vswitchd, internal_port, netdev_bridge, relay_bin, require,
-    run_blocking, run_bounded, text,
+    Bus, COMMAND_TIMEOUT, POLL, Stack, Vswitchd, internal_port, netdev_bridge, poll_until,
+    relay_bin, require, run_blocking, run_bounded, text,
 };
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
@@ -168,17 +168,10 @@ async fn watch_bridge_python_prints_one_bridges_interface_changes() {
     db.vsctl(&["set", "interface", "pb", "external_ids:k=1"]); // br1: filtered out
     db.vsctl(&["set", "interface", "pa", "mtu_request=1400"]);
 
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("watch-bridge.py did not exit after 2 signals");
-        }
-        thread::sleep(Duration::from_millis(20));
+    let Ok(status) = poll_until(WAIT, POLL, || child.try_wait().unwrap().ok_or(())) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("watch-bridge.py did not exit after 2 signals");
     };
     let mut stdout = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();

@@ -15,8 +15,8 @@ use crate::common::signals::{
     managed_objects, relay_proxy,
 };
 use crate::common::{
-    Bus, Ovsdb, Relay, Stack, VSWITCH_SCHEMA, dbus_send_relay, expect_success, require,
-    run_bounded, send_signal, wait_until,
+    Bus, Ovsdb, Relay, Stack, VSWITCH_SCHEMA, dbus_send_relay, expect_success, poll_until_async,
+    require, run_bounded, send_signal, wait_until, wait_until_async,
 };
 use ovs_dbus_relay::client;
 use serde_json::Value as Json;
@@ -350,16 +350,10 @@ impl StateWatcher {
 
     /// Waits until a state announced at or after position `from` equals `state`.
     async fn wait_for(&self, from: usize, state: &str, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if self.all().iter().skip(from).any(|s| s == state) {
-                return true;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until_async(timeout, || async {
+            self.all().iter().skip(from).any(|s| s == state)
+        })
+        .await
     }
 }
 
@@ -371,17 +365,11 @@ impl Drop for StateWatcher {
 
 /// Polls the `State` property until it equals `state`; returns the last value seen.
 async fn wait_state(sub: &Subscriber, state: &str, timeout: Duration) -> Result<(), String> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
+    poll_until_async(timeout, Duration::from_millis(50), || async {
         let now: String = sub.property("State").await;
-        if now == state {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(now);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        if now == state { Ok(()) } else { Err(now) }
+    })
+    .await
 }
 
 /// Applies signals as they come (strictly) until the mirror equals `db()`; panics with the
@@ -462,11 +450,15 @@ async fn resync_after_offline_changes_emits_only_real_differences() {
             }
         }
     });
-    let deadline = Instant::now() + WAIT;
-    while written.load(Ordering::SeqCst) < 5 {
-        assert!(Instant::now() < deadline, "the writer made no progress");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let progressed = poll_until_async(WAIT, Duration::from_millis(10), || async {
+        if written.load(Ordering::SeqCst) < 5 {
+            Err(())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    assert!(progressed.is_ok(), "the writer made no progress");
     let states_before_kill = states.len();
     db.kill();
     stop.store(true, Ordering::SeqCst);
@@ -718,11 +710,19 @@ async fn cluster_failover_uses_fast_resync() {
             }
         }
     });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while written.load(Ordering::SeqCst) < 12 {
-        assert!(Instant::now() < deadline, "writes made no progress");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let progressed = poll_until_async(
+        Duration::from_secs(20),
+        Duration::from_millis(5),
+        || async {
+            if written.load(Ordering::SeqCst) < 12 {
+                Err(())
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+    assert!(progressed.is_ok(), "writes made no progress");
     cluster.kill(used);
     tokio::task::spawn_blocking(move || writer.join())
         .await
@@ -736,22 +736,23 @@ async fn cluster_failover_uses_fast_resync() {
 
     // The relay moved to another member, resumed from its history, and the subscriber's
     // tables equal the database: every committed change exactly once, no duplicate Added.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    let failed_over = loop {
-        let now: String = sub.property("Remote").await;
-        if now != remote {
+    let failed_over = poll_until_async(
+        Duration::from_secs(15),
+        Duration::from_millis(50),
+        || async {
+            let now: String = sub.property("Remote").await;
+            if now == remote {
+                return Err(());
+            }
             assert!(
                 cluster.index_of(&now).is_some_and(|i| i != used),
                 "Remote {now}"
             );
-            break now;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "Remote still {remote} after the member died"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+            Ok(now)
+        },
+    )
+    .await
+    .unwrap_or_else(|()| panic!("Remote still {remote} after the member died"));
     assert!(
         relay.wait_log(
             "fast resync from transaction history",
@@ -830,36 +831,51 @@ struct Follower {
     typed: usize,
 }
 
-/// Re-seeds from `GetManagedObjects` (retrying while the relay is not on the bus yet);
-/// returns the time after the answer: signals that arrived at the relay before then may
-/// already be in the seed. `None`: this bus connection is gone.
+/// Re-seeds from `GetManagedObjects` (retrying every 50 ms for up to 10 s while the relay is
+/// not on the bus yet); returns the time after the answer: signals that arrived at the
+/// relay before then may already be in the seed. `None`: this bus connection is gone (or
+/// the relay did not come back).
 async fn reseed(conn: &Connection, follower: &Mutex<Follower>) -> Option<u64> {
-    for _ in 0..200 {
-        match tokio::time::timeout(Duration::from_secs(2), managed_objects(conn)).await {
-            Ok(Ok(objects)) => {
-                let cutoff = now_usec();
-                let mut f = follower.lock().unwrap();
-                f.mirror = Mirror::from_managed(&objects);
-                f.reseeds += 1;
-                return Some(cutoff);
+    // `Ok(None)`: the connection is gone, stop retrying.
+    poll_until_async(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
+            match tokio::time::timeout(Duration::from_secs(2), managed_objects(conn)).await {
+                Ok(Ok(objects)) => {
+                    let cutoff = now_usec();
+                    let mut f = follower.lock().unwrap();
+                    f.mirror = Mirror::from_managed(&objects);
+                    f.reseeds += 1;
+                    Ok(Some(cutoff))
+                }
+                Ok(Err(zbus::Error::MethodError(..) | zbus::Error::FDO(_))) => Err(()),
+                _ => Ok(None),
             }
-            Ok(Err(zbus::Error::MethodError(..) | zbus::Error::FDO(_))) => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            _ => return None,
-        }
-    }
-    None
+        },
+    )
+    .await
+    .unwrap_or(None)
 }
 
 /// The subscriber of the chaos test: follows the relay across bus restarts (reconnect,
 /// subscribe, re-seed) until `stop`.
 async fn follow(address: String, follower: Arc<Mutex<Follower>>, stop: Arc<AtomicBool>) {
     'session: while !stop.load(Ordering::SeqCst) {
-        let builder = zbus::connection::Builder::address(address.as_str());
-        let conn = tokio::time::timeout(Duration::from_secs(2), builder.build()).await;
-        let Ok(Ok(conn)) = conn else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        // Connects, trying again every 50 ms (`Ok(None)`: told to stop meanwhile); after
+        // `WAIT` without a connection, the session loop just starts the wait over.
+        let conn = poll_until_async(WAIT, Duration::from_millis(50), || async {
+            if stop.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
+            let builder = zbus::connection::Builder::address(address.as_str());
+            match tokio::time::timeout(Duration::from_secs(2), builder.build()).await {
+                Ok(Ok(conn)) => Ok(Some(conn)),
+                _ => Err(()),
+            }
+        })
+        .await;
+        let Ok(Some(conn)) = conn else {
             continue;
         };
         let rule = MatchRule::builder()
@@ -1163,22 +1179,27 @@ async fn chaos_subscriber_converges() {
     // The barrier's change comes after every other one: a mirror that shows it (and equals
     // the database) has applied everything the relay published before it.
     Barrier::make(&db, "bridge", "br0");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let expected = loop {
-        let expected = db_view(&|a| db.vsctl(a));
-        if follower.lock().unwrap().mirror.view() == expected {
-            break expected;
-        }
-        if Instant::now() >= deadline {
-            let f = follower.lock().unwrap();
-            panic!(
-                "the chaos subscriber did not converge (seed {seed:#x}); failures {:?}\n{}",
-                f.failures,
-                view_diff(&f.mirror.view(), &expected)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let converged = poll_until_async(
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || async {
+            let expected = db_view(&|a| db.vsctl(a));
+            if follower.lock().unwrap().mirror.view() == expected {
+                Ok(expected)
+            } else {
+                Err(expected)
+            }
+        },
+    )
+    .await;
+    let expected = converged.unwrap_or_else(|expected| {
+        let f = follower.lock().unwrap();
+        panic!(
+            "the chaos subscriber did not converge (seed {seed:#x}); failures {:?}\n{}",
+            f.failures,
+            view_diff(&f.mirror.view(), &expected)
+        );
+    });
     stop.store(true, Ordering::SeqCst);
     tokio::time::timeout(WAIT, following)
         .await
@@ -1354,17 +1375,11 @@ fn strip_ansi(text: &str) -> String {
 
 /// Polls `State` until it differs from `state`; returns the new value.
 async fn wait_state_not(sub: &Subscriber, state: &str, timeout: Duration) -> Result<String, ()> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
+    poll_until_async(timeout, Duration::from_millis(50), || async {
         let now: String = sub.property("State").await;
-        if now != state {
-            return Ok(now);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        if now != state { Ok(now) } else { Err(()) }
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------------------

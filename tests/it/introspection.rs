@@ -1,7 +1,7 @@
 //! `dbus/org.ovsdbus.Relay1.xml` describes exactly what the running relay introspects.
 
-use crate::common::Stack;
 use crate::common::signals::{BUS_NAME, ROOT, introspect_at};
+use crate::common::{Stack, poll_until_async};
 use std::time::Duration;
 
 /// The `<interface name="NAME">…</interface>` block, without comments or indentation.
@@ -42,17 +42,22 @@ async fn shipped_introspection_matches_the_service() {
     let (db, sub) = (&stack.db, &stack.sub);
     db.vsctl(&["add-br", "br0"]);
     let bridge = format!("{ROOT}/bridge/br0");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !introspect(&sub.conn, &bridge)
-        .await
-        .contains("org.ovsdbus.Bridge1")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "bridge object never appeared"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let appeared = poll_until_async(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
+            if introspect(&sub.conn, &bridge)
+                .await
+                .contains("org.ovsdbus.Bridge1")
+            {
+                Ok(())
+            } else {
+                Err(())
+            }
+        },
+    )
+    .await;
+    assert!(appeared.is_ok(), "bridge object never appeared");
 
     let root = introspect(&sub.conn, ROOT).await;
     let openqa = introspect_at(&sub.conn, "org.opensuse.os_autoinst.switch", "/switch").await;

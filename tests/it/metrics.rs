@@ -6,7 +6,9 @@
 //! the test with the package to install, never skips it.
 
 use crate::common::cluster::free_ports;
-use crate::common::{Bus, Ovsdb, Relay, Stack, dbus_send_relay, require, wait_until};
+use crate::common::{
+    Bus, Ovsdb, POLL, Relay, Stack, dbus_send_relay, poll_until, require, wait_until,
+};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File};
@@ -15,7 +17,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const READY: Duration = Duration::from_secs(20);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -137,20 +139,19 @@ fn poll_http(
     timeout: Duration,
     accept: impl Fn(&Reply) -> bool,
 ) -> Reply {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let reply = http_get(addr, target);
-        match &reply {
-            Ok(r) if accept(r) => return reply.expect("checked Ok"),
-            _ if Instant::now() >= deadline => match reply {
-                Ok(r) => panic!(
-                    "GET http://{addr}{target}: still {} {:?} after {timeout:?}",
-                    r.status, r.body
-                ),
-                Err(e) => panic!("GET http://{addr}{target}: {e} after {timeout:?}"),
-            },
-            _ => thread::sleep(Duration::from_millis(100)),
+    let polled = poll_until(timeout, Duration::from_millis(100), || {
+        match http_get(addr, target) {
+            Ok(r) if accept(&r) => Ok(r),
+            last => Err(last),
         }
+    });
+    match polled {
+        Ok(r) => r,
+        Err(Ok(r)) => panic!(
+            "GET http://{addr}{target}: still {} {:?} after {timeout:?}",
+            r.status, r.body
+        ),
+        Err(Err(e)) => panic!("GET http://{addr}{target}: {e} after {timeout:?}"),
     }
 }
 
@@ -247,10 +248,9 @@ impl Prometheus {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
         let mut prometheus = Prometheus { child, dir, addr };
-        let deadline = Instant::now() + READY;
-        loop {
+        let ready = poll_until(READY, Duration::from_millis(100), || {
             if http_get(&prometheus.addr, "/-/ready").is_ok_and(|r| r.status == 200) {
-                break;
+                return Ok(());
             }
             if let Ok(Some(status)) = prometheus.child.try_wait() {
                 panic!(
@@ -258,13 +258,9 @@ impl Prometheus {
                     prometheus.log()
                 );
             }
-            assert!(
-                Instant::now() < deadline,
-                "prometheus not ready:\n{}",
-                prometheus.log()
-            );
-            thread::sleep(Duration::from_millis(100));
-        }
+            Err(())
+        });
+        assert!(ready.is_ok(), "prometheus not ready:\n{}", prometheus.log());
         prometheus
     }
 
@@ -307,12 +303,9 @@ impl Prometheus {
     /// after `timeout`.
     fn wait_all(&self, exprs: &[String], timeout: Duration) -> Vec<String> {
         let mut empty = exprs.to_vec();
-        wait_until(timeout, || {
+        let _all_returned = poll_until(timeout, Duration::from_millis(200), || {
             empty.retain(|expr| self.query(expr).is_empty());
-            if !empty.is_empty() {
-                thread::sleep(Duration::from_millis(200));
-            }
-            empty.is_empty()
+            if empty.is_empty() { Ok(()) } else { Err(()) }
         });
         empty
     }
@@ -688,17 +681,16 @@ fn run_with_stdin(bin: &Path, args: &[&str], stdin_file: &Path) -> (Option<i32>,
         .stderr(err)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let code = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status.code(),
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{} did not finish", bin.display());
-            }
-        }
+    // `Ok(None)`: `try_wait` failed, give up at once.
+    let exited = poll_until(Duration::from_secs(30), POLL, || match child.try_wait() {
+        Ok(Some(status)) => Ok(Some(status.code())),
+        Ok(None) => Err(()),
+        Err(_) => Ok(None),
+    });
+    let Ok(Some(code)) = exited else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{} did not finish", bin.display());
     };
     (code, fs::read_to_string(&out_path).unwrap_or_default())
 }
@@ -745,4 +737,18 @@ async fn healthz_follows_the_ovsdb_connection() {
         + sample(&text, r#"ovsdbus_resyncs_total{kind="full"}"#);
     assert!(resyncs >= 1.0, "a reconnect resyncs:\n{text}");
     assert!(s.stack.relay.is_running());
+}
+
+/// `/healthz` covers the bus too: with dbus-daemon gone nothing can be published, so it
+/// says 503 `bus disconnected` until the relay is back on a bus.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_follows_the_bus_connection() {
+    let mut s = setup().await;
+    poll_http(&s.metrics, "/healthz", READY, |r| r.status == 200);
+    s.stack.bus.kill();
+    let reply = poll_http(&s.metrics, "/healthz", READY, |r| r.status == 503);
+    assert_eq!(reply.body.trim(), "bus disconnected");
+    s.stack.bus.restart();
+    let reply = poll_http(&s.metrics, "/healthz", READY, |r| r.status == 200);
+    assert_eq!(reply.body, "ok\n");
 }

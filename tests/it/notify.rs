@@ -3,7 +3,7 @@
 //! test listening on the notification socket in systemd's place.
 
 use crate::common::signals::{BUS_NAME, Subscriber, relay_proxy};
-use crate::common::{Bus, Ovsdb, Relay};
+use crate::common::{Bus, Ovsdb, Relay, poll_until_async};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::net::UnixDatagram;
@@ -124,11 +124,19 @@ async fn ready_is_sent_only_once_the_snapshot_is_loaded() {
 
     // Give the relay every chance to send READY=1 too early: let it get as far as it can
     // (today it owns its name before connecting to OVSDB), then watch a while longer.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !sub.relay_on_bus().await && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    if sub.relay_on_bus().await {
+    let on_bus = poll_until_async(
+        Duration::from_secs(3),
+        Duration::from_millis(50),
+        || async {
+            if sub.relay_on_bus().await {
+                Ok(())
+            } else {
+                Err(())
+            }
+        },
+    )
+    .await;
+    if on_bus.is_ok() {
         let state: String = sub.property("State").await;
         assert_ne!(state, "ready", "ready without an OVSDB server");
     }

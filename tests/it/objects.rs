@@ -4,7 +4,7 @@
 use crate::common::signals::{
     BUS_NAME, Barrier, CallMonitor, Dict, ROOT, error_name, managed_objects, relay_proxy,
 };
-use crate::common::{Ovsdb, Stack, Vswitchd, internal_port, netdev_bridge};
+use crate::common::{Ovsdb, Stack, Vswitchd, internal_port, netdev_bridge, poll_until_async};
 use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -131,15 +131,14 @@ async fn managed_objects_equal_the_database() {
         "external_ids:iface-id=x",
     ]);
     // The last change is visible through its signal; by then every object is current.
-    let deadline = Instant::now() + WAIT;
-    while sub
-        .property::<std::collections::BTreeMap<String, u64>>("Counts")
-        .await["port"]
-        != 5
-    {
-        assert!(Instant::now() < deadline, "counts never settled");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let settled = poll_until_async(WAIT, Duration::from_millis(50), || async {
+        let counts = sub
+            .property::<std::collections::BTreeMap<String, u64>>("Counts")
+            .await;
+        if counts["port"] == 5 { Ok(()) } else { Err(()) }
+    })
+    .await;
+    assert!(settled.is_ok(), "counts never settled");
 
     let objects = managed_objects(&sub.conn).await.expect("GetManagedObjects");
     let bridges = list(db, "bridge");

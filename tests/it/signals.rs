@@ -2,7 +2,7 @@
 //! private dbus-daemon, the relay binary, and a D-Bus subscriber checking every argument.
 
 use crate::common::signals::{Barrier, Signal, assert_consecutive};
-use crate::common::{Stack, internal_port, wait_until};
+use crate::common::{Stack, internal_port, poll_until_async, wait_until};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use zbus::{OwnedVariant, Variant};
@@ -238,14 +238,15 @@ async fn relay_properties_describe_the_server() {
         "ovs_version=3.1.0-test",
         "external_ids:system-id=sys-1",
     ]);
-    let deadline = std::time::Instant::now() + WAIT;
-    while sub.property::<String>("SystemId").await != "sys-1" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "SystemId never updated"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let updated = poll_until_async(WAIT, Duration::from_millis(50), || async {
+        if sub.property::<String>("SystemId").await == "sys-1" {
+            Ok(())
+        } else {
+            Err(())
+        }
+    })
+    .await;
+    assert!(updated.is_ok(), "SystemId never updated");
     assert_eq!(sub.property::<String>("OvsVersion").await, "3.1.0-test");
     assert_eq!(sub.property::<String>("Remote").await, db.remote());
     let schema = std::fs::read_to_string(crate::common::VSWITCH_SCHEMA).unwrap();

@@ -1,7 +1,7 @@
 //! Start-up failures exit 2 with one line naming what failed; never a panic or backtrace.
 
 use crate::common::signals::{CallMonitor, Subscriber, relay_proxy};
-use crate::common::{Bus, Ovsdb, Relay, Stack};
+use crate::common::{Bus, Ovsdb, Relay, Stack, relay_command, run_bounded};
 use std::time::Duration;
 use zbus::OwnedObjectPath;
 
@@ -224,6 +224,11 @@ async fn calls_before_the_first_snapshot_wait_for_it() {
     };
     calls.wait_calls(1, Duration::from_secs(10)).await;
     assert!(!listing.is_finished(), "answered before the first snapshot");
+    // The root's properties do not wait: `State` tells how far the relay has got.
+    let state = tokio::time::timeout(Duration::from_secs(2), sub.property::<String>("State"))
+        .await
+        .expect("State answered at once");
+    assert_eq!(state, "connecting");
     db.restart();
     let bridges = listing
         .await
@@ -231,4 +236,31 @@ async fn calls_before_the_first_snapshot_wait_for_it() {
         .unwrap_or_else(|e| panic!("{e}\n{}", relay.log()));
     assert_eq!(bridges.len(), 1);
     assert_eq!(bridges[0].0, "br0");
+}
+
+/// Boolean variables take the spellings unit files and `/etc/default` use (`1`, `yes`,
+/// `on`, …), and `run --version` answers like `--version`.
+#[test]
+fn boolean_variables_take_the_usual_spellings_and_run_knows_its_version() {
+    for value in ["1", "yes", "on", "true", "0", "no", "off", "false"] {
+        let out = run_bounded(
+            relay_command(&["run", "--db", "bogus"])
+                .env("OVS_DBUS_RELAY_NO_WAIT", value)
+                .env("OVS_DBUS_RELAY_OPENQA_COMPAT", value),
+            EXIT_WAIT,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // Both variables parsed: what fails is the --db value, named in one line.
+        assert_eq!(out.status.code(), Some(2), "{value}: {stderr}");
+        assert!(
+            stderr.contains("--db") && !stderr.contains("invalid value"),
+            "{value}: {stderr}"
+        );
+    }
+    let out = run_bounded(&mut relay_command(&["run", "--version"]), EXIT_WAIT);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")),
+        "{out:?}"
+    );
 }

@@ -11,21 +11,21 @@
 //!   nothing.
 
 use crate::common::Ovsdb;
-use crate::common::Stack;
 use crate::common::compare::{
     ADD_NETDEV_BRIDGE, ADD_PATCH_PORT, DELETE_BRIDGE_SETUP, DELETE_PORT_SETUP, Snapshot,
     add_internal_port_with_everything, assert_same, assert_unchanged, external_ids_abc, pair,
     set_external_ids_vsctl, snapshot,
 };
 use crate::common::signals::{BUS_NAME, ROOT, error_name, error_of, relay_proxy};
+use crate::common::{Stack, poll_until_async};
 use ovs_dbus_relay::bus::escape::encode_label;
+use ovs_dbus_relay::client::Switch1Proxy;
 use serde_json::{Value as Json, json};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use zbus::{Connection, OwnedVariant, Proxy, Variant};
 
 const WAIT: Duration = Duration::from_secs(20);
-const SWITCH1: &str = "org.ovsdbus.Switch1";
 const OPENQA_NAME: &str = "org.opensuse.os_autoinst.switch";
 const OPENQA_PATH: &str = "/switch";
 
@@ -38,7 +38,7 @@ const INVALID_ARGS: &str = "org.freedesktop.DBus.Error.InvalidArgs";
 /// `a{sv}` as the relay answers it.
 type Dict = HashMap<String, OwnedVariant>;
 /// `a{sv}` options as a caller sends them.
-type Options = HashMap<&'static str, Variant<'static>>;
+type Options = ovs_dbus_relay::client::Options<'static>;
 
 // ---------------------------------------------------------------------------------------
 // Calling the relay
@@ -61,46 +61,44 @@ fn ss_variant(pairs: &[(&str, &str)]) -> Variant<'static> {
 
 /// `org.ovsdbus.Switch1` on the relay's root object.
 #[derive(Clone)]
-struct Switch(Proxy<'static>);
+/// The library's `Switch1` proxy, with the tests' argument shapes.
+struct Switch(Switch1Proxy<'static>);
 
 impl Switch {
     async fn new(conn: &Connection) -> Switch {
-        Switch(
-            Proxy::new(conn, BUS_NAME, ROOT, SWITCH1)
-                .await
-                .expect("Switch1 proxy"),
-        )
+        Switch(Switch1Proxy::new(conn).await.expect("Switch1 proxy"))
     }
 
+    /// Any call, for the ones the typed proxy cannot make (wrong signatures).
     async fn call<B>(&self, method: &str, body: &B) -> zbus::Result<()>
     where
         B: serde::Serialize + zbus::DynamicType,
     {
-        self.0.call(method, body).await
+        self.0.inner().call(method, body).await
     }
 
     async fn add_bridge(&self, name: &str, options: Options) -> zbus::Result<()> {
-        self.call("AddBridge", &(name, options)).await
+        self.0.add_bridge(name, options).await
     }
 
     async fn delete_bridge(&self, name: &str, if_exists: bool) -> zbus::Result<()> {
-        self.call("DeleteBridge", &(name, if_exists)).await
+        self.0.delete_bridge(name, if_exists).await
     }
 
     async fn add_port(&self, bridge: &str, port: &str, options: Options) -> zbus::Result<()> {
-        self.call("AddPort", &(bridge, port, options)).await
+        self.0.add_port(bridge, port, options).await
     }
 
     async fn delete_port(&self, port: &str, if_exists: bool) -> zbus::Result<()> {
-        self.call("DeletePort", &(port, if_exists)).await
+        self.0.delete_port(port, if_exists).await
     }
 
     async fn set_vlan(&self, port: &str, tag: u32) -> zbus::Result<()> {
-        self.call("SetVlan", &(port, tag)).await
+        self.0.set_vlan(port, tag).await
     }
 
     async fn clear_vlan(&self, port: &str) -> zbus::Result<()> {
-        self.call("ClearVlan", &(port,)).await
+        self.0.clear_vlan(port).await
     }
 
     async fn set_external_ids(
@@ -110,8 +108,8 @@ impl Switch {
         set: &[(&str, &str)],
         remove: &[&str],
     ) -> zbus::Result<()> {
-        self.call("SetExternalIds", &(table, name, ss(set), remove.to_vec()))
-            .await
+        let set = set.iter().copied().collect();
+        self.0.set_external_ids(table, name, set, remove).await
     }
 }
 
@@ -1046,14 +1044,15 @@ async fn not_connected_while_ovsdb_server_is_down() {
     }
 
     // The relay noticed; bring the server back.
-    let deadline = Instant::now() + WAIT;
-    while sub.property::<String>("State").await == "ready" {
-        assert!(
-            Instant::now() < deadline,
-            "relay still ready without a server"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let noticed = poll_until_async(WAIT, Duration::from_millis(50), || async {
+        if sub.property::<String>("State").await == "ready" {
+            Err(())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    assert!(noticed.is_ok(), "relay still ready without a server");
     db.restart();
     sub.wait_ready(WAIT).await;
     ok(sw.set_vlan("p1", 5).await, "SetVlan after the restart");

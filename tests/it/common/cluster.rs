@@ -10,13 +10,13 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tempfile::TempDir;
 
 use super::{
-    COMMAND_TIMEOUT, VSWITCH_SCHEMA, expect_success, kill_child, kill_slot, ovs_env, read_lossy,
-    require, run_bounded, short_tempdir, start_server, tail, wait_child,
+    COMMAND_TIMEOUT, VSWITCH_SCHEMA, expect_success, kill_child, kill_slot, ovs_env, poll_until,
+    read_lossy, require, run_bounded, short_tempdir, start_server, tail, wait_child,
 };
 
 /// How long a fresh cluster may take to elect a leader and connect every member.
@@ -304,8 +304,7 @@ impl Cluster {
     /// Waits until every running member is a cluster member that knows the leader, and
     /// one of them is the leader.
     pub fn wait_healthy(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let healthy = poll_until(timeout, Duration::from_millis(100), || {
             let statuses: Vec<(usize, String)> = (0..3)
                 .filter(|&i| self.is_running(i))
                 .map(|i| (i, self.status(i)))
@@ -315,21 +314,18 @@ impl Cluster {
                     && s.lines()
                         .any(|l| l.starts_with("Leader: ") && !l.contains("unknown"))
             }) && statuses.iter().any(|(_, s)| s.contains("Role: leader"));
-            if healthy {
-                return;
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "cluster not healthy within {timeout:?}:\n{}\n{}",
-                    statuses
-                        .iter()
-                        .map(|(i, s)| format!("--- member {i} ---\n{s}"))
-                        .collect::<Vec<_>>()
-                        .join("\n"),
-                    self.logs()
-                );
-            }
-            thread::sleep(Duration::from_millis(100));
+            if healthy { Ok(()) } else { Err(statuses) }
+        });
+        if let Err(statuses) = healthy {
+            panic!(
+                "cluster not healthy within {timeout:?}:\n{}\n{}",
+                statuses
+                    .iter()
+                    .map(|(i, s)| format!("--- member {i} ---\n{s}"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                self.logs()
+            );
         }
     }
 

@@ -117,15 +117,13 @@ pub fn expect_success(out: &Output, what: impl Display) -> String {
 
 /// Polls `child` until it exits or `timeout` passes.
 fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) if Instant::now() >= deadline => return None,
-            Ok(None) => thread::sleep(Duration::from_millis(20)),
-            Err(_) => return None,
-        }
-    }
+    // `Ok(None)`: `try_wait` failed, give up at once.
+    poll_until(timeout, POLL, || match child.try_wait() {
+        Ok(Some(status)) => Ok(Some(status)),
+        Ok(None) => Err(()),
+        Err(_) => Ok(None),
+    })
+    .unwrap_or(None)
 }
 
 /// SIGKILLs and reaps a child (no-op if it already exited).
@@ -216,22 +214,21 @@ fn wait_for_socket(
     mut alive: impl FnMut() -> Result<(), String>,
     diagnostics: impl Fn() -> String,
 ) {
-    let deadline = Instant::now() + timeout;
-    loop {
+    let accepted = poll_until(timeout, POLL, || {
         if UnixStream::connect(sock).is_ok() {
-            return;
+            return Ok(());
         }
         if let Err(exit) = alive() {
             panic!("{what} exited during start-up ({exit}):\n{}", diagnostics());
         }
-        if Instant::now() >= deadline {
-            panic!(
-                "{what} did not accept connections on {} within {timeout:?}:\n{}",
-                sock.display(),
-                diagnostics()
-            );
-        }
-        thread::sleep(Duration::from_millis(20));
+        Err(())
+    });
+    if accepted.is_err() {
+        panic!(
+            "{what} did not accept connections on {} within {timeout:?}:\n{}",
+            sock.display(),
+            diagnostics()
+        );
     }
 }
 
@@ -764,18 +761,69 @@ pub fn relay_command(args: &[&str]) -> Command {
     cmd
 }
 
-/// Polls `cond` every 20 ms until it holds or `timeout` passes; returns the last result.
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+// ---------------------------------------------------------------------------------------
+// Bounded polling: every wait for a condition in the tests goes through these
+// ---------------------------------------------------------------------------------------
+
+/// How often [`wait_until`] and [`wait_until_async`] look again.
+pub const POLL: Duration = Duration::from_millis(20);
+
+/// The tests' one bounded poll: calls `probe` until it returns `Ok`, sleeping `every`
+/// between calls; once `timeout` has passed, returns the last `Err` instead (so a caller
+/// can report what it saw). `probe` runs at least once; it may panic to fail at once, or
+/// return `Ok` of "give up" to stop early.
+pub fn poll_until<T, E>(
+    timeout: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
     let deadline = Instant::now() + timeout;
     loop {
-        if cond() {
-            return true;
+        match probe() {
+            Ok(done) => return Ok(done),
+            Err(last) if Instant::now() >= deadline => return Err(last),
+            Err(_) => thread::sleep(every),
         }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// [`poll_until`] for async probes (`|| async { ... }`), sleeping on the runtime's timer.
+pub async fn poll_until_async<T, E, F, Fut>(
+    timeout: Duration,
+    every: Duration,
+    mut probe: F,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match probe().await {
+            Ok(done) => return Ok(done),
+            Err(last) if tokio::time::Instant::now() >= deadline => return Err(last),
+            Err(_) => tokio::time::sleep(every).await,
+        }
+    }
+}
+
+/// Polls `cond` every [`POLL`] until it holds or `timeout` passes; returns the last result.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    poll_until(timeout, POLL, || if cond() { Ok(()) } else { Err(()) }).is_ok()
+}
+
+/// [`wait_until`] for an async condition: `wait_until_async(t, || async { ... }).await`.
+pub async fn wait_until_async<F, Fut>(timeout: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    poll_until_async(timeout, POLL, || {
+        let holds = cond();
+        async move { if holds.await { Ok(()) } else { Err(()) } }
+    })
+    .await
+    .is_ok()
 }
 
 /// Runs `dbus-send --bus=<address> --print-reply <args>` (bounded); returns the output.

@@ -102,30 +102,24 @@ impl Subscriber {
 
     /// Waits (bounded) until the relay owns its name, whatever its `State`.
     pub async fn wait_relay_on_bus(&self, timeout: Duration) {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while !self.relay_on_bus().await {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "relay never took its name {BUS_NAME} within {timeout:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        assert!(
+            super::wait_until_async(timeout, || self.relay_on_bus()).await,
+            "relay never took its name {BUS_NAME} within {timeout:?}"
+        );
     }
 
     /// Waits (bounded) until the relay reports `State` = `ready`.
     pub async fn wait_ready(&self, timeout: Duration) {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
+        let ready = super::poll_until_async(timeout, Duration::from_millis(50), || async {
             let owned = self.relay_on_bus().await;
             if owned && self.property::<String>("State").await == "ready" {
-                return;
+                Ok(())
+            } else {
+                Err(())
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "relay not ready within {timeout:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await;
+        assert!(ready.is_ok(), "relay not ready within {timeout:?}");
     }
 }
 
