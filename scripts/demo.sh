@@ -135,9 +135,9 @@ if [[ $VIEW == watch ]]; then
     say "Watching signals: ovs-dbus-relay watch"
     "$RELAY" watch --bus "$BUS" &
 else
-    say "Watching signals: dbus-monitor \"type='signal',interface='org.ovsdbus.Relay1'\""
+    say "Watching signals: dbus-monitor \"type='signal',sender='org.ovsdbus.Relay1',interface='org.ovsdbus.Relay1'\""
     # (sed hides the NameAcquired/NameLost that dbus-monitor reports about itself)
-    dbus-monitor --address "$BUS" "type='signal',interface='org.ovsdbus.Relay1'" \
+    dbus-monitor --address "$BUS" "type='signal',sender='org.ovsdbus.Relay1',interface='org.ovsdbus.Relay1'" \
         > >(sed -u '/member=Name\(Acquired\|Lost\)$/,+1d') &
 fi
 PIDS+=("$!")

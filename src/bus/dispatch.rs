@@ -103,6 +103,25 @@ pub async fn serve(conn: Connection, service: Arc<Service>) -> zbus::Result<()> 
     }
     let queue = std::num::NonZeroUsize::new(CALL_QUEUE);
     let mut calls = MessageStream::for_match_rule(rule.build()?, &conn, queue).await?;
+    // A unique name that loses its owner is a client gone for good: its waiters go too.
+    let departures = MatchRule::builder()
+        .msg_type(MessageType::Signal)
+        .sender("org.freedesktop.DBus")
+        .interface("org.freedesktop.DBus")
+        .member("NameOwnerChanged")
+        .arg(2, "")
+        .build()?;
+    let mut departures = MessageStream::for_match_rule(departures, &conn, queue).await?;
+    let relay = service.relay.shared.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(signal)) = departures.next().await {
+            if let Ok((name, _, _)) = signal.body().deserialize::<(String, String, String)>()
+                && name.starts_with(':')
+            {
+                relay.waiters.caller_left(&name);
+            }
+        }
+    });
     tokio::spawn(async move {
         while let Some(call) = calls.next().await {
             let Ok(call) = call else { break };

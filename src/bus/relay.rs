@@ -35,7 +35,7 @@ pub struct Status {
 impl Shared {
     pub fn new(remote: String, metrics: Arc<Metrics>, store: Arc<Store>) -> Arc<Self> {
         Arc::new(Self {
-            waiters: Waiters::default(),
+            waiters: Waiters::new(metrics.waiters.clone()),
             metrics,
             store,
             status: Mutex::new(Status {

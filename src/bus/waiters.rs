@@ -111,9 +111,10 @@ impl Inner {
     }
 }
 
-#[derive(Default)]
 pub struct Waiters {
     inner: Mutex<Inner>,
+    /// `ovsdbus_waiters`, kept equal to the number pending.
+    gauge: prometheus::IntGauge,
 }
 
 /// Whether `want` is met by the replica now.
@@ -139,8 +140,44 @@ fn check(
 }
 
 impl Waiters {
+    pub fn new(gauge: prometheus::IntGauge) -> Self {
+        Self {
+            inner: Mutex::default(),
+            gauge,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn count(&self, inner: &Inner) {
+        self.gauge.set(inner.total as i64);
+    }
+
+    /// Drops every waiter of a caller that left the bus: nobody is there to answer, and
+    /// its waiters would otherwise hold their slots (and memory) until they time out.
+    pub fn caller_left(&self, caller: &str) {
+        let mut inner = self.lock();
+        if !inner.per_caller.contains_key(caller) {
+            return;
+        }
+        let mut gone = 0;
+        inner.by_row.retain(|_, list| {
+            let before = list.len();
+            list.retain(|w| w.caller != caller);
+            gone += before - list.len();
+            !list.is_empty()
+        });
+        for _ in 0..gone {
+            inner.forget(caller);
+        }
+        self.count(&inner);
+        tracing::debug!(
+            caller,
+            gone,
+            "waiters of a caller that left the bus dropped"
+        );
     }
 
     pub fn register(
@@ -186,6 +223,7 @@ impl Waiters {
                 want,
                 reply: tx,
             });
+        self.count(&inner);
         Ok(Registration::Pending { id, reply: rx })
     }
 
@@ -204,6 +242,7 @@ impl Waiters {
             inner.by_row.remove(&key);
         }
         inner.forget(&waiter.caller);
+        self.count(&inner);
     }
 
     /// Wakes the waiters of every row the change set touched whose wish is now met; after
@@ -253,5 +292,6 @@ impl Waiters {
                 inner.by_row.insert(key, kept);
             }
         }
+        self.count(&inner);
     }
 }

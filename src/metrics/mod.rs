@@ -61,6 +61,8 @@ pub struct Metrics {
     pub rows: IntGaugeVec,
     /// `ovsdbus_queue_depth`: updates waiting between the session and the publisher.
     pub queue_depth: IntGauge,
+    /// `ovsdbus_waiters`: `WaitFor`/`WaitForRemoval` calls pending.
+    pub waiters: IntGauge,
     /// `ovsdbus_coalesced_updates_total`: OVSDB updates merged into another one's signals
     /// because the bus side was slower than OVSDB at that moment.
     pub coalesced_updates: IntCounter,
@@ -150,6 +152,10 @@ impl Metrics {
             "ovsdbus_queue_depth",
             "Rows with a change waiting for the publisher (merged per row while the bus is slower than OVSDB).",
         )?;
+        let waiters = IntGauge::new(
+            "ovsdbus_waiters",
+            "WaitFor and WaitForRemoval calls pending (a caller that leaves the bus takes its own with it).",
+        )?;
         let coalesced_updates = IntCounter::new(
             "ovsdbus_coalesced_updates_total",
             "OVSDB updates merged into a later net difference because the bus side was slower.",
@@ -193,7 +199,7 @@ impl Metrics {
             }
         }
 
-        let collectors: [Box<dyn Collector>; 16] = [
+        let collectors: [Box<dyn Collector>; 17] = [
             Box::new(events.clone()),
             Box::new(event_latency.clone()),
             Box::new(ovsdb_updates.clone()),
@@ -205,6 +211,7 @@ impl Metrics {
             Box::new(dbus_emit_errors.clone()),
             Box::new(rows.clone()),
             Box::new(queue_depth.clone()),
+            Box::new(waiters.clone()),
             Box::new(coalesced_updates.clone()),
             Box::new(method_calls.clone()),
             Box::new(last_event_timestamp.clone()),
@@ -228,6 +235,7 @@ impl Metrics {
             dbus_emit_errors,
             rows,
             queue_depth,
+            waiters,
             coalesced_updates,
             method_calls,
             last_event_timestamp,

@@ -4,7 +4,7 @@ use super::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// SPEC §8: every `ovsdbus_*` metric and its type.
-pub(crate) const SPEC_METRICS: [(&str, &str); 15] = [
+pub(crate) const SPEC_METRICS: [(&str, &str); 16] = [
     ("ovsdbus_events_total", "counter"),
     ("ovsdbus_event_latency_seconds", "histogram"),
     ("ovsdbus_ovsdb_updates_total", "counter"),
@@ -16,6 +16,7 @@ pub(crate) const SPEC_METRICS: [(&str, &str); 15] = [
     ("ovsdbus_dbus_emit_errors_total", "counter"),
     ("ovsdbus_rows", "gauge"),
     ("ovsdbus_queue_depth", "gauge"),
+    ("ovsdbus_waiters", "gauge"),
     ("ovsdbus_coalesced_updates_total", "counter"),
     ("ovsdbus_method_calls_total", "counter"),
     ("ovsdbus_last_event_timestamp_seconds", "gauge"),

@@ -306,6 +306,17 @@ impl DatumSeed<'_> {
     }
 }
 
+/// D-Bus strings cannot hold NUL (the bus daemon drops a connection that sends one), so a
+/// value with one is refused here, as an error of the update that carries it.
+fn carriable<E: de::Error>(text: &str) -> Result<&str, E> {
+    match text.contains('\0') {
+        true => Err(E::custom(format!(
+            "a string with a NUL character, which D-Bus cannot carry: {text:?}"
+        ))),
+        false => Ok(text),
+    }
+}
+
 fn uuid_atom<E: de::Error>(text: &str) -> Result<Atom, E> {
     Uuid::parse(text)
         .map(Atom::Uuid)
@@ -364,14 +375,17 @@ impl<'de> Visitor<'de> for AtomSeed {
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Atom, E> {
         match self.0 {
-            AtomType::String => Ok(Atom::String(v.to_owned())),
+            AtomType::String => Ok(Atom::String(carriable(v)?.to_owned())),
             _ => Err(E::invalid_type(de::Unexpected::Str(v), &self)),
         }
     }
 
     fn visit_string<E: de::Error>(self, v: String) -> Result<Atom, E> {
         match self.0 {
-            AtomType::String => Ok(Atom::String(v)),
+            AtomType::String => {
+                carriable::<E>(&v)?;
+                Ok(Atom::String(v))
+            }
             _ => Err(E::invalid_type(de::Unexpected::Str(&v), &self)),
         }
     }
@@ -506,6 +520,24 @@ mod tests {
         assert!(Uuid::parse("0e3a1b2c-4d5e-6f70-8192-a3b4c5d6e7f").is_none());
         assert!(Uuid::parse("0e3a1b2cx4d5e-6f70-8192-a3b4c5d6e7f8").is_none());
         assert!(Uuid::parse("0e3a1b2c-4d5e-6f70-8192-a3b4c5d6e7fg").is_none());
+    }
+
+    #[test]
+    fn strings_the_bus_cannot_carry_are_refused() {
+        let s = ty(AtomType::String, None, 0, None);
+        let err = Datum::from_json(&s, &json!(["set", ["ok", "a\u{0}b"]])).unwrap_err();
+        assert!(err.0.contains("NUL"), "{err}");
+        let map = ty(AtomType::String, Some(AtomType::String), 0, None);
+        assert!(Datum::from_json(&map, &json!(["map", [["k\u{0}", "v"]]])).is_err());
+        // The same from the JSON text, as updates are read.
+        let layout = crate::replica::layout::Layout::new(
+            &crate::replica::layout::tests::test_schema(),
+            &Default::default(),
+        )
+        .unwrap();
+        let text = r#"{"Port": {"11111111-1111-1111-1111-111111111111": {"insert": {"name": "p\u0000"}}}}"#;
+        let err = crate::replica::update::Update::parse(&layout, text).unwrap_err();
+        assert!(err.contains("NUL"), "{err}");
     }
 
     #[test]

@@ -119,6 +119,9 @@ impl Session {
         let started = Instant::now();
         let mut backoff = self.config.backoff_min;
         let mut attempt = 0usize;
+        // Forced resyncs in a row, each after a short connection: a server that keeps
+        // sending what the replica cannot apply gets the backoff, not a reconnect loop.
+        let mut quick_resyncs = 0u32;
         loop {
             let remote = self.config.remotes[attempt % self.config.remotes.len()].clone();
             attempt += 1;
@@ -144,10 +147,19 @@ impl Session {
                 }
                 ConnectionEnd::Resync => {
                     // The server is fine; only our state is in doubt. Reconnect to the same
-                    // one at once, without history, for a full snapshot.
+                    // one, without history, for a full snapshot: at once the first time.
                     tracing::warn!(%remote, "{end}: full resync");
                     self.last_txn = None;
                     attempt -= 1;
+                    if began.elapsed() > self.config.backoff_max * 2 {
+                        quick_resyncs = 0;
+                        backoff = self.config.backoff_min;
+                    }
+                    quick_resyncs += 1;
+                    if quick_resyncs > 1 {
+                        tokio::time::sleep(jitter(backoff)).await;
+                        backoff = (backoff * 2).min(self.config.backoff_max);
+                    }
                     continue;
                 }
                 _ => {}

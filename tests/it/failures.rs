@@ -16,7 +16,7 @@ use crate::common::signals::{
 };
 use crate::common::{
     Bus, Ovsdb, Relay, Stack, VSWITCH_SCHEMA, dbus_send_relay, expect_success, poll_until_async,
-    require, run_bounded, send_signal, wait_until, wait_until_async,
+    require, run_bounded, send_signal, short_tempdir, wait_until, wait_until_async,
 };
 use ovs_dbus_relay::client;
 use serde_json::Value as Json;
@@ -1556,4 +1556,87 @@ async fn a_schema_conversion_fails_waiters_on_dropped_columns() {
         "{}",
         stack.relay.log()
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// A server that keeps sending what the replica cannot apply
+// ---------------------------------------------------------------------------------------
+
+/// A stand-in OVSDB server (the real one never sends this): it serves the real schema and
+/// an empty snapshot, then at once an update that modifies a row that does not exist. The
+/// relay answers each such inconsistency with a full resync — the first at once, the next
+/// ones with the reconnect backoff, not in a tight loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_keeps_sending_inconsistent_updates_gets_backoff() {
+    use bytes::BytesMut;
+    use ovs_dbus_relay::ovsdb::codec::Framer;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = short_tempdir("bad-ovsdb-");
+    let sock = dir.path().join("db.sock");
+    let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+    let schema: Json =
+        serde_json::from_str(&std::fs::read_to_string(VSWITCH_SCHEMA).unwrap()).unwrap();
+    let accepted: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let server = {
+        let accepted = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                accepted.lock().unwrap().push(Instant::now());
+                let schema = schema.clone();
+                tokio::spawn(async move {
+                    let (mut framer, mut buf) = (Framer::new(1 << 20), BytesMut::new());
+                    loop {
+                        while let Ok(Some(frame)) = framer.decode(&mut buf) {
+                            let request: Json = serde_json::from_slice(&frame).unwrap();
+                            let id = &request["id"];
+                            let replies = match request["method"].as_str() {
+                                Some("get_schema") => vec![serde_json::json!(
+                                    {"id": id, "result": schema, "error": null})],
+                                Some("monitor_cond_since") => vec![
+                                    serde_json::json!({"id": id, "error": null, "result":
+                                        [false, "00000000-0000-0000-0000-000000000000", {}]}),
+                                    serde_json::json!({"id": null, "method": "update3",
+                                        "params": [request["params"][1], "00000000-0000-0000-0000-000000000001",
+                                        {"Port": {"11111111-1111-1111-1111-111111111111":
+                                            {"modify": {"tag": 5}}}}]}),
+                                ],
+                                Some("echo") => vec![serde_json::json!(
+                                    {"id": id, "result": request["params"], "error": null})],
+                                _ => vec![serde_json::json!(
+                                    {"id": id, "result": null, "error": "unknown database"})],
+                            };
+                            for reply in replies {
+                                if stream
+                                    .write_all(reply.to_string().as_bytes())
+                                    .await
+                                    .is_err()
+                                {
+                                    return;
+                                }
+                            }
+                        }
+                        if matches!(stream.read_buf(&mut buf).await, Ok(0) | Err(_)) {
+                            return;
+                        }
+                    }
+                });
+            }
+        })
+    };
+    let bus = Bus::start();
+    let relay = Relay::spawn(&format!("unix:{}", sock.display()), &bus.address(), &[]);
+    let five = wait_until(WAIT, || accepted.lock().unwrap().len() >= 5);
+    assert!(five, "the relay did not reconnect:\n{}", relay.log());
+    let times = accepted.lock().unwrap().clone();
+    // Without backoff five connections take milliseconds; with it (100 ms doubling, ±25 %)
+    // at least 0.75 × (100 + 200 + 400) ms pass between the first and the fifth.
+    let spread = times[4] - times[0];
+    assert!(
+        spread >= Duration::from_millis(500),
+        "5 connections in {spread:?}:\n{}",
+        relay.log()
+    );
+    assert!(relay.log().contains("full resync"), "{}", relay.log());
+    server.abort();
 }

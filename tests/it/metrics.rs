@@ -6,6 +6,7 @@
 //! the test with the package to install, never skips it.
 
 use crate::common::cluster::free_ports;
+use crate::common::signals::{CallMonitor, Dict, relay_proxy};
 use crate::common::{
     Bus, Ovsdb, POLL, Relay, Stack, dbus_send_relay, poll_until, require, wait_until,
 };
@@ -751,4 +752,42 @@ async fn healthz_follows_the_bus_connection() {
     s.stack.bus.restart();
     let reply = poll_http(&s.metrics, "/healthz", READY, |r| r.status == 200);
     assert_eq!(reply.body, "ok\n");
+}
+
+/// Waiters belong to their caller: one that leaves the bus takes its pending `WaitFor`s
+/// with it (`ovsdbus_waiters` falls back), instead of holding them until they time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_leave_with_their_caller() {
+    let s = setup().await;
+    let address = s.stack.bus.address();
+    let caller = zbus::connection::Builder::address(address.as_str())
+        .build()
+        .await
+        .unwrap();
+    let mut calls = CallMonitor::start(&address, "WaitFor").await;
+    let waiting = {
+        let proxy = relay_proxy(&caller).await;
+        tokio::spawn(async move {
+            let _: zbus::Result<Dict> = proxy
+                .call(
+                    "WaitFor",
+                    &("Port", "never", Vec::<String>::new(), 600_000u32),
+                )
+                .await;
+        })
+    };
+    calls.wait_calls(1, READY).await;
+    let waiters = || sample(&scrape(&s.metrics), "ovsdbus_waiters");
+    assert!(
+        wait_until(READY, || waiters() == 1.0),
+        "{}",
+        scrape(&s.metrics)
+    );
+    waiting.abort();
+    drop(caller);
+    assert!(
+        wait_until(READY, || waiters() == 0.0),
+        "{}",
+        scrape(&s.metrics)
+    );
 }

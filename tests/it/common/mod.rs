@@ -70,7 +70,7 @@ fn find_command(cmd: &str) -> Option<PathBuf> {
 }
 
 /// A temporary directory whose paths stay short enough for unix sockets (108 bytes).
-fn short_tempdir(prefix: &str) -> TempDir {
+pub fn short_tempdir(prefix: &str) -> TempDir {
     let base = std::env::temp_dir();
     let base = if base.as_os_str().len() > 60 {
         PathBuf::from("/tmp")
