@@ -57,7 +57,8 @@ struct RunArgs {
     #[arg(long, env = "OVS_DBUS_RELAY_CONNECT_TIMEOUT", default_value_t = 30.0)]
     connect_timeout: f64,
     /// Seconds of silence on a tcp: remote before an echo probe; as long again without an
-    /// answer drops the connection.
+    /// answer drops the connection. Any remote that does not answer the schema and monitor
+    /// requests within twice this is left for the next.
     #[arg(long, env = "OVS_DBUS_RELAY_INACTIVITY_PROBE", default_value_t = 5.0)]
     inactivity_probe: f64,
     /// Mirror only these columns of a table (plus the ones the tree needs): TABLE:col,col.

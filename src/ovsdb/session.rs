@@ -69,6 +69,8 @@ enum ConnectionEnd {
     Stopped,
     #[error("this member is not connected to its cluster")]
     NotInCluster,
+    #[error("no answer to the schema and monitor requests within {0:?}")]
+    Unanswered(Duration),
 }
 
 impl ConnectionEnd {
@@ -215,11 +217,15 @@ impl Session {
             },
         );
         tracing::info!(%remote, "connected to OVSDB");
-        let subscribe = self.subscribe(&client, remote);
+        // A server that accepts but does not answer (hung, stopped) is left for the next
+        // remote after twice the inactivity probe, as a silent peer would be.
+        let answer_within = self.config.inactivity_probe * 2;
+        let subscribe = tokio::time::timeout(answer_within, self.subscribe(&client, remote));
         let layout = tokio::select! {
             result = subscribe => match result {
-                Ok(layout) => layout,
-                Err(end) => return end,
+                Ok(Ok(layout)) => layout,
+                Ok(Err(end)) => return end,
+                Err(_) => return ConnectionEnd::Unanswered(answer_within),
             },
             ended = &mut task => return ended.map_or_else(ConnectionEnd::crashed, ConnectionEnd::Client),
         };

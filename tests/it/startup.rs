@@ -1,7 +1,7 @@
 //! Start-up failures exit 2 with one line naming what failed; never a panic or backtrace.
 
 use crate::common::signals::{CallMonitor, Subscriber, relay_proxy};
-use crate::common::{Bus, Ovsdb, Relay, Stack, relay_command, run_bounded};
+use crate::common::{Bus, Ovsdb, Relay, Stack, relay_command, run_bounded, short_tempdir};
 use std::time::Duration;
 use zbus::OwnedObjectPath;
 
@@ -263,4 +263,36 @@ fn boolean_variables_take_the_usual_spellings_and_run_knows_its_version() {
         String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")),
         "{out:?}"
     );
+}
+
+/// A remote that accepts connections but never answers (hung, SIGSTOPped) is left for the
+/// next one after twice the inactivity probe, at start-up too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_that_never_answers_is_left_for_the_next() {
+    let dir = short_tempdir("mute-ovsdb-");
+    let sock = dir.path().join("db.sock");
+    let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+    // Accepts and holds every connection; reads nothing, writes nothing.
+    let mute = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let db = Ovsdb::start();
+    db.vsctl(&["add-br", "br0"]);
+    let bus = Bus::start();
+    let remotes = format!("unix:{},{}", sock.display(), db.remote());
+    let relay = Relay::spawn(&remotes, &bus.address(), &["--inactivity-probe", "1"]);
+    let sub = Subscriber::connect(&bus.address()).await;
+    sub.wait_ready(Duration::from_secs(10)).await;
+    assert_eq!(sub.property::<String>("Remote").await, db.remote());
+    assert!(
+        relay
+            .log()
+            .contains("no answer to the schema and monitor requests within 2s"),
+        "{}",
+        relay.log()
+    );
+    mute.abort();
 }
