@@ -94,6 +94,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         openqa: config
             .openqa_bridge
             .map(|bridge| bus::openqa::OpenQaSwitch { writer, bridge }),
+        // Two whole-switch replies at once: one can be written while the next is built.
+        expensive: bus::limits::Expensive::new(2),
     });
     let connector = bus::Connector {
         target: config.bus.clone(),

@@ -9,6 +9,7 @@
 
 use super::error::MethodError;
 use super::escape::{decode_label, encode_label};
+use super::limits::Expensive;
 use super::objects::{ManagedObjects, Property, SnapshotRow, describe};
 use super::openqa::{OPENQA_PATH, OpenQaSwitch};
 use super::relay::RelayInterface;
@@ -45,6 +46,8 @@ pub struct Service {
     pub relay: RelayInterface,
     pub switch: SwitchInterface,
     pub openqa: Option<OpenQaSwitch>,
+    /// Turns for `GetManagedObjects` and `Show`.
+    pub expensive: Expensive,
 }
 
 /// Which object a path names.
@@ -436,6 +439,11 @@ impl Service {
     /// Built off the async workers: at 20,000 rows the reply is tens of megabytes of
     /// serialisation, written from one snapshot without copying the replica.
     async fn managed_objects(&self, conn: &Connection, header: &Header<'_>) {
+        let caller = header.sender().map(|s| s.to_string()).unwrap_or_default();
+        let _turn = match self.expensive.turn(&caller, "GetManagedObjects").await {
+            Ok(turn) => turn,
+            Err(e) => return reply::<()>(conn, header, Err(e)).await,
+        };
         let snapshot = self.relay.shared.snapshot();
         let mut builder = Message::method_return(header);
         if let Some(unique) = conn.unique_name() {
@@ -486,7 +494,10 @@ impl Service {
                     args::<(String, String)>(call).and_then(|(t, n)| relay.get_row(&t, &n));
                 reply(conn, header, result).await
             }
-            "Show" => reply(conn, header, whole(|| relay.show())).await,
+            "Show" => match self.expensive.turn(&caller, "Show").await {
+                Ok(_turn) => reply(conn, header, whole(|| relay.show())).await,
+                Err(e) => reply::<String>(conn, header, Err(e)).await,
+            },
             "WaitFor" => {
                 let result = match args::<(String, String, Vec<String>, u32)>(call) {
                     Ok((table, name, conditions, timeout)) => {

@@ -5,6 +5,7 @@ pub mod dispatch;
 pub mod error;
 pub mod escape;
 pub mod introspect;
+pub mod limits;
 pub mod link;
 pub mod objects;
 pub mod openqa;

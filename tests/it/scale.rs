@@ -2,7 +2,9 @@
 //! merges instead of reconnecting, and readers never hold up the signals.
 
 use crate::common::Stack;
-use crate::common::signals::{BUS_NAME, ROOT, introspect_at, managed_objects, relay_proxy};
+use crate::common::signals::{
+    BUS_NAME, ROOT, error_name, introspect_at, managed_objects, relay_proxy,
+};
 use serde_json::{Value as Json, json};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -241,4 +243,57 @@ async fn expensive_readers_do_not_delay_signals() {
     // A bound, not a benchmark: the reader, the relay, dbus-daemon and ovsdb-server share
     // the machine's cores; what must not happen is signals waiting for whole replies.
     assert!(slowest < Duration::from_secs(2), "{slowest:?}");
+}
+
+/// Whole-switch replies are rationed: a caller gets one `GetManagedObjects` (or `Show`) at
+/// a time — a second while the first is in the making is `LimitsExceeded` — and another
+/// caller is not refused meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_whole_switch_reply_per_caller_at_a_time() {
+    let stack = Stack::start(&[]).await;
+    add_ports(&stack.db, 2_000);
+    wait_for_port(&stack.sub.conn, "p1999").await;
+    let greedy = zbus::connection::Builder::address(stack.bus.address().as_str())
+        .build()
+        .await
+        .unwrap();
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let conn = greedy.clone();
+            tokio::spawn(async move {
+                conn.call_method(
+                    Some(BUS_NAME),
+                    ROOT,
+                    Some("org.freedesktop.DBus.ObjectManager"),
+                    "GetManagedObjects",
+                    &(),
+                )
+                .await
+                .map(drop)
+            })
+        })
+        .collect();
+    let other = managed_objects(&stack.sub.conn).await;
+    let mut results = Vec::new();
+    for call in calls {
+        results.push(call.await.unwrap());
+    }
+    let answered = results.iter().filter(|r| r.is_ok()).count();
+    let refused: Vec<String> = results
+        .into_iter()
+        .filter(Result::is_err)
+        .map(error_name)
+        .collect();
+    assert!(answered >= 1, "none answered: {refused:?}");
+    assert!(
+        !refused.is_empty(),
+        "six at once from one caller, none refused"
+    );
+    assert!(
+        refused
+            .iter()
+            .all(|name| name == "org.freedesktop.DBus.Error.LimitsExceeded"),
+        "{refused:?}"
+    );
+    assert!(other.is_ok(), "another caller was refused: {other:?}");
 }
