@@ -17,6 +17,13 @@ pub enum State {
 }
 
 impl State {
+    pub const ALL: [State; 4] = [
+        Self::Connecting,
+        Self::Syncing,
+        Self::Ready,
+        Self::Reconnecting,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Connecting => "connecting",

@@ -31,6 +31,7 @@ pub fn supervise(
             tracing::warn!(bus = %connector.target, "lost the bus connection; reconnecting");
             conn = reconnect(&connector).await;
             metrics.dbus_connected.set(1);
+            metrics.dbus_reconnects.inc();
             tracing::info!(bus = %connector.target, "back on the bus");
             if tx.send(conn.clone()).await.is_err() {
                 return;

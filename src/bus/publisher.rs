@@ -274,6 +274,10 @@ impl Publisher {
             return;
         }
         tracing::info!(state = state.as_str(), "state changed");
+        let was = self.shared.status().state;
+        let gauge = |s: State| self.shared.metrics.state.with_label_values(&[s.as_str()]);
+        gauge(was).set(0);
+        gauge(state).set(1);
         self.shared.update_status(|s| s.state = state);
         let status = format!("{state}: {}", self.shared.status().remote);
         if state == State::Ready && !self.announced_ready {

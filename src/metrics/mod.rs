@@ -52,6 +52,10 @@ pub struct Metrics {
     pub resyncs: IntCounterVec,
     /// `ovsdbus_dbus_connected`: 1 while the bus connection is up.
     pub dbus_connected: IntGauge,
+    /// `ovsdbus_dbus_reconnects_total`: bus connections re-established.
+    pub dbus_reconnects: IntCounter,
+    /// `ovsdbus_state{state}`: 1 for the relay's current `State`, 0 for the others.
+    pub state: IntGaugeVec,
     /// `ovsdbus_dbus_signals_total{kind}`: `typed` (Relay1 signals), `properties`
     /// (PropertiesChanged), `objects` (InterfacesAdded/InterfacesRemoved).
     pub dbus_signals: IntCounterVec,
@@ -152,6 +156,22 @@ impl Metrics {
             "ovsdbus_queue_depth",
             "Rows with a change waiting for the publisher (merged per row while the bus is slower than OVSDB).",
         )?;
+        let dbus_reconnects = IntCounter::new(
+            "ovsdbus_dbus_reconnects_total",
+            "Bus connections re-established after the bus daemon went away.",
+        )?;
+        let state = IntGaugeVec::new(
+            Opts::new(
+                "ovsdbus_state",
+                "1 for the relay's current State (connecting, syncing, ready, reconnecting), 0 for the others.",
+            ),
+            &["state"],
+        )?;
+        for s in crate::event::State::ALL {
+            state
+                .with_label_values(&[s.as_str()])
+                .set(i64::from(s == crate::event::State::Connecting));
+        }
         let waiters = IntGauge::new(
             "ovsdbus_waiters",
             "WaitFor and WaitForRemoval calls pending (a caller that leaves the bus takes its own with it).",
@@ -199,7 +219,7 @@ impl Metrics {
             }
         }
 
-        let collectors: [Box<dyn Collector>; 17] = [
+        let collectors: [Box<dyn Collector>; 19] = [
             Box::new(events.clone()),
             Box::new(event_latency.clone()),
             Box::new(ovsdb_updates.clone()),
@@ -207,6 +227,8 @@ impl Metrics {
             Box::new(ovsdb_reconnects.clone()),
             Box::new(resyncs.clone()),
             Box::new(dbus_connected.clone()),
+            Box::new(dbus_reconnects.clone()),
+            Box::new(state.clone()),
             Box::new(dbus_signals.clone()),
             Box::new(dbus_emit_errors.clone()),
             Box::new(rows.clone()),
@@ -231,6 +253,8 @@ impl Metrics {
             ovsdb_reconnects,
             resyncs,
             dbus_connected,
+            dbus_reconnects,
+            state,
             dbus_signals,
             dbus_emit_errors,
             rows,

@@ -4,7 +4,7 @@ use super::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// SPEC §8: every `ovsdbus_*` metric and its type.
-pub(crate) const SPEC_METRICS: [(&str, &str); 16] = [
+pub(crate) const SPEC_METRICS: [(&str, &str); 18] = [
     ("ovsdbus_events_total", "counter"),
     ("ovsdbus_event_latency_seconds", "histogram"),
     ("ovsdbus_ovsdb_updates_total", "counter"),
@@ -12,6 +12,8 @@ pub(crate) const SPEC_METRICS: [(&str, &str); 16] = [
     ("ovsdbus_ovsdb_reconnects_total", "counter"),
     ("ovsdbus_resyncs_total", "counter"),
     ("ovsdbus_dbus_connected", "gauge"),
+    ("ovsdbus_dbus_reconnects_total", "counter"),
+    ("ovsdbus_state", "gauge"),
     ("ovsdbus_dbus_signals_total", "counter"),
     ("ovsdbus_dbus_emit_errors_total", "counter"),
     ("ovsdbus_rows", "gauge"),
@@ -188,6 +190,7 @@ pub(crate) fn check_spec_exposition(text: &str, methods: &[&str]) {
         "ovsdbus_ovsdb_connected",
         "ovsdbus_ovsdb_reconnects_total",
         "ovsdbus_dbus_connected",
+        "ovsdbus_dbus_reconnects_total",
         "ovsdbus_dbus_emit_errors_total",
         "ovsdbus_queue_depth",
         "ovsdbus_coalesced_updates_total",
@@ -198,9 +201,19 @@ pub(crate) fn check_spec_exposition(text: &str, methods: &[&str]) {
         assert_eq!(label_sets(text, unlabelled), set_of(&[&[]]), "{unlabelled}");
     }
 
+    assert_eq!(
+        label_sets(text, "ovsdbus_state"),
+        set_of(&[
+            &[("state", "connecting")],
+            &[("state", "syncing")],
+            &[("state", "ready")],
+            &[("state", "reconnecting")],
+        ])
+    );
     for line in text.lines().filter(|l| l.starts_with("ovsdbus_")) {
-        let (name, _, value) = parse_sample(line);
-        let expected = if name == "ovsdbus_build_info" {
+        let (name, labels, value) = parse_sample(line);
+        let starting = labels.get("state").map(String::as_str) == Some("connecting");
+        let expected = if name == "ovsdbus_build_info" || (name == "ovsdbus_state" && starting) {
             1.0
         } else {
             0.0

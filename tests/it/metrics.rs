@@ -547,6 +547,8 @@ async fn scrape_passes_promtool_and_exports_every_label_set() {
         ("ovsdbus_ovsdb_reconnects_total", "counter"),
         ("ovsdbus_resyncs_total", "counter"),
         ("ovsdbus_dbus_connected", "gauge"),
+        ("ovsdbus_dbus_reconnects_total", "counter"),
+        ("ovsdbus_state", "gauge"),
         ("ovsdbus_dbus_signals_total", "counter"),
         ("ovsdbus_dbus_emit_errors_total", "counter"),
         ("ovsdbus_rows", "gauge"),
@@ -709,7 +711,10 @@ async fn healthz_follows_the_ovsdb_connection() {
         "reconnecting",
         "SPEC §5: a synced relay that lost OVSDB is `reconnecting`"
     );
-    assert_eq!(sample(&scrape(&s.metrics), "ovsdbus_ovsdb_connected"), 0.0);
+    let text = scrape(&s.metrics);
+    assert_eq!(sample(&text, "ovsdbus_ovsdb_connected"), 0.0);
+    assert_eq!(sample(&text, r#"ovsdbus_state{state="reconnecting"}"#), 1.0);
+    assert_eq!(sample(&text, r#"ovsdbus_state{state="ready"}"#), 0.0);
     // Still 503 after the relay has tried the server again (the first `ended` is the
     // loss): it keeps retrying, it does not pretend.
     assert!(
@@ -752,6 +757,10 @@ async fn healthz_follows_the_bus_connection() {
     s.stack.bus.restart();
     let reply = poll_http(&s.metrics, "/healthz", READY, |r| r.status == 200);
     assert_eq!(reply.body, "ok\n");
+    assert_eq!(
+        sample(&scrape(&s.metrics), "ovsdbus_dbus_reconnects_total"),
+        1.0
+    );
 }
 
 /// Waiters belong to their caller: one that leaves the bus takes its pending `WaitFor`s
@@ -790,4 +799,29 @@ async fn waiters_leave_with_their_caller() {
         "{}",
         scrape(&s.metrics)
     );
+}
+
+/// The shipped alert rules load (`promtool check rules`) and fire as their unit tests
+/// expect (`promtool test rules`: relay down, OVSDB lost, resync rate).
+#[test]
+fn alert_rules_check_and_pass_their_tests() {
+    let promtool = require("promtool", "prometheus");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("prometheus");
+    for args in [
+        ["check", "rules", "ovs-dbus-relay.rules.yml"],
+        ["test", "rules", "ovs-dbus-relay.rules.test.yml"],
+    ] {
+        let out = Command::new(&promtool)
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("run promtool");
+        assert!(
+            out.status.success(),
+            "promtool {}:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
