@@ -16,8 +16,8 @@
 //! the rest of the integration suite.
 
 use crate::common::{
-    Bus, COMMAND_TIMEOUT, Ovsdb, Reaped, Relay, START_TIMEOUT, require, run_bounded, text,
-    wait_until,
+    Bus, COMMAND_TIMEOUT, Ovsdb, Reaped, Relay, START_TIMEOUT, relay_command, require, run_bounded,
+    text, wait_until,
 };
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -1021,4 +1021,56 @@ fn openqa_policy_with_the_real_relay() {
     );
     assert_eq!(tag(), "[]");
     assert!(relay.is_running(), "{}", relay.log());
+}
+
+/// The sysusers.d file creates group `ovsdbus` (the policy's group), and the example
+/// `/etc/default` file names exactly the variables `run` reads, with their defaults.
+#[test]
+fn sysusers_and_default_files_match_the_relay() {
+    let sysusers = require("systemd-sysusers", "systemd");
+    let root = tempfile::tempdir().unwrap();
+    fs::create_dir(root.path().join("etc")).unwrap();
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/ovs-dbus-relay.sysusers");
+    let out = Command::new(sysusers)
+        .arg(format!("--root={}", root.path().display()))
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let group = fs::read_to_string(root.path().join("etc/group")).unwrap();
+    assert!(group.lines().any(|l| l.starts_with("ovsdbus:")), "{group}");
+    let policy = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("dbus/org.ovsdbus.Relay1.conf"),
+    )
+    .unwrap();
+    assert!(
+        policy.contains(r#"group="ovsdbus""#),
+        "the policy names another group"
+    );
+
+    let help = run_bounded(
+        &mut relay_command(&["run", "--help"]),
+        Duration::from_secs(10),
+    );
+    let help = String::from_utf8_lossy(&help.stdout);
+    let defaults = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/ovs-dbus-relay.default"),
+    )
+    .unwrap();
+    let named: Vec<&str> = defaults
+        .lines()
+        .filter_map(|l| l.strip_prefix('#')?.split_once('=').map(|(k, _)| k))
+        .filter(|k| k.starts_with("OVS_DBUS_RELAY_"))
+        .collect();
+    let read: Vec<&str> = help
+        .match_indices("[env: ")
+        .map(|(i, _)| help[i + 6..].split('=').next().unwrap())
+        .collect();
+    let (mut named_sorted, mut read_sorted) = (named.clone(), read.clone());
+    named_sorted.sort_unstable();
+    read_sorted.sort_unstable();
+    assert_eq!(
+        named_sorted, read_sorted,
+        "the example file and `run` disagree"
+    );
 }
