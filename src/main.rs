@@ -32,6 +32,10 @@ enum Command {
     Wait(cli::wait::WaitArgs),
     /// Show bridges, ports and interfaces like `ovs-vsctl show`.
     Show(cli::show::ShowArgs),
+    /// Print a row's columns, like `ovs-vsctl get` / `ovs-vsctl list TABLE NAME`.
+    Get(cli::get::GetArgs),
+    /// Print the names of a table's rows, like `ovs-vsctl list-br` / `list-ports`.
+    List(cli::get::ListArgs),
 }
 
 #[derive(Args)]
@@ -171,6 +175,8 @@ fn main() -> ExitCode {
         Command::Watch(args) => return cli::execute(cli::watch::run(args)),
         Command::Wait(args) => return cli::execute(cli::wait::run(args)),
         Command::Show(args) => return cli::execute(cli::show::run(args)),
+        Command::Get(args) => return cli::execute(cli::get::get(args)),
+        Command::List(args) => return cli::execute(cli::get::list(args)),
         Command::Run(args) => args.config().and_then(|config| {
             without_transparent_huge_pages();
             // One worker: an update passes through several tasks (connection, session,

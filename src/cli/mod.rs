@@ -1,10 +1,11 @@
-//! The client commands `watch`, `wait` and `show` (SPEC §7). They talk to a running relay
+//! The client commands `watch`, `wait`, `show`, `get` and `list` (SPEC §7). They talk to a running relay
 //! over D-Bus only, so they need no access to the OVSDB socket.
 //!
 //! Exit codes: 0 done; 1 condition not met / timeout; 2 usage, connection or any other
 //! error, with one line on stderr naming what failed.
 
 pub mod format;
+pub mod get;
 pub mod show;
 pub mod wait;
 pub mod watch;
@@ -59,6 +60,18 @@ pub fn execute(command: impl Future<Output = Outcome>) -> ExitCode {
             eprintln!("ovs-dbus-relay: {}", failure.message);
             ExitCode::from(failure.code)
         }
+    }
+}
+
+/// Writes a command's output; a closed pipe (`| head`) is not an error.
+pub fn write_stdout(what: &str, text: &str) -> Outcome {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::error(format!(
+            "{what}: cannot write to stdout: {e}"
+        ))),
+        _ => Ok(()),
     }
 }
 

@@ -2,12 +2,11 @@
 //! laid out like `ovs-vsctl show`, empty values left out as it does.
 
 use super::format::{is_empty, ovs_string, ovs_text};
-use super::{Failure, Outcome, bus_target, relay};
+use super::{Failure, Outcome, bus_target, relay, write_stdout};
 use clap::Args;
 use clap::builder::BoolishValueParser;
 use serde_json::Value as Json;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::time::Duration;
 
 #[derive(Args, Debug, Clone)]
@@ -85,16 +84,7 @@ pub async fn run(args: ShowArgs) -> Outcome {
     } else {
         render(&show)
     };
-    let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(output.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(Failure::error(format!("show: cannot write to stdout: {e}")))
-        }
-        _ => Ok(()),
-    }
+    write_stdout("show", &output)
 }
 
 #[cfg(test)]

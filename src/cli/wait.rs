@@ -5,7 +5,8 @@
 //! has not synced with OVSDB yet (just started, e.g. by bus activation) is asked again
 //! until the timeout, so a script started at boot does not fail on that race.
 
-use super::{CallError, Failure, Outcome, bus_target, relay};
+use super::format::dict_json;
+use super::{CallError, Failure, Outcome, bus_target, relay, write_stdout};
 use clap::Args;
 use clap::builder::BoolishValueParser;
 use std::time::Duration;
@@ -28,6 +29,9 @@ pub struct WaitArgs {
     /// Wait until no row of TABLE is named NAME (no conditions allowed).
     #[arg(long, env = "OVS_DBUS_RELAY_REMOVED", conflicts_with = "conditions", value_parser = BoolishValueParser::new())]
     pub removed: bool,
+    /// Print the row it waited for as one JSON object (every mirrored column).
+    #[arg(long, env = "OVS_DBUS_RELAY_JSON", conflicts_with = "removed", value_parser = BoolishValueParser::new())]
+    pub json: bool,
     /// Give up (exit 1) after this many seconds; 0 waits forever.
     #[arg(
         long,
@@ -90,15 +94,23 @@ pub async fn run(args: WaitArgs) -> Outcome {
     let mut left = total;
     loop {
         let result = if args.removed {
-            relay.wait_for_removal(&args.table, &args.name, left).await
+            relay
+                .wait_for_removal(&args.table, &args.name, left)
+                .await
+                .map(|()| None)
         } else {
             relay
                 .wait_for(&args.table, &args.name, &args.conditions, left)
                 .await
-                .map(drop)
+                .map(Some)
         };
         match result {
-            Ok(()) => return Ok(()),
+            Ok(row) => {
+                return match row.filter(|_| args.json) {
+                    Some(row) => write_stdout(&what, &format!("{}\n", dict_json(&row))),
+                    None => Ok(()),
+                };
+            }
             Err(CallError::NotConnected(m)) => {
                 if !forever && Instant::now() + NOT_READY_RETRY >= deadline {
                     return Err(Failure::not_met(format!(

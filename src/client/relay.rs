@@ -3,6 +3,7 @@
 
 use super::signal::Dict;
 use crate::bus::BUS_NAME;
+use crate::replica::layout::TableId;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Display;
 use zbus::{Connection, OwnedObjectPath};
@@ -17,6 +18,16 @@ pub type ManagedObjects = HashMap<OwnedObjectPath, BTreeMap<String, Dict>>;
 )]
 trait Relay1 {
     fn show(&self) -> zbus::Result<String>;
+    fn get_row(&self, table: &str, name: &str) -> zbus::Result<Dict>;
+    fn list_bridges(&self) -> zbus::Result<Vec<(String, String, OwnedObjectPath)>>;
+    fn list_ports(
+        &self,
+        bridge: &str,
+    ) -> zbus::Result<Vec<(String, String, String, OwnedObjectPath)>>;
+    fn list_interfaces(
+        &self,
+        bridge: &str,
+    ) -> zbus::Result<Vec<(String, String, String, String, OwnedObjectPath)>>;
     fn wait_for(
         &self,
         table: &str,
@@ -54,6 +65,51 @@ impl Relay {
     /// `Show()`: the switch as JSON text.
     pub async fn show(&self) -> Result<String, CallError> {
         self.proxy.show().await.map_err(|e| self.classify(e))
+    }
+
+    /// `GetRow`: every mirrored column of the row, plus `_uuid`.
+    pub async fn get_row(&self, table: &str, name: &str) -> Result<Dict, CallError> {
+        self.proxy
+            .get_row(table, name)
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
+    /// The rows of `table` (on `bridge`, `""` = every bridge) as (name, bridge, uuid); a
+    /// bridge's bridge is itself.
+    pub async fn list(
+        &self,
+        table: TableId,
+        bridge: &str,
+    ) -> Result<Vec<(String, String, String)>, CallError> {
+        let classify = |e| self.classify(e);
+        Ok(match table {
+            TableId::Bridge => self
+                .proxy
+                .list_bridges()
+                .await
+                .map_err(classify)?
+                .into_iter()
+                .filter(|(name, ..)| bridge.is_empty() || name == bridge)
+                .map(|(name, uuid, _)| (name.clone(), name, uuid))
+                .collect(),
+            TableId::Port => self
+                .proxy
+                .list_ports(bridge)
+                .await
+                .map_err(classify)?
+                .into_iter()
+                .map(|(name, bridge, uuid, _)| (name, bridge, uuid))
+                .collect(),
+            _ => self
+                .proxy
+                .list_interfaces(bridge)
+                .await
+                .map_err(classify)?
+                .into_iter()
+                .map(|(name, _, bridge, uuid, _)| (name, bridge, uuid))
+                .collect(),
+        })
     }
 
     /// `WaitFor`: the row once every condition holds.

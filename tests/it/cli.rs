@@ -7,7 +7,7 @@ use crate::common::{
     Bus, Ovsdb, POLL, Relay, Stack, netdev_bridge, poll_until, relay_command, run_blocking as run,
     send_signal,
 };
-use serde_json::Value as Json;
+use serde_json::{Value as Json, json};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -515,4 +515,100 @@ async fn show_without_a_relay_exits_2() {
     let bus = Bus::start();
     let out = run(command(&["show", "--bus", &bus.address()])).await;
     assert_error(&out, 2, "relay not running");
+}
+
+/// `get` prints what `ovs-vsctl get` prints for the same columns (and `list`'s record layout
+/// without columns, JSON with `--json`); `list` the names `ovs-vsctl list-br`/`list-ports`
+/// print.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_and_list_read_like_ovs_vsctl() {
+    let stack = Stack::start(&[]).await;
+    let (db, address) = (&stack.db, stack.bus.address());
+    db.vsctl(&["add-br", "br0"]);
+    db.vsctl(&["add-br", "br1"]);
+    db.vsctl(&[
+        "add-port",
+        "br0",
+        "tap0",
+        "--",
+        "set",
+        "port",
+        "tap0",
+        "tag=10",
+        "trunks=1,2",
+    ]);
+    db.vsctl(&["add-port", "br1", "tap1"]);
+    // `wait --json` prints the row it waited for.
+    let out = run(wait(
+        &address,
+        &["--json", "Port", "tap1", "--timeout", "10"],
+    ))
+    .await;
+    assert_exit(&out, 0);
+    let row = parse(stdout(&out).trim());
+    assert_eq!(row["name"], "tap1", "{row}");
+    assert_eq!(
+        row["_uuid"],
+        db.vsctl(&["get", "port", "tap1", "_uuid"]),
+        "{row}"
+    );
+
+    let get = |args: &[&str]| {
+        let mut all = vec!["get", "--bus", address.as_str()];
+        all.extend_from_slice(args);
+        command(&all)
+    };
+    let out = run(get(&["Port", "tap0", "trunks", "name", "tag"])).await;
+    assert_exit(&out, 0);
+    let mut want: Vec<String> = ["trunks", "name"]
+        .iter()
+        .map(|c| db.vsctl(&["get", "port", "tap0", c]))
+        .collect();
+    // D-Bus carries an optional column as an array of 0 or 1 (SPEC §3), and that is what
+    // `get` prints: `[10]` where ovs-vsctl, which knows the schema, prints `10`.
+    want.push("[10]".into());
+    assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), want);
+
+    let out = run(get(&["Port", "tap0"])).await;
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out)
+            .lines()
+            .any(|l| l.starts_with("tag ") && l.ends_with(": [10]")),
+        "{}",
+        stdout(&out)
+    );
+    let out = run(get(&["--json", "Port", "tap0", "tag", "trunks"])).await;
+    assert_exit(&out, 0);
+    assert_eq!(
+        parse(stdout(&out).trim()),
+        json!({"tag": [10], "trunks": [1, 2]})
+    );
+    let out = run(get(&["Port", "tap0", "nosuch"])).await;
+    assert_error(&out, 2, "nosuch");
+    let out = run(get(&["Port", "ghost"])).await;
+    assert_error(&out, 2, "ghost");
+
+    let list = |args: &[&str]| {
+        let mut all = vec!["list", "--bus", address.as_str()];
+        all.extend_from_slice(args);
+        command(&all)
+    };
+    let out = run(list(&["Bridge"])).await;
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), db.vsctl(&["list-br"]) + "\n");
+    let out = run(list(&["Port", "--bridge", "br0"])).await;
+    assert_exit(&out, 0);
+    let mut ports: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    ports.sort();
+    assert_eq!(ports, ["br0", "tap0"]);
+    let out = run(list(&["--json", "Interface", "--bridge", "br1"])).await;
+    assert_exit(&out, 0);
+    let names: Vec<String> = parse(stdout(&out).trim())
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
 }
