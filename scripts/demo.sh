@@ -3,8 +3,8 @@
 # between them, and dbus-monitor printing the signals while ovs-vsctl changes the switch.
 #
 #   scripts/demo.sh            (DEMO_PAUSE=seconds between steps, default 1;
-#                               DEMO_VIEW=watch for one line per signal instead of
-#                               dbus-monitor's full dump)
+#                               DEMO_VIEW=dbus-monitor for dbus-monitor's full dump
+#                               instead of `ovs-dbus-relay watch`'s one line per signal)
 #
 # Nothing touches the system's Open vSwitch or D-Bus; everything is removed on exit.
 set -euo pipefail
@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PAUSE=${DEMO_PAUSE:-1}
-VIEW=${DEMO_VIEW:-dbus-monitor}
+VIEW=${DEMO_VIEW:-watch}
 if [[ -t 1 ]]; then
     BOLD=$'\e[1m' DIM=$'\e[2m' RESET=$'\e[0m'
 else
@@ -37,8 +37,8 @@ wait_for() {
 
 # --- build ------------------------------------------------------------------------------
 say "Checking system dependencies"
-scripts/setup-deps.sh
-say "Building the relay"
+scripts/setup-deps.sh curl
+say "Building the relay (the first build takes a few minutes)"
 cargo build --release
 RELAY=$PWD/target/release/ovs-dbus-relay
 
@@ -112,10 +112,12 @@ wait_for 10 dbus-send --bus="$BUS" --print-reply --dest=org.freedesktop.DBus \
     die "dbus-daemon did not start: $(cat "$DIR/bus.log")"
 
 say "Starting the relay"
-printf '%s$ ovs-dbus-relay run --db %s --bus %s --metrics-listen off%s\n' \
+printf '%s$ ovs-dbus-relay run --db %s --bus %s --metrics-listen 127.0.0.1:…%s\n' \
     "$DIM" "$DB" "$BUS" "$RESET"
+# A free loopback port for /metrics and /healthz.
+METRICS=127.0.0.1:$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 RUST_LOG=${RUST_LOG:-ovs_dbus_relay=info} \
-    "$RELAY" run --db "$DB" --bus "$BUS" --metrics-listen off >"$DIR/relay.log" 2>&1 &
+    "$RELAY" run --db "$DB" --bus "$BUS" --metrics-listen "$METRICS" >"$DIR/relay.log" 2>&1 &
 RELAY_PID=$!
 PIDS+=("$RELAY_PID")
 
@@ -156,7 +158,7 @@ run ovs-vsctl --no-wait add-port br0 tap1 -- set interface tap1 type=internal
 run ovs-vsctl --no-wait set port tap0 tag=10
 run ovs-vsctl --no-wait set interface tap1 external_ids:vm=demo
 run "$RELAY" show --bus "$BUS"
-run "$RELAY" wait --bus "$BUS" Port tap0 tag=10 --timeout 5
+run "$RELAY" wait --bus "$BUS" --json Port tap0 tag=10 --timeout 5
 # A write through the relay returns once ovs-vswitchd has applied it (as plain ovs-vsctl
 # does), so the new interface's ofport is already there. ovs-vswitchd runs in a network
 # namespace of its own (userspace datapath), which takes root.
@@ -183,6 +185,11 @@ fi
 run ovs-vsctl --no-wait clear port tap0 tag
 run ovs-vsctl --no-wait del-port tap1
 run ovs-vsctl --no-wait del-br br0
+
+say "Health and a few metrics (http://$METRICS)"
+run curl -s "http://$METRICS/healthz"
+curl -s "http://$METRICS/metrics" |
+    grep -E '^ovsdbus_(events_total|state|rows|event_latency_seconds_count)' || true
 
 sleep 1
 printf '\n'
