@@ -1,8 +1,8 @@
 //! Where log lines go and how they look. Under systemd (stderr is the stream named by
 //! `JOURNAL_STREAM`) each line carries its syslog priority as an `<N>` prefix, which
 //! journald turns into the entry's priority, and neither a timestamp (journald adds its
-//! own) nor colour. Elsewhere colour only when stderr is a terminal, so log files and
-//! pipes get plain text.
+//! own) nor colour. Elsewhere colour only when stderr is a terminal (and `NO_COLOR` is
+//! not set), so log files and pipes get plain text.
 
 use std::fmt;
 use std::io::IsTerminal;
@@ -22,7 +22,9 @@ pub fn init(default_level: &str) {
     if stderr_is_journal() {
         builder.with_ansi(false).event_format(JournalLine).init();
     } else {
-        builder.with_ansi(std::io::stderr().is_terminal()).init();
+        // https://no-color.org: any value turns colour off.
+        let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        builder.with_ansi(colour).init();
     }
 }
 
