@@ -79,20 +79,15 @@ impl Store {
         let mut next = self.replica.load_full().map(|r| Replica::clone(&r));
         let result = write(&mut next);
         self.replica.store(next.map(Arc::new));
-        // Wakes `wait_until` callers even when no notification index moves (a snapshot
-        // loaded before any update arrived).
-        self.applied.send_modify(|_| {});
         result
     }
 
+    /// Records that the version just stored includes the notifications up to `index`, and
+    /// wakes every waiter once per version: `wait_until` re-checks even when the index did
+    /// not move (a snapshot loaded before any update arrived).
     fn mark_applied(&self, index: u64) {
-        self.applied.send_if_modified(|applied| {
-            let advanced = index > *applied;
-            if advanced {
-                *applied = index;
-            }
-            advanced
-        });
+        self.applied
+            .send_modify(|applied| *applied = (*applied).max(index));
     }
 }
 
