@@ -12,6 +12,11 @@ declare -A COMMANDS=(
     [ovsdb-server]=openvswitch-common
     [ovsdb-tool]=openvswitch-common
     [ovs-vsctl]=openvswitch-switch
+    [ovs-ofctl]=openvswitch-common
+    [ovs-appctl]=openvswitch-common
+    [ip]=iproute2
+    [nsenter]=util-linux
+    [perl]=perl
     [dbus-daemon]=dbus
     [dbus-send]=dbus
     [dbus-monitor]=dbus
@@ -27,7 +32,8 @@ declare -A COMMANDS=(
     [kill]=procps
 )
 # packages checked with dpkg (no single command to look for), plus any arguments
-PACKAGES=(openvswitch-switch openvswitch-common python3-dbus python3-gi "$@")
+# (libnet-dbus-perl: the Perl D-Bus binding os-autoinst's qemu backend calls the openQA API with)
+PACKAGES=(openvswitch-switch openvswitch-common python3-dbus python3-gi libnet-dbus-perl "$@")
 
 have_command() {
     # /usr/sbin and /sbin are often missing from a non-root PATH
@@ -78,6 +84,19 @@ else
 
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+# The openQA worker user, as openQA's packages create it: the shipped openQA policy names
+# it, and the policy tests call as that user.
+OPENQA_USER=_openqa-worker
+if ! id "$OPENQA_USER" >/dev/null 2>&1; then
+    if ((EUID != 0)); then
+        echo "setup-deps: error: creating the user $OPENQA_USER needs root; run: sudo $0 $*" >&2
+        exit 1
+    fi
+    PATH="$PATH:/usr/sbin:/sbin" useradd --system --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin --user-group "$OPENQA_USER"
+    echo "setup-deps: created the system user $OPENQA_USER"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -1,16 +1,20 @@
 //! `run`: wires the OVSDB session, the publisher, the bus connection, the metrics endpoint
 //! and systemd notification together, and decides when the process ends.
 
+use crate::bus::dispatch::Role;
 use crate::bus::publisher::Publisher;
 use crate::bus::relay::Shared;
 use crate::bus::{self, BusError, BusTarget};
 use crate::engine::{Engine, OnApplied, Pending, Store};
 use crate::metrics::{Metrics, http};
 use crate::notify::Notifier;
+use crate::openqa::flows::FlowSettings;
+use crate::openqa::keeper::Keeper;
 use crate::ovsdb::remote::Remote;
 use crate::ovsdb::session::{Session, SessionConfig, SessionError};
 use crate::replica::layout::TableId;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
@@ -26,10 +30,20 @@ pub struct Config {
     pub bus: BusTarget,
     /// `None`: no metrics endpoint (`--metrics-listen off`).
     pub metrics_listen: Option<SocketAddr>,
-    /// `Some(bridge)` with `--openqa-compat`: also serve the openQA switch API for it.
-    pub openqa_bridge: Option<String>,
+    /// With `--openqa-compat`: also serve the openQA switch API, and keep its flows.
+    pub openqa: Option<OpenQaConfig>,
     /// How long a write waits for ovs-vswitchd to apply it; `None` with `--no-wait`.
     pub vswitchd_wait: Option<Duration>,
+}
+
+/// os-autoinst-openvswitch's part.
+#[derive(Debug, Clone)]
+pub struct OpenQaConfig {
+    /// The bridge whose taps the API manages and whose OpenFlow rules the relay keeps.
+    pub bridge: String,
+    pub flows: FlowSettings,
+    /// `OVS_RUNDIR`: where ovs-vswitchd serves `<bridge>.mgmt`.
+    pub rundir: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +75,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         db = remotes.join(","),
         bus = %config.bus,
         metrics = %config.metrics_listen.map_or("off".into(), |a| a.to_string()),
-        openqa = config.openqa_bridge.as_deref().unwrap_or("off"),
+        openqa = config.openqa.as_ref().map_or("off", |o| o.bridge.as_str()),
         vswitchd_wait = ?config.vswitchd_wait,
         connect_timeout = ?config.session.connect_timeout,
         "starting ovs-dbus-relay"
@@ -92,8 +106,12 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             writer: writer.clone(),
         },
         openqa: config
-            .openqa_bridge
-            .map(|bridge| bus::openqa::OpenQaSwitch { writer, bridge }),
+            .openqa
+            .as_ref()
+            .map(|openqa| bus::openqa::OpenQaSwitch {
+                writer,
+                bridge: openqa.bridge.clone(),
+            }),
         // Two whole-switch replies at once: one can be written while the next is built.
         expensive: bus::limits::Expensive::new(2),
     });
@@ -101,10 +119,25 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         target: config.bus.clone(),
         service,
     };
-    let conn = connector.connect().await?;
-    let (reconnected, link) = bus::link::supervise(connector, conn.clone(), metrics.clone());
-    metrics.dbus_connected.set(1);
+    let conn = connector.connect(Role::Relay).await?;
     tracing::info!(bus = %config.bus, name = bus::BUS_NAME, "owning bus name");
+    let openqa = match config.openqa {
+        Some(openqa) => {
+            let conn = connector.connect(Role::OpenQa).await?;
+            tracing::info!(bus = %config.bus, name = Role::OpenQa.name(), "owning bus name");
+            let link = bus::link::supervise(connector.clone(), Role::OpenQa, conn, metrics.clone());
+            let keeper = Keeper {
+                bridge: openqa.bridge,
+                settings: openqa.flows,
+                rundir: openqa.rundir,
+            };
+            Some((link.1, tokio::spawn(keeper.run())))
+        }
+        None => None,
+    };
+    let (reconnected, link) =
+        bus::link::supervise(connector, Role::Relay, conn.clone(), metrics.clone());
+    metrics.dbus_connected.set(1);
 
     let notifier = Arc::new(Notifier::from_env());
     let (stop_tx, stop) = watch::channel(false);
@@ -166,6 +199,10 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     publisher.abort();
     engine.abort();
     link.abort();
+    if let Some((link, keeper)) = openqa {
+        link.abort();
+        keeper.abort();
+    }
     let _ = stop_tx.send(true);
     let _ = conn.release_name(bus::BUS_NAME).await;
     if let Some(http) = http {

@@ -13,5 +13,6 @@ pub mod event;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod openqa;
 pub mod ovsdb;
 pub mod replica;

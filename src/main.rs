@@ -4,7 +4,8 @@ use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 use ovs_dbus_relay::bus::BusTarget;
 use ovs_dbus_relay::cli;
-use ovs_dbus_relay::daemon::{self, Config};
+use ovs_dbus_relay::daemon::{self, Config, OpenQaConfig};
+use ovs_dbus_relay::openqa::flows::FlowSettings;
 use ovs_dbus_relay::ovsdb::remote::Remote;
 use ovs_dbus_relay::ovsdb::session::SessionConfig;
 use ovs_dbus_relay::replica::layout::{ColumnSelection, TableId};
@@ -75,9 +76,11 @@ struct RunArgs {
     /// Also serve os-autoinst-openvswitch's API (org.opensuse.os_autoinst.switch on /switch).
     #[arg(long, env = "OVS_DBUS_RELAY_OPENQA_COMPAT", value_parser = BoolishValueParser::new())]
     openqa_compat: bool,
-    /// The bridge whose taps the openQA API manages.
-    #[arg(long, env = "OVS_DBUS_RELAY_OPENQA_BRIDGE", default_value = "br0")]
-    openqa_bridge: String,
+    /// The bridge whose taps the openQA API manages [default: $OS_AUTOINST_USE_BRIDGE, else
+    /// br0]. Its OpenFlow rules come from os-autoinst-openvswitch's variables
+    /// (OS_AUTOINST_BRIDGE_LOCAL_IP, _NETMASK, _REWRITE_TARGET, _LOCAL_IPV6).
+    #[arg(long, env = "OVS_DBUS_RELAY_OPENQA_BRIDGE")]
+    openqa_bridge: Option<String>,
     /// Seconds a write waits for ovs-vswitchd to apply it (as plain ovs-vsctl waits)
     /// before failing with org.ovsdbus.Error.Timeout.
     #[arg(long, env = "OVS_DBUS_RELAY_VSWITCHD_TIMEOUT", default_value_t = 10.0)]
@@ -126,13 +129,35 @@ impl RunArgs {
             },
             bus,
             metrics_listen,
-            openqa_bridge: self.openqa_compat.then_some(self.openqa_bridge),
+            openqa: if self.openqa_compat {
+                Some(openqa_config(self.openqa_bridge)?)
+            } else {
+                None
+            },
             vswitchd_wait: match self.no_wait {
                 true => None,
                 false => Some(seconds("vswitchd-timeout", self.vswitchd_timeout)?),
             },
         })
     }
+}
+
+/// os-autoinst-openvswitch's settings, from the same variables with the same defaults.
+fn openqa_config(bridge: Option<String>) -> Result<OpenQaConfig, String> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let bridge = bridge
+        .or_else(|| var("OS_AUTOINST_USE_BRIDGE"))
+        .unwrap_or_else(|| "br0".to_owned());
+    ovs_dbus_relay::ovsdb::txn::validate_name(&bridge)
+        .map_err(|e| format!("--openqa-bridge: {e}"))?;
+    Ok(OpenQaConfig {
+        bridge,
+        flows: FlowSettings::from_lookup(var)?,
+        // Where ovs-vswitchd puts the bridge's management socket, as ovs-ofctl finds it.
+        rundir: var("OVS_RUNDIR")
+            .unwrap_or_else(|| "/var/run/openvswitch".to_owned())
+            .into(),
+    })
 }
 
 /// Clap's message as one line (SPEC §7), e.g. `unexpected argument '-x' found (see --help)`.

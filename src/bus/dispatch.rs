@@ -1,10 +1,11 @@
-//! The relay's one method dispatcher. Every call to the relay's connection is answered
-//! here, from the engine's current snapshot: the root object's interfaces, the openQA
-//! object, and every row object under `/org/ovsdbus/Relay1/{bridge,port,interface}` —
+//! The relay's one method dispatcher. Every call to the relay's connections is answered
+//! here, from the engine's current snapshot: on the main connection the root object's
+//! interfaces and every row object under `/org/ovsdbus/Relay1/{bridge,port,interface}` —
 //! which is not registered anywhere, so start-up, bursts and bus reconnects cost nothing per
-//! row, and no lock is shared with the engine or the publisher.
+//! row, and no lock is shared with the engine or the publisher; on the openQA connection
+//! (see [`Role`]) only `/switch`.
 //!
-//! zbus's own object server is never started on this connection (it would answer
+//! zbus's own object server is never started on these connections (it would answer
 //! `UnknownObject` for every row path, and its `Introspect` inlines whole subtrees).
 
 use super::error::MethodError;
@@ -50,6 +51,18 @@ pub struct Service {
     pub expensive: Expensive,
 }
 
+/// What a connection serves. Bus policy applies per connection (a connection that owns
+/// two names is reachable under either name's allow rules), so the openQA name lives on a
+/// connection of its own that serves nothing but `/switch`: whoever os-autoinst's policy
+/// lets call `org.opensuse.os_autoinst.switch` cannot reach `org.ovsdbus.Switch1` through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `org.ovsdbus.Relay1`: the root object and the row objects.
+    Relay,
+    /// `org.opensuse.os_autoinst.switch`: `/switch` only.
+    OpenQa,
+}
+
 /// Which object a path names.
 #[derive(Debug, PartialEq, Eq)]
 enum Target {
@@ -64,14 +77,19 @@ enum Target {
     Unknown,
 }
 
-fn route(path: &str, openqa: bool) -> Target {
+fn route(path: &str, role: Role) -> Target {
+    if role == Role::OpenQa {
+        return match path {
+            "/" => Target::Ancestor(&["switch"]),
+            OPENQA_PATH => Target::OpenQa,
+            _ => Target::Unknown,
+        };
+    }
     match path {
         ROOT_PATH => return Target::Root,
-        "/" if openqa => return Target::Ancestor(&["org", "switch"]),
         "/" => return Target::Ancestor(&["org"]),
         "/org" => return Target::Ancestor(&["ovsdbus"]),
         "/org/ovsdbus" => return Target::Ancestor(&["Relay1"]),
-        OPENQA_PATH if openqa => return Target::OpenQa,
         _ => {}
     }
     let Some(rest) = path
@@ -97,16 +115,33 @@ fn route(path: &str, openqa: bool) -> Target {
     }
 }
 
-/// Answers method calls on `conn` until it closes. Every call runs in a task of its own,
-/// so a long one (`WaitFor`, a write, a large `GetManagedObjects`) never holds up the next.
-pub async fn serve(conn: Connection, service: Arc<Service>) -> zbus::Result<()> {
+/// Answers method calls on `conn`, in `role`, until it closes. Every call runs in a task
+/// of its own, so a long one (`WaitFor`, a write, a large `GetManagedObjects`) never holds
+/// up the next.
+pub async fn serve(conn: Connection, service: Arc<Service>, role: Role) -> zbus::Result<()> {
     let mut rule = MatchRule::builder().msg_type(MessageType::MethodCall);
     if let Some(unique) = conn.unique_name() {
         rule = rule.destination(unique.clone());
     }
     let queue = std::num::NonZeroUsize::new(CALL_QUEUE);
     let mut calls = MessageStream::for_match_rule(rule.build()?, &conn, queue).await?;
-    // A unique name that loses its owner is a client gone for good: its waiters go too.
+    if role == Role::Relay {
+        watch_departures(&conn, &service).await?;
+    }
+    tokio::spawn(async move {
+        while let Some(call) = calls.next().await {
+            let Ok(call) = call else { break };
+            let (conn, service) = (conn.clone(), service.clone());
+            tokio::spawn(async move { service.handle(&conn, &call, role).await });
+        }
+    });
+    Ok(())
+}
+
+/// Drops the waiters of callers that leave the bus: a unique name that loses its owner is a
+/// client gone for good.
+async fn watch_departures(conn: &Connection, service: &Service) -> zbus::Result<()> {
+    let queue = std::num::NonZeroUsize::new(CALL_QUEUE);
     let departures = MatchRule::builder()
         .msg_type(MessageType::Signal)
         .sender("org.freedesktop.DBus")
@@ -114,7 +149,7 @@ pub async fn serve(conn: Connection, service: Arc<Service>) -> zbus::Result<()> 
         .member("NameOwnerChanged")
         .arg(2, "")
         .build()?;
-    let mut departures = MessageStream::for_match_rule(departures, &conn, queue).await?;
+    let mut departures = MessageStream::for_match_rule(departures, conn, queue).await?;
     let relay = service.relay.shared.clone();
     tokio::spawn(async move {
         while let Some(Ok(signal)) = departures.next().await {
@@ -123,13 +158,6 @@ pub async fn serve(conn: Connection, service: Arc<Service>) -> zbus::Result<()> 
             {
                 relay.waiters.caller_left(&name);
             }
-        }
-    });
-    tokio::spawn(async move {
-        while let Some(call) = calls.next().await {
-            let Ok(call) = call else { break };
-            let (conn, service) = (conn.clone(), service.clone());
-            tokio::spawn(async move { service.handle(&conn, &call).await });
         }
     });
     Ok(())
@@ -208,10 +236,6 @@ fn unknown_method(interface: &str, member: &str) -> MethodError {
 }
 
 impl Service {
-    fn openqa_enabled(&self) -> bool {
-        self.openqa.is_some()
-    }
-
     /// The interfaces an object has, for calls that do not name one.
     fn interfaces(target: &Target) -> &'static [&'static str] {
         match target {
@@ -229,12 +253,12 @@ impl Service {
         }
     }
 
-    async fn handle(&self, conn: &Connection, call: &Message) {
+    async fn handle(&self, conn: &Connection, call: &Message, role: Role) {
         let header = call.header();
         let (Some(path), Some(member)) = (header.path(), header.member()) else {
             return;
         };
-        let target = route(path.as_str(), self.openqa_enabled());
+        let target = route(path.as_str(), role);
         let member = member.as_str();
         // Calls that read or write the switch wait for the first snapshot (bounded): a
         // client that started the relay by bus activation gets its answer, not
@@ -578,7 +602,14 @@ impl Service {
                 Ok((tap, vlan)) => Ok(openqa.unset_vlan(&tap, vlan).await),
                 Err(e) => Err(e),
             },
-            "show" => Ok(openqa.show().await),
+            // A read of the whole switch from the server: one turn, like `Show`.
+            "show" => {
+                let caller = header.sender().map(|s| s.to_string()).unwrap_or_default();
+                match self.expensive.turn(&caller, "show").await {
+                    Ok(_turn) => Ok(openqa.show().await),
+                    Err(e) => Err(e),
+                }
+            }
             other => Err(unknown_method(OPENQA, other)),
         };
         reply(conn, header, result).await
@@ -591,27 +622,34 @@ mod tests {
 
     #[test]
     fn routes_paths_to_objects() {
-        assert_eq!(route(ROOT_PATH, false), Target::Root);
-        assert_eq!(route("/", false), Target::Ancestor(&["org"]));
-        assert_eq!(route("/", true), Target::Ancestor(&["org", "switch"]));
-        assert_eq!(route("/org/ovsdbus", false), Target::Ancestor(&["Relay1"]));
-        assert_eq!(route("/switch", true), Target::OpenQa);
-        assert_eq!(route("/switch", false), Target::Unknown);
+        assert_eq!(route(ROOT_PATH, Role::Relay), Target::Root);
+        assert_eq!(route("/", Role::Relay), Target::Ancestor(&["org"]));
+        assert_eq!(route("/", Role::OpenQa), Target::Ancestor(&["switch"]));
         assert_eq!(
-            route("/org/ovsdbus/Relay1/port", false),
+            route("/org/ovsdbus", Role::Relay),
+            Target::Ancestor(&["Relay1"])
+        );
+        assert_eq!(route("/switch", Role::OpenQa), Target::OpenQa);
+        assert_eq!(route("/switch", Role::Relay), Target::Unknown);
+        // The openQA connection serves nothing of the relay's own tree.
+        for path in [ROOT_PATH, "/org", "/org/ovsdbus/Relay1/port/tap0"] {
+            assert_eq!(route(path, Role::OpenQa), Target::Unknown, "{path}");
+        }
+        assert_eq!(
+            route("/org/ovsdbus/Relay1/port", Role::Relay),
             Target::Table(TableId::Port)
         );
         assert_eq!(
-            route("/org/ovsdbus/Relay1/port/br_2dint_2e1", false),
+            route("/org/ovsdbus/Relay1/port/br_2dint_2e1", Role::Relay),
             Target::Row(TableId::Port, "br-int.1".into())
         );
         assert_eq!(
-            route("/org/ovsdbus/Relay1/interface/_", false),
+            route("/org/ovsdbus/Relay1/interface/_", Role::Relay),
             Target::Row(TableId::Interface, String::new())
         );
         // A non-canonical spelling of a name is not an object.
         assert_eq!(
-            route("/org/ovsdbus/Relay1/port/_61", false),
+            route("/org/ovsdbus/Relay1/port/_61", Role::Relay),
             Target::Unknown
         );
         for unknown in [
@@ -619,7 +657,7 @@ mod tests {
             "/org/ovsdbus/Relay1/port/a/b",
             "/other",
         ] {
-            assert_eq!(route(unknown, false), Target::Unknown, "{unknown}");
+            assert_eq!(route(unknown, Role::Relay), Target::Unknown, "{unknown}");
         }
     }
 

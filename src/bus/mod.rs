@@ -122,45 +122,47 @@ pub struct Connector {
     pub service: Arc<dispatch::Service>,
 }
 
-impl Connector {
-    /// Connects, starts answering method calls, then owns the well-known name without
-    /// allowing it to be taken over, and without taking it from a running instance. The
-    /// dispatcher listens before the name is requested, so no early call goes unanswered.
-    pub async fn connect(&self) -> Result<zbus::Connection, BusError> {
-        let connect_error = |e| BusError::Connect(self.target.clone(), e);
-        let conn = self.target.builder().build().await.map_err(connect_error)?;
-        dispatch::serve(conn.clone(), self.service.clone())
-            .await
-            .map_err(connect_error)?;
-        let flags = zbus::fdo::RequestNameFlags::DO_NOT_QUEUE;
-        match conn.request_name_with_flags(BUS_NAME, flags).await {
-            Ok(_) => {}
-            Err(zbus::Error::NameTaken) => return Err(BusError::NameTaken(self.target.clone())),
-            Err(e) => return Err(connect_error(e)),
+impl dispatch::Role {
+    /// The well-known name a connection in this role owns.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Relay => BUS_NAME,
+            Self::OpenQa => openqa::OPENQA_NAME,
         }
-        if self.service.openqa.is_some() {
-            request_openqa_name(&conn, &self.target).await?;
-        }
-        Ok(conn)
     }
 }
 
-/// Owns `org.opensuse.os_autoinst.switch` as well, with the same no-replacement rule as
-/// the main name.
-async fn request_openqa_name(conn: &zbus::Connection, target: &BusTarget) -> Result<(), BusError> {
-    let name = openqa::OPENQA_NAME;
-    let flags = zbus::fdo::RequestNameFlags::DO_NOT_QUEUE;
-    match conn.request_name_with_flags(name, flags).await {
-        Ok(_) => Ok(()),
-        Err(zbus::Error::NameTaken) => Err(BusError::OpenQaNameTaken {
-            name,
-            target: target.clone(),
-        }),
-        Err(error) => Err(BusError::OpenQa {
-            name,
-            target: target.clone(),
-            error,
-        }),
+impl Connector {
+    /// Connects, starts answering method calls in `role`, then owns the role's well-known
+    /// name without allowing it to be taken over, and without taking it from a running
+    /// instance. The dispatcher listens before the name is requested, so no early call goes
+    /// unanswered.
+    pub async fn connect(&self, role: dispatch::Role) -> Result<zbus::Connection, BusError> {
+        let connect_error = |e| BusError::Connect(self.target.clone(), e);
+        let conn = self.target.builder().build().await.map_err(connect_error)?;
+        dispatch::serve(conn.clone(), self.service.clone(), role)
+            .await
+            .map_err(connect_error)?;
+        let name = role.name();
+        let flags = zbus::fdo::RequestNameFlags::DO_NOT_QUEUE;
+        match (conn.request_name_with_flags(name, flags).await, role) {
+            (Ok(_), _) => Ok(conn),
+            (Err(zbus::Error::NameTaken), dispatch::Role::Relay) => {
+                Err(BusError::NameTaken(self.target.clone()))
+            }
+            (Err(zbus::Error::NameTaken), dispatch::Role::OpenQa) => {
+                Err(BusError::OpenQaNameTaken {
+                    name,
+                    target: self.target.clone(),
+                })
+            }
+            (Err(error), dispatch::Role::Relay) => Err(connect_error(error)),
+            (Err(error), dispatch::Role::OpenQa) => Err(BusError::OpenQa {
+                name,
+                target: self.target.clone(),
+                error,
+            }),
+        }
     }
 }
 

@@ -40,18 +40,11 @@ impl Writer {
         if vswitchd.is_some() {
             txn::bump_next_cfg(&mut params);
         }
-        let client = self
-            .client
-            .borrow()
-            .clone()
-            .ok_or_else(|| MethodError::NotConnected("not connected to OVSDB".into()))?;
-        let reply = client
+        let reply = self
+            .client()?
             .request_with_watermark("transact", params)
             .await
-            .map_err(|e| match e {
-                ClientError::Rpc(error) => MethodError::TransactionFailed(error.to_string()),
-                other => MethodError::NotConnected(format!("OVSDB connection lost: {other}")),
-            })?;
+            .map_err(request_error)?;
         txn::check_reply(&reply.result).map_err(classify)?;
         self.shared
             .applied_up_to(reply.watermark, APPLY_TIMEOUT)
@@ -74,6 +67,31 @@ impl Writer {
             }
         }
         Ok(reply.result)
+    }
+
+    /// Runs a read-only transaction on the server (what the replica does not mirror).
+    pub async fn read(&self, params: Json) -> Result<Json, MethodError> {
+        let reply = self
+            .client()?
+            .request("transact", params)
+            .await
+            .map_err(request_error)?;
+        txn::check_reply(&reply).map_err(MethodError::TransactionFailed)?;
+        Ok(reply)
+    }
+
+    fn client(&self) -> Result<Client, MethodError> {
+        self.client
+            .borrow()
+            .clone()
+            .ok_or_else(|| MethodError::NotConnected("not connected to OVSDB".into()))
+    }
+}
+
+fn request_error(error: ClientError) -> MethodError {
+    match error {
+        ClientError::Rpc(error) => MethodError::TransactionFailed(error.to_string()),
+        other => MethodError::NotConnected(format!("OVSDB connection lost: {other}")),
     }
 }
 

@@ -5,7 +5,9 @@
 //! OVSDB-only writes. Against a real ovs-vswitchd (netdev datapath, own network namespace).
 
 use crate::common::signals::{Dict, error_of, relay_proxy};
-use crate::common::{Ovsdb, Stack, Vswitchd};
+use crate::common::{
+    COMMAND_TIMEOUT, Ovsdb, Stack, Vswitchd, expect_success, require, run_bounded,
+};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -63,6 +65,33 @@ async fn writes_return_once_ovs_vswitchd_applied_them() {
         "SetVlan returned before ovs-vswitchd applied it"
     );
     assert_eq!(db.vsctl(&["get", "port", "tap1", "tag"]), "10");
+
+    // The switch forwards by the new VLAN as soon as the call returned: a broadcast from
+    // the access port tap1 leaves the trunk port tap2 tagged with it.
+    let internal = options(&[("type", Value::from("internal"))]);
+    switch.add_port("br0", "tap2", internal).await.unwrap();
+    for vlan in [20, 30] {
+        switch.set_vlan("tap1", vlan).await.unwrap();
+        let actions = datapath_actions(db, "in_port=tap1,dl_dst=ff:ff:ff:ff:ff:ff");
+        assert!(
+            actions.contains(&format!("push_vlan(vid={vlan},")),
+            "after SetVlan {vlan}: {actions}"
+        );
+    }
+}
+
+/// The datapath actions `ovs-appctl ofproto/trace br0 FLOW` reports.
+fn datapath_actions(db: &Ovsdb, flow: &str) -> String {
+    let mut cmd = std::process::Command::new(require("ovs-appctl", "openvswitch-common"));
+    cmd.arg("-t")
+        .arg(db.dir().join("vswitchd.ctl"))
+        .args(["ofproto/trace", "br0", flow]);
+    let trace = expect_success(&run_bounded(&mut cmd, COMMAND_TIMEOUT), "ofproto/trace");
+    trace
+        .lines()
+        .find_map(|line| line.strip_prefix("Datapath actions: "))
+        .unwrap_or_else(|| panic!("no datapath actions in:\n{trace}"))
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,7 @@ mod introspection;
 mod metrics;
 mod notify;
 mod objects;
+mod openqa;
 mod scale;
 mod shipped_files;
 mod signals;

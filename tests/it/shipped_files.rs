@@ -16,8 +16,8 @@
 //! the rest of the integration suite.
 
 use crate::common::{
-    Bus, COMMAND_TIMEOUT, Ovsdb, Reaped, Relay, START_TIMEOUT, relay_command, require, run_bounded,
-    text, wait_until,
+    Bus, COMMAND_TIMEOUT, Netns, Ovsdb, Reaped, Relay, START_TIMEOUT, relay_command, require,
+    run_bounded, text, wait_until,
 };
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -105,6 +105,34 @@ fn unit_path() -> PathBuf {
 
 #[test]
 fn systemd_unit_passes_systemd_analyze_verify() {
+    verify_unit(None);
+}
+
+/// The openQA drop-in, loaded on top of the unit, is clean too; it turns the openQA API
+/// on with a variable the relay reads, and reads the original's configuration file.
+#[test]
+fn openqa_drop_in_passes_systemd_analyze_verify() {
+    let drop_in = shipped("systemd/openqa.conf");
+    verify_unit(Some(&drop_in));
+    let unit = read(&drop_in);
+    assert!(
+        unit.contains("Environment=OVS_DBUS_RELAY_OPENQA_COMPAT=1"),
+        "{unit}"
+    );
+    assert!(
+        unit.contains("EnvironmentFile=-/etc/sysconfig/os-autoinst-openvswitch"),
+        "{unit}"
+    );
+    let help = run_bounded(
+        Command::new(crate::common::relay_bin()).args(["run", "--help"]),
+        COMMAND_TIMEOUT,
+    );
+    assert!(text(&help.stdout).contains("OVS_DBUS_RELAY_OPENQA_COMPAT"));
+}
+
+/// `systemd-analyze verify` of the unit (with `drop_in` in its `.d` directory), which must
+/// pass without a word about our files.
+fn verify_unit(drop_in: Option<&Path>) {
     let analyze = require("systemd-analyze", "systemd");
     let original = read(&unit_path());
 
@@ -123,13 +151,23 @@ fn systemd_unit_passes_systemd_analyze_verify() {
     let dir = tempfile::tempdir().expect("temp dir");
     let unit = dir.path().join(UNIT_NAME);
     fs::write(&unit, rewritten).expect("write unit copy");
+    if let Some(drop_in) = drop_in {
+        let drop_ins = dir.path().join(format!("{UNIT_NAME}.d"));
+        fs::create_dir(&drop_ins).unwrap();
+        fs::copy(drop_in, drop_ins.join(drop_in.file_name().unwrap())).unwrap();
+    }
 
     // No stub units are needed: verify loads the unit's dependencies from the system
     // unit path, and a unit named in Wants=/After= that does not exist (no Open vSwitch
     // installed) is not an error. The man: reference in Documentation= is checked with
     // man(1), which needs man-db and openvswitch-switch (for ovs-vswitchd.conf.db(5)).
+    // The unit's directory first in the search path, so that its `.d` drop-ins load too
+    // (the trailing `:` keeps the system's own path after it).
     let out = run_bounded(
-        Command::new(&analyze).arg("verify").arg(&unit),
+        Command::new(&analyze)
+            .arg("verify")
+            .arg(&unit)
+            .env("SYSTEMD_UNIT_PATH", format!("{}:", dir.path().display())),
         COMMAND_TIMEOUT,
     );
     let stderr = text(&out.stderr);
@@ -149,7 +187,7 @@ fn systemd_unit_passes_systemd_analyze_verify() {
     // business.
     let ours: Vec<&str> = stderr
         .lines()
-        .filter(|l| l.contains(UNIT_NAME) || l.contains(&*unit.to_string_lossy()))
+        .filter(|l| l.contains(UNIT_NAME) || l.contains(&*dir.path().to_string_lossy()))
         .collect();
     assert!(
         ours.is_empty(),
@@ -378,7 +416,11 @@ enum Who {
     Nobody,
     /// uid/gid 65534 with `ovsdbus` as supplementary group.
     NobodyInOvsdbus,
+    /// The openQA worker user (`_openqa-worker`, no supplementary groups).
+    OpenQaWorker,
 }
+
+const OPENQA_WORKER: &str = "_openqa-worker";
 
 /// `program args...` run as `who` (through `setpriv` unless root).
 fn command_as(who: Who, program: &Path) -> Command {
@@ -394,6 +436,19 @@ fn command_as(who: Who, program: &Path) -> Command {
             let mut cmd = Command::new(require("setpriv", "util-linux"));
             cmd.args(ids)
                 .arg(format!("--groups={}", ovsdbus_gid()))
+                .arg(program);
+            cmd
+        }
+        Who::OpenQaWorker => {
+            let known = Command::new("id").arg(OPENQA_WORKER).output();
+            assert!(
+                known.is_ok_and(|out| out.status.success()),
+                "no user {OPENQA_WORKER}: run `sudo scripts/setup-deps.sh`, which creates it"
+            );
+            let mut cmd = Command::new(require("setpriv", "util-linux"));
+            cmd.arg(format!("--reuid={OPENQA_WORKER}"))
+                .arg(format!("--regid={OPENQA_WORKER}"))
+                .arg("--clear-groups")
                 .arg(program);
             cmd
         }
@@ -784,14 +839,28 @@ fn relay_on_system_bus(
     extra: &[&str],
     other_names: &[&str],
 ) -> (Ovsdb, SystemBus, Relay) {
+    relay_on(SystemBus::start(), None, port, extra, other_names)
+}
+
+/// [`relay_on_system_bus`] on `bus`, the relay in `netns` if given.
+fn relay_on(
+    bus: SystemBus,
+    netns: Option<&Netns>,
+    port: &str,
+    extra: &[&str],
+    other_names: &[&str],
+) -> (Ovsdb, SystemBus, Relay) {
     let db = Ovsdb::start();
     db.vsctl(&["add-br", "br0"]);
     db.vsctl(&["add-port", "br0", port]);
-    let bus = SystemBus::start();
     let address = bus.address();
     // No ovs-vswitchd here: writes that get through return without waiting for one.
     let extra = [&["--no-wait"], extra].concat();
-    let mut relay = Relay::spawn(&db.remote(), &address, &extra);
+    let cmd = Relay::run_command(&db.remote(), &address, &extra);
+    let mut relay = Relay::spawn_command(match netns {
+        Some(netns) => netns.wrap(&cmd),
+        None => cmd,
+    });
     let ready = wait_until(Duration::from_secs(20), || {
         relay_state(&address).as_deref() == Some("ready")
             && other_names
@@ -949,11 +1018,38 @@ fn name_has_owner(address: &str, name: &str) -> bool {
     out.status.success() && text(&out.stdout).contains("boolean true")
 }
 
+/// os-autoinst's own policy for its name (its `etc/dbus-1/system.d/` file): root owns and
+/// calls, the openQA worker user may send anything to the name's owner. A worker host may
+/// still have it installed next to ours.
+const OS_AUTOINST_POLICY: &str = r#"<busconfig>
+  <policy user="root">
+    <allow own="org.opensuse.os_autoinst.switch"/>
+    <allow send_destination="org.opensuse.os_autoinst.switch"/>
+    <allow receive_sender="org.opensuse.os_autoinst.switch"/>
+  </policy>
+  <policy user="_openqa-worker">
+    <allow send_destination="org.opensuse.os_autoinst.switch"/>
+  </policy>
+</busconfig>
+"#;
+
 #[test]
 fn openqa_policy_with_the_real_relay() {
-    // Like the shipped unit with OVS_DBUS_RELAY_OPENQA_COMPAT set: the relay owns both
-    // names.
-    let (db, bus, mut relay) = relay_on_system_bus("tap0", &["--openqa-compat"], &[OPENQA_NAME]);
+    // Both policies: ours (shipped) and os-autoinst's.
+    let policies = tempfile::tempdir().unwrap();
+    let original = policies.path().join("os-autoinst.conf");
+    fs::write(&original, OS_AUTOINST_POLICY).unwrap();
+    let bus = SystemBus::launch(&format!("<include>{}</include>", original.display()));
+    // The relay in a namespace with a tap0 device, as the worker's qemu makes.
+    let netns = Netns::new();
+    netns.ip(&["tuntap", "add", "dev", "tap0", "mode", "tap"]);
+    let (db, bus, mut relay) = relay_on(
+        bus,
+        Some(&netns),
+        "tap0",
+        &["--openqa-compat"],
+        &[OPENQA_NAME],
+    );
     let address = bus.address();
     let tag = || db.vsctl(&["get", "Port", "tap0", "tag"]);
 
@@ -984,40 +1080,67 @@ fn openqa_policy_with_the_real_relay() {
     }
     assert_eq!(tag(), "[]");
 
-    // A member of group ovsdbus: every method answers return code 0 and does its job.
-    let call = |method: &str, args: &[&str]| {
-        let out = call_as(
-            Who::NobodyInOvsdbus,
+    // The openQA worker user and members of group ovsdbus: every method answers return
+    // code 0 and does its job.
+    for who in [Who::OpenQaWorker, Who::NobodyInOvsdbus] {
+        let call = |method: &str, args: &[&str]| {
+            let out = call_as(who, &address, OPENQA_NAME, OPENQA_PATH, method, args);
+            assert!(
+                out.status.success() && text(&out.stdout).contains("int32 0"),
+                "{who:?} must be able to call it: {}",
+                describe(who, method, &out)
+            );
+            text(&out.stdout)
+        };
+        call(
+            "org.opensuse.os_autoinst.switch.set_vlan",
+            &["string:tap0", "uint32:5"],
+        );
+        assert_eq!(tag(), "5");
+        assert_eq!(
+            db.vsctl(&["get", "Port", "tap0", "vlan_mode"]),
+            "dot1q-tunnel"
+        );
+        let shown = call("org.opensuse.os_autoinst.switch.show", &[]);
+        assert!(
+            shown.contains("Bridge br0") && shown.contains("Port tap0") && shown.contains("tag: 5"),
+            "{shown}"
+        );
+        call(
+            "org.opensuse.os_autoinst.switch.unset_vlan",
+            &["string:tap0", "uint32:5"],
+        );
+        assert_eq!(tag(), "[]");
+    }
+
+    // The worker user gets nothing of Switch1, although os-autoinst's policy lets it send
+    // anything to the openQA name's owner: that owner is a connection of its own.
+    for (method, args) in SWITCH1_CALLS {
+        assert_denied(
+            Who::OpenQaWorker,
             &address,
-            OPENQA_NAME,
-            OPENQA_PATH,
+            RELAY_NAME,
+            RELAY_PATH,
             method,
             args,
         );
-        assert!(
-            out.status.success() && text(&out.stdout).contains("int32 0"),
-            "group ovsdbus must be able to call it: {}",
-            describe(Who::NobodyInOvsdbus, method, &out)
-        );
-        text(&out.stdout)
-    };
-    call(
-        "org.opensuse.os_autoinst.switch.set_vlan",
+    }
+    let through_openqa = call_as(
+        Who::OpenQaWorker,
+        &address,
+        OPENQA_NAME,
+        RELAY_PATH,
+        "org.ovsdbus.Switch1.SetVlan",
         &["string:tap0", "uint32:5"],
     );
-    assert_eq!(tag(), "5");
-    assert_eq!(
-        db.vsctl(&["get", "Port", "tap0", "vlan_mode"]),
-        "dot1q-tunnel"
-    );
-    let shown = call("org.opensuse.os_autoinst.switch.show", &[]);
     assert!(
-        shown.contains("Bridge br0") && shown.contains("Port tap0") && shown.contains("tag: 5"),
-        "{shown}"
-    );
-    call(
-        "org.opensuse.os_autoinst.switch.unset_vlan",
-        &["string:tap0", "uint32:5"],
+        text(&through_openqa.stderr).contains("org.freedesktop.DBus.Error.UnknownObject"),
+        "{}",
+        describe(
+            Who::OpenQaWorker,
+            "Switch1.SetVlan via the openQA name",
+            &through_openqa
+        )
     );
     assert_eq!(tag(), "[]");
     assert!(relay.is_running(), "{}", relay.log());

@@ -18,6 +18,7 @@ use crate::common::compare::{
 };
 use crate::common::signals::{BUS_NAME, ROOT, error_name, error_of, relay_proxy};
 use crate::common::{Stack, poll_until_async};
+use crate::openqa::OpenQa;
 use ovs_dbus_relay::bus::escape::encode_label;
 use ovs_dbus_relay::client::Switch1Proxy;
 use serde_json::{Value as Json, json};
@@ -26,8 +27,6 @@ use std::time::{Duration, Instant};
 use zbus::{Connection, OwnedVariant, Proxy, Variant};
 
 const WAIT: Duration = Duration::from_secs(20);
-const OPENQA_NAME: &str = "org.opensuse.os_autoinst.switch";
-const OPENQA_PATH: &str = "/switch";
 
 const NOT_FOUND: &str = "org.ovsdbus.Error.NotFound";
 const ALREADY_EXISTS: &str = "org.ovsdbus.Error.AlreadyExists";
@@ -110,37 +109,6 @@ impl Switch {
     ) -> zbus::Result<()> {
         let set = set.iter().copied().collect();
         self.0.set_external_ids(table, name, set, remove).await
-    }
-}
-
-/// `org.opensuse.os_autoinst.switch` at `/switch`.
-struct OpenQa(Proxy<'static>);
-
-impl OpenQa {
-    async fn new(conn: &Connection) -> OpenQa {
-        OpenQa(
-            Proxy::new(conn, OPENQA_NAME, OPENQA_PATH, OPENQA_NAME)
-                .await
-                .expect("openQA proxy"),
-        )
-    }
-
-    async fn set_vlan(&self, tap: &str, vlan: u32) -> (i32, String) {
-        self.0
-            .call("set_vlan", &(tap, vlan))
-            .await
-            .unwrap_or_else(|e| panic!("set_vlan({tap}, {vlan}): {e}"))
-    }
-
-    async fn unset_vlan(&self, tap: &str, vlan: u32) -> (i32, String) {
-        self.0
-            .call("unset_vlan", &(tap, vlan))
-            .await
-            .unwrap_or_else(|e| panic!("unset_vlan({tap}, {vlan}): {e}"))
-    }
-
-    async fn show(&self) -> (i32, String) {
-        self.0.call("show", &()).await.expect("show")
     }
 }
 
@@ -1126,165 +1094,4 @@ async fn transaction_failed_on_a_read_only_backup_server() {
     assert_ne!(rc, 0, "{message}");
     assert!(message.contains("read only mode"), "{message}");
     assert_unchanged(&active, &before, "refused writes");
-}
-
-// ---------------------------------------------------------------------------------------
-// openQA compatibility (os-autoinst-openvswitch)
-// ---------------------------------------------------------------------------------------
-
-const OPENQA_SETUP: &[&[&str]] = &[
-    &["add-br", "br0"],
-    &["add-br", "br1"],
-    &["add-port", "br0", "tap0"],
-    &["add-port", "br0", "tap1", "tag=3", "vlan_mode=access"],
-    &["add-port", "br0", "tap2"],
-    &["add-port", "br0", "eth0"],
-    &["add-port", "br0", "tap0x"],
-    &["add-port", "br1", "tap7"],
-];
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openqa_set_vlan_and_unset_vlan_match_the_script() {
-    let env = Env::start(OPENQA_SETUP, &["--openqa-compat"]).await;
-    let openqa = OpenQa::new(env.conn()).await;
-
-    assert_eq!(openqa.set_vlan("tap0", 5).await, (0, String::new()));
-    let (row, props) = env.current("Port", "tap0").await;
-    assert_eq!(row["tag"], 5);
-    assert_eq!(row["vlan_mode"], "dot1q-tunnel");
-    assert_eq!(props["VlanMode"], "dot1q-tunnel");
-    // A port in another mode and VLAN is moved over.
-    assert_eq!(openqa.set_vlan("tap1", 8).await, (0, String::new()));
-    let (row, _) = env.current("Port", "tap1").await;
-    assert_eq!(row["tag"], 8);
-    assert_eq!(row["vlan_mode"], "dot1q-tunnel");
-    // What os-autoinst-openvswitch runs for set_vlan (Open vSwitch >= 2.8.1).
-    env.theirs
-        .vsctl(&["set", "port", "tap0", "tag=5", "vlan_mode=dot1q-tunnel"]);
-    env.theirs
-        .vsctl(&["set", "port", "tap1", "tag=8", "vlan_mode=dot1q-tunnel"]);
-    assert_same(env.ours(), &env.theirs);
-
-    // unset_vlan removes the tag if it is that VLAN, and only the tag.
-    assert_eq!(openqa.unset_vlan("tap0", 5).await, (0, String::new()));
-    let (row, _) = env.current("Port", "tap0").await;
-    assert_eq!(row["tag"], json!([]));
-    assert_eq!(row["vlan_mode"], "dot1q-tunnel");
-    // Another VLAN, or no tag at all: success, nothing removed.
-    assert_eq!(openqa.unset_vlan("tap1", 9).await, (0, String::new()));
-    assert_eq!(env.current("Port", "tap1").await.0["tag"], 8);
-    assert_eq!(openqa.unset_vlan("tap2", 5).await, (0, String::new()));
-    env.current("Port", "tap2").await;
-    for args in [
-        ["remove", "port", "tap0", "tag", "5"],
-        ["remove", "port", "tap1", "tag", "9"],
-        ["remove", "port", "tap2", "tag", "5"],
-    ] {
-        env.theirs.vsctl(&args);
-    }
-    assert_same(env.ours(), &env.theirs);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openqa_checks_reject_bad_taps() {
-    let env = Env::start(OPENQA_SETUP, &["--openqa-compat"]).await;
-    let openqa = OpenQa::new(env.conn()).await;
-    let before = env.snapshot();
-
-    // Names outside ^tap[0-9]+$ (eth0 and tap0x exist on br0), a tap on another bridge,
-    // and a tap that does not exist.
-    for tap in [
-        "eth0", "tap0x", "tap", "br0", "TAP0", " tap0", "tap7", "tap9",
-    ] {
-        for (method, (rc, message)) in [
-            ("set_vlan", openqa.set_vlan(tap, 5).await),
-            ("unset_vlan", openqa.unset_vlan(tap, 5).await),
-        ] {
-            assert_ne!(rc, 0, "{method}({tap:?}) must fail: {message:?}");
-            assert!(
-                message.contains(&format!("'{tap}'")),
-                "{method}({tap:?}): the message should name the tap: {message:?}"
-            );
-        }
-    }
-    // The script's message for a tap that is not on its bridge.
-    let (_, message) = openqa.set_vlan("tap7", 5).await;
-    assert!(message.contains("'br0'"), "{message}");
-    // A VLAN the schema cannot hold.
-    let (rc, message) = openqa.set_vlan("tap0", 4096).await;
-    assert_ne!(rc, 0, "{message}");
-    assert!(message.contains("4096"), "{message}");
-    env.vsctl_refuses(&["set", "port", "tap0", "tag=4096", "vlan_mode=dot1q-tunnel"]);
-    assert_unchanged(env.ours(), &before, "refused openQA calls");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openqa_show_lays_out_the_switch() {
-    let env = Env::start(OPENQA_SETUP, &["--openqa-compat"]).await;
-    let openqa = OpenQa::new(env.conn()).await;
-    assert_eq!(openqa.set_vlan("tap0", 5).await, (0, String::new()));
-
-    let (rc, text) = openqa.show().await;
-    assert_eq!(rc, 0, "{text}");
-    for needle in [
-        "Bridge br0",
-        "Bridge br1",
-        "Port tap0",
-        "tag: 5",
-        "vlan_mode: dot1q-tunnel",
-        "Port tap7",
-        "Interface tap7",
-    ] {
-        assert!(text.contains(needle), "show() lacks {needle:?}:\n{text}");
-    }
-    // Every bridge, port, interface and VLAN line of `ovs-vsctl show` is there, at the
-    // same indentation.
-    let theirs = env.ours().vsctl(&["show"]);
-    for line in theirs.lines().skip(1) {
-        let item = line.trim_start();
-        if ["Bridge ", "Port ", "Interface ", "tag: ", "type: "]
-            .iter()
-            .any(|p| item.starts_with(p))
-        {
-            assert!(
-                text.lines().any(|l| l == line),
-                "show() lacks ovs-vsctl show's line {line:?}:\n{text}\n--- ovs-vsctl show:\n{theirs}"
-            );
-        }
-    }
-    // The tap's VLAN is under its port, which is under its bridge.
-    let at = |needle: &str| text.find(needle).unwrap_or(usize::MAX);
-    assert!(at("Bridge br0") < at("Port tap0") && at("Port tap0") < at("tag: 5"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openqa_bridge_option_selects_the_bridge() {
-    let env = Env::start(OPENQA_SETUP, &["--openqa-compat", "--openqa-bridge", "br1"]).await;
-    let openqa = OpenQa::new(env.conn()).await;
-
-    assert_eq!(openqa.set_vlan("tap7", 12).await, (0, String::new()));
-    let (row, _) = env.current("Port", "tap7").await;
-    assert_eq!(row["tag"], 12);
-    let (rc, message) = openqa.set_vlan("tap0", 12).await;
-    assert_ne!(rc, 0, "{message}");
-    assert!(
-        message.contains("'tap0'") && message.contains("'br1'"),
-        "{message}"
-    );
-    env.theirs
-        .vsctl(&["set", "port", "tap7", "tag=12", "vlan_mode=dot1q-tunnel"]);
-    assert_same(env.ours(), &env.theirs);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openqa_name_is_only_owned_with_the_option() {
-    let env = Env::start(OPENQA_SETUP, &[]).await;
-    let dbus = zbus::fdo::DBusProxy::new(env.conn()).await.expect("dbus");
-    assert!(
-        !dbus
-            .name_has_owner(OPENQA_NAME.try_into().unwrap())
-            .await
-            .expect("NameHasOwner"),
-        "{OPENQA_NAME} is owned without --openqa-compat"
-    );
 }

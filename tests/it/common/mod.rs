@@ -467,7 +467,7 @@ impl Drop for Ovsdb {
     }
 }
 
-fn ovs_env(dir: &Path) -> [(&'static str, PathBuf); 3] {
+pub fn ovs_env(dir: &Path) -> [(&'static str, PathBuf); 3] {
     [
         ("OVS_RUNDIR", dir.to_path_buf()),
         ("OVS_LOGDIR", dir.to_path_buf()),
@@ -747,14 +747,19 @@ pub fn relay_bin() -> &'static str {
 }
 
 /// The binary under test with `args` and a clean environment: no inherited
-/// `OVS_DBUS_RELAY_*` variables or bus addresses, so only the test chooses its settings.
+/// `OVS_DBUS_RELAY_*` or `OS_AUTOINST_*` variables or bus addresses, so only the test
+/// chooses its settings. `OVS_RUNDIR` names a directory that does not exist, so that a
+/// relay with `--openqa-compat` never finds (and installs flows on) a bridge of the host's
+/// own Open vSwitch; tests with a switch point it at their own.
 pub fn relay_command(args: &[&str]) -> Command {
     let mut cmd = Command::new(relay_bin());
     cmd.args(args)
         .env_remove("DBUS_SESSION_BUS_ADDRESS")
-        .env_remove("DBUS_SYSTEM_BUS_ADDRESS");
+        .env_remove("DBUS_SYSTEM_BUS_ADDRESS")
+        .env("OVS_RUNDIR", "/nonexistent/ovs-dbus-relay-tests");
     for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("OVS_DBUS_RELAY_") {
+        let key_text = key.to_string_lossy();
+        if key_text.starts_with("OVS_DBUS_RELAY_") || key_text.starts_with("OS_AUTOINST_") {
             cmd.env_remove(key);
         }
     }
@@ -883,16 +888,31 @@ pub struct Vswitchd {
 }
 
 impl Vswitchd {
+    /// In a network namespace of its own, which ends with it.
     pub fn start(db: &Ovsdb) -> Vswitchd {
-        let bin = require("ovs-vswitchd", "openvswitch-switch");
         let unshare = require("unshare", "util-linux");
+        let mut cmd = Command::new(unshare);
+        cmd.arg("--net");
+        Vswitchd::spawn(db, cmd)
+    }
+
+    /// In `netns`, which outlives it: a restarted switch finds its devices there, and a
+    /// relay started in it sees them too.
+    pub fn start_in(db: &Ovsdb, netns: &Netns) -> Vswitchd {
+        Vswitchd::spawn(db, netns.enter())
+    }
+
+    fn spawn(db: &Ovsdb, mut cmd: Command) -> Vswitchd {
+        let bin = require("ovs-vswitchd", "openvswitch-switch");
         let dir = db.dir().to_path_buf();
         let log = dir.join("vswitchd.log");
-        let child = Command::new(unshare)
-            .arg("--net")
+        let ctl = dir.join("vswitchd.ctl");
+        // A restart must not see the control socket of the switch before it.
+        let _ = fs::remove_file(&ctl);
+        let child = cmd
             .arg(bin)
             .arg(db.remote())
-            .arg(format!("--unixctl={}", dir.join("vswitchd.ctl").display()))
+            .arg(format!("--unixctl={}", ctl.display()))
             .arg(format!("--pidfile={}", dir.join("vswitchd.pid").display()))
             .arg(format!("--log-file={}", log.display()))
             .envs(ovs_env(&dir))
@@ -901,7 +921,6 @@ impl Vswitchd {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start ovs-vswitchd: {e}"));
-        let ctl = dir.join("vswitchd.ctl");
         assert!(
             wait_until(START_TIMEOUT, || ctl.exists()),
             "ovs-vswitchd did not start:\n{}",
@@ -921,5 +940,72 @@ impl Vswitchd {
 impl Drop for Vswitchd {
     fn drop(&mut self) {
         kill_slot(&mut self.child);
+    }
+}
+
+/// A network namespace held open by a child process (killed on drop, which ends the
+/// namespace with the last process in it). Programs run in it through `nsenter`, which
+/// execs them: the child's pid is the program's.
+pub struct Netns {
+    holder: Child,
+}
+
+impl Netns {
+    pub fn new() -> Netns {
+        let unshare = require("unshare", "util-linux");
+        require("nsenter", "util-linux");
+        let holder = Command::new(unshare)
+            .args(["--net", "sleep", "infinity"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start unshare: {e}"));
+        let netns = Netns { holder };
+        let ours = fs::read_link("/proc/self/ns/net").expect("our network namespace");
+        assert!(
+            wait_until(START_TIMEOUT, || fs::read_link(netns.path())
+                .is_ok_and(|theirs| theirs != ours)),
+            "unshare --net did not make a network namespace"
+        );
+        netns
+    }
+
+    fn path(&self) -> String {
+        format!("/proc/{}/ns/net", self.holder.id())
+    }
+
+    /// `nsenter` into the namespace; add the program and its arguments.
+    pub fn enter(&self) -> Command {
+        let mut cmd = Command::new(require("nsenter", "util-linux"));
+        cmd.arg(format!("--net={}", self.path())).arg("--");
+        cmd
+    }
+
+    /// `cmd` (its program, arguments and environment) run in the namespace.
+    pub fn wrap(&self, cmd: &Command) -> Command {
+        let mut wrapped = self.enter();
+        wrapped.arg(cmd.get_program()).args(cmd.get_args());
+        for (key, value) in cmd.get_envs() {
+            match value {
+                Some(value) => wrapped.env(key, value),
+                None => wrapped.env_remove(key),
+            };
+        }
+        wrapped
+    }
+
+    /// Runs `ip ARGS` in the namespace; its output, or a panic with its error.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut cmd = self.enter();
+        cmd.arg(require("ip", "iproute2")).args(args);
+        expect_success(
+            &run_bounded(&mut cmd, COMMAND_TIMEOUT),
+            format!("ip {args:?}"),
+        )
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        kill_child(&mut self.holder);
     }
 }
