@@ -11,8 +11,8 @@
 use crate::common::compare::{assert_same, assert_unchanged, pair, snapshot};
 use crate::common::signals::error_of;
 use crate::common::{
-    Bus, COMMAND_TIMEOUT, Netns, Ovsdb, Relay, Stack, Vswitchd, expect_success, ovs_env,
-    poll_until, require, run_bounded, text,
+    Bus, COMMAND_TIMEOUT, Netns, Ovsdb, Relay, Stack, Vswitchd, expect_success, netdev_bridge,
+    ovs_env, poll_until, require, run_bounded, text,
 };
 use ovs_dbus_relay::client::Switch1Proxy;
 use serde_json::Value as Json;
@@ -372,15 +372,7 @@ impl Switched {
         let db = Ovsdb::start();
         let netns = Netns::new();
         let vswitchd = Vswitchd::start_in(&db, &netns);
-        db.vsctl(&[
-            "add-br",
-            "br0",
-            "--",
-            "set",
-            "bridge",
-            "br0",
-            "datapath_type=netdev",
-        ]);
+        db.vsctl(&netdev_bridge("br0"));
         for tap in ["tap3", "tap4"] {
             db.vsctl(&crate::common::internal_port("br0", tap));
         }
@@ -444,15 +436,7 @@ impl Switched {
         let mac = self.mac("br0");
         let br9 = self.db().vsctl_output(&["br-exists", "br9"]);
         if !br9.status.success() {
-            self.db().vsctl(&[
-                "add-br",
-                "br9",
-                "--",
-                "set",
-                "bridge",
-                "br9",
-                "datapath_type=netdev",
-            ]);
+            self.db().vsctl(&netdev_bridge("br9"));
         }
         // Until the switch (perhaps just restarted) serves br9.
         let serves = || {
@@ -529,15 +513,7 @@ async fn the_originals_openflow_rules_are_kept_installed() {
 
     // The bridge is deleted and created again (with a new device and MAC).
     env.db().vsctl(&["del-br", "br0"]);
-    env.db().vsctl(&[
-        "add-br",
-        "br0",
-        "--",
-        "set",
-        "bridge",
-        "br0",
-        "datapath_type=netdev",
-    ]);
+    env.db().vsctl(&netdev_bridge("br0"));
     assert!(
         crate::common::wait_until(WAIT, || netns_has(&env.netns, "br0")),
         "br0 was not created again"
