@@ -299,10 +299,20 @@ impl Engine {
     ) -> Result<Option<ChangeSet>, Inconsistency> {
         self.store.write(|slot| match slot {
             Some(replica) if **replica.layout() == *layout => replica.replace(snapshot).map(Some),
-            _ => {
-                if slot.is_some() {
-                    tracing::warn!("schema changed while disconnected; reloading without diff");
-                }
+            Some(replica) => {
+                // A new schema (an online conversion): compared over the columns both
+                // have, so that only real differences are published.
+                tracing::info!(
+                    from = replica.layout().schema_version,
+                    to = layout.schema_version,
+                    "the database schema changed; comparing over the columns both versions have"
+                );
+                let mut migrated = replica.relayout(layout, &snapshot)?;
+                let changes = migrated.replace(snapshot)?;
+                *replica = migrated;
+                Ok(Some(changes))
+            }
+            None => {
                 // Into an empty replica a snapshot is just inserts (anything else is an
                 // inconsistency there too): one pass instead of building and diffing.
                 let mut replica = Replica::new(layout);

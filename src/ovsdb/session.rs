@@ -63,6 +63,10 @@ enum ConnectionEnd {
     Protocol(String),
     #[error("resync requested")]
     Resync,
+    /// The server cancelled our monitor (the database was converted to a new schema, or
+    /// removed): subscribe again, schema first.
+    #[error("the server cancelled the monitor")]
+    MonitorCanceled,
     #[error("{0}")]
     Fatal(String),
     #[error("publisher stopped")]
@@ -147,11 +151,16 @@ impl Session {
                         reason,
                     });
                 }
-                ConnectionEnd::Resync => {
-                    // The server is fine; only our state is in doubt. Reconnect to the same
-                    // one, without history, for a full snapshot: at once the first time.
-                    tracing::warn!(%remote, "{end}: full resync");
-                    self.last_txn = None;
+                ConnectionEnd::Resync | ConnectionEnd::MonitorCanceled => {
+                    // The server is fine; only our state (or its schema) is in doubt.
+                    // Reconnect to the same one for a snapshot — without history after an
+                    // inconsistency — at once the first time.
+                    if matches!(end, ConnectionEnd::Resync) {
+                        tracing::warn!(%remote, "{end}: full resync");
+                        self.last_txn = None;
+                    } else {
+                        tracing::info!(%remote, "{end}: subscribing again");
+                    }
                     attempt -= 1;
                     if began.elapsed() > self.config.backoff_max * 2 {
                         quick_resyncs = 0;
@@ -398,6 +407,8 @@ impl Session {
             .first()
             .is_some_and(|m| small(m) == SERVER_MONITOR_ID);
         let (txn, update) = match (method.as_str(), params.as_slice()) {
+            // Either monitor: the `_Server` one goes with the database it watches.
+            ("monitor_canceled", _) => return Err(ConnectionEnd::MonitorCanceled),
             _ if from_server_monitor => {
                 if params.get(1).and_then(|u| member_connected(&small(u))) == Some(false) {
                     return Err(ConnectionEnd::NotInCluster);

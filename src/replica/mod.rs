@@ -328,6 +328,59 @@ impl Replica {
         Ok(changes)
     }
 
+    /// The replica's rows in `layout`'s columns, for comparing with `incoming`, a snapshot
+    /// under a new schema (an online conversion): a column both layouts have with the same
+    /// type keeps its value; any other column (new, or of a new type, so that its values
+    /// cannot be compared) takes the value `incoming` has for the row, or its default for a
+    /// row `incoming` lacks. [`Replica::replace`] of `incoming` on the result then finds
+    /// only the real differences in the columns both schemas share; added columns appear
+    /// without a change of their own, removed ones disappear.
+    pub fn relayout(&self, layout: Arc<Layout>, incoming: &Update) -> Result<Self, Inconsistency> {
+        let arriving: HashMap<(TableId, Uuid), &Vec<Datum>> = incoming
+            .rows
+            .iter()
+            .filter_map(|row| match &row.op {
+                RowOp::Insert(values) => Some(((row.table, row.uuid), values)),
+                _ => None,
+            })
+            .collect();
+        let mut rows = Update::default();
+        for table in TableId::ALL {
+            let (old, new) = (self.layout.table(table), layout.table(table));
+            // For each new column, where the old row has it (same name, same type).
+            let sources: Vec<Option<usize>> = new
+                .columns
+                .iter()
+                .map(|column| {
+                    old.column_index(&column.name)
+                        .filter(|&i| old.columns[i].ty == column.ty)
+                })
+                .collect();
+            for (uuid, row) in self.rows(table) {
+                let arrived = arriving.get(&(table, uuid));
+                let values = new
+                    .columns
+                    .iter()
+                    .zip(&sources)
+                    .enumerate()
+                    .map(|(i, (column, source))| match (source, arrived) {
+                        (Some(j), _) => row[*j].clone(),
+                        (None, Some(values)) => values[i].clone(),
+                        (None, None) => Datum::default_of(&column.ty),
+                    })
+                    .collect();
+                rows.rows.push(update::RowUpdate {
+                    table,
+                    uuid,
+                    op: RowOp::Insert(values),
+                });
+            }
+        }
+        let mut migrated = Replica::new(layout);
+        migrated.apply(rows)?;
+        Ok(migrated)
+    }
+
     /// Replaces the whole replica with a snapshot (a monitor reply, all `initial` rows) and
     /// returns only the real differences from the previous state: after a reconnect the
     /// subscribers hear about exactly what changed while the relay was away.

@@ -354,3 +354,58 @@ fn root_row_changes_are_flagged_not_published() {
     assert_eq!(r.root_string("external_ids", Some("system-id")), "abc");
     assert_eq!(r.root_string("db_version", None), "");
 }
+
+#[test]
+fn relayout_then_replace_reports_only_differences_in_shared_columns() {
+    let mut r = populated();
+    apply(
+        &mut r,
+        json!({"Port": {P1: {"modify": {"tag": 3, "vlan_mode": "access"}}}}),
+    )
+    .unwrap();
+    // The new schema: Port loses vlan_mode, gains x_owner, and tag changes type (a set).
+    let mut schema = test_schema();
+    schema.version = "9.0.0".into();
+    let port = &mut schema.tables.get_mut("Port").unwrap().columns;
+    port.remove("vlan_mode");
+    let owner =
+        crate::ovsdb::schema::test_type(crate::ovsdb::schema::AtomType::String, None, 0, Some(1));
+    port.insert("x_owner".into(), owner);
+    let tags =
+        crate::ovsdb::schema::test_type(crate::ovsdb::schema::AtomType::Integer, None, 0, Some(4));
+    port.insert("tag".into(), tags);
+    let layout = Arc::new(Layout::new(&schema, &ColumnSelection::default()).unwrap());
+    // The server's snapshot under it: i1 renamed meanwhile, p1 with an owner and a tag set.
+    let snapshot = crate::replica::update::parse_json(
+        &layout,
+        json!({
+            "Bridge": {BR: {"initial": {"name": "br0", "ports": uuid(P1)}}},
+            "Port": {P1: {"initial": {"name": "p1", "interfaces": uuid(I1), "tag": ["set", [3, 5]],
+                                      "x_owner": "openqa"}}},
+            "Interface": {I1: {"initial": {"name": "i9"}}}
+        }),
+    )
+    .unwrap();
+    let mut migrated = r.relayout(layout.clone(), &snapshot).unwrap();
+    let changes = migrated.replace(snapshot).unwrap();
+    // Only the interface's name, which both schemas have; nothing for x_owner, vlan_mode
+    // or the retyped tag.
+    assert_eq!(
+        summary(&changes),
+        ["InterfaceChanged i9 bridge=br0 port=p1"]
+    );
+    assert_eq!(
+        column(&migrated, TableId::Port, "p1", "x_owner"),
+        json!("openqa")
+    );
+    assert_eq!(
+        column(&migrated, TableId::Port, "p1", "tag"),
+        json!(["set", [3, 5]])
+    );
+    assert!(
+        migrated
+            .find(TableId::Port, "p1")
+            .is_some_and(|(_, row)| migrated.column(TableId::Port, row, "vlan_mode").is_none())
+    );
+    assert_eq!(migrated.layout().schema_version, "9.0.0");
+}

@@ -125,7 +125,10 @@ type View = BTreeMap<(String, String), BTreeMap<String, String>>;
 fn db_view(vsctl: &dyn Fn(&[&str]) -> String) -> View {
     let mut view = View::new();
     for table in TABLES {
-        let out: Json = serde_json::from_str(&vsctl(&["--format=json", "list", table]))
+        // Only the compared columns: after a schema conversion, `list` of a table whose
+        // schema lacks a column ovs-vsctl knows fails.
+        let columns = format!("--columns=_uuid,{}", compared(table).join(","));
+        let out: Json = serde_json::from_str(&vsctl(&["--format=json", &columns, "list", table]))
             .unwrap_or_else(|e| panic!("ovs-vsctl list {table} JSON: {e}"));
         let headings: Vec<&str> = out["headings"]
             .as_array()
@@ -1503,6 +1506,113 @@ async fn bus_restart_reregisters_and_reports_missed_signals() {
 // Online schema conversion under a pending WaitFor
 // ---------------------------------------------------------------------------------------
 
+/// `ovsdb-client convert` of the live database to the vswitch schema as `edit` changes it
+/// (the way distribution upgrades convert a running server).
+fn convert_online(db: &Ovsdb, edit: impl FnOnce(&mut Json)) {
+    let mut schema: Json =
+        serde_json::from_str(&std::fs::read_to_string(VSWITCH_SCHEMA).unwrap()).unwrap();
+    edit(&mut schema);
+    let path = db.dir().join("converted.ovsschema");
+    std::fs::write(&path, schema.to_string()).unwrap();
+    let client = require("ovsdb-client", "openvswitch-switch");
+    let out = run_bounded(
+        Command::new(client)
+            .arg("convert")
+            .arg(db.remote())
+            .arg(&path),
+        WAIT,
+    );
+    expect_success(&out, "ovsdb-client convert");
+}
+
+/// An online conversion that adds a column, removes a mirrored one and changes the type of
+/// another, with a row changed in the same window: the subscriber hears exactly that change
+/// (and `Resynced`, and the new `SchemaVersion`), and nothing for the columns that came,
+/// went or changed type; afterwards every row shows the new columns and types and not the
+/// old ones, and the objects match the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_online_schema_conversion_publishes_only_real_differences() {
+    let db = Ovsdb::start();
+    db.vsctl(&[
+        "add-br", "br0", "--", "add-port", "br0", "p1", "--", "add-port", "br0", "p2",
+    ]);
+    db.vsctl(&["set", "port", "p2", "bond_updelay=7", "bond_downdelay=5"]);
+    let stack = Stack::start_on(db, &[], WAIT).await;
+    let (db, conn) = (&stack.db, &stack.sub.conn);
+    let mut sub = Subscriber::connect(&stack.bus.address()).await;
+    let mut mirror = Mirror::seed(conn).await;
+
+    convert_online(db, |schema| {
+        schema["version"] = Json::from("99.0.0");
+        let port = schema["tables"]["Port"]["columns"].as_object_mut().unwrap();
+        port.remove("bond_updelay");
+        // A column whose type changes (a scalar becomes an optional value): its values
+        // cannot be compared across the versions, so they are taken as they come.
+        port["bond_downdelay"] =
+            serde_json::json!({"type": {"key": "integer", "min": 0, "max": 1}});
+        port.insert(
+            "x_owner".into(),
+            serde_json::json!({"type": {"key": "string", "min": 0, "max": 1}}),
+        );
+    });
+    db.vsctl(&["set", "port", "p1", "tag=9"]);
+
+    let seen = converge(&mut sub, &mut mirror, &|| db_view(&|a| db.vsctl(a)), WAIT).await;
+    let typed: Vec<String> = seen
+        .iter()
+        .filter(|s| s.member != "Resynced")
+        .map(Signal::summary)
+        .collect();
+    assert_eq!(typed, ["PortChanged p1 br0"], "{:?}", summaries(&seen));
+    let changed = seen.iter().find(|s| s.member == "PortChanged").unwrap();
+    let columns: BTreeSet<&str> = changed.dicts[0].keys().map(String::as_str).collect();
+    assert_eq!(columns, BTreeSet::from(["tag"]), "{changed:?}");
+    assert_eq!(
+        seen.iter().filter(|s| s.member == "Resynced").count(),
+        1,
+        "{:?}",
+        summaries(&seen)
+    );
+    let version: String = sub.property("SchemaVersion").await;
+    assert_eq!(version, "99.0.0");
+    for port in ["p1", "p2"] {
+        let row: Dict = relay_proxy(conn)
+            .await
+            .call("GetRow", &("Port", port))
+            .await
+            .unwrap();
+        assert!(row.contains_key("x_owner"), "{port}: {row:?}");
+        assert!(!row.contains_key("bond_updelay"), "{port}: {row:?}");
+    }
+    let row: Dict = relay_proxy(conn)
+        .await
+        .call("GetRow", &("Port", "p2"))
+        .await
+        .unwrap();
+    let downdelay = Vec::<i64>::try_from(row["bond_downdelay"].try_clone().unwrap());
+    assert_eq!(downdelay.ok(), Some(vec![5]), "the new type: {row:?}");
+    // The new column is mirrored like any other from now on (ovs-vsctl does not know it).
+    let write = serde_json::json!(["Open_vSwitch", {"op": "update", "table": "Port",
+        "where": [["name", "==", "p2"]], "row": {"x_owner": "openqa"}}]);
+    let client = require("ovsdb-client", "openvswitch-switch");
+    let out = run_bounded(
+        Command::new(client)
+            .arg("transact")
+            .arg(db.remote())
+            .arg(write.to_string()),
+        WAIT,
+    );
+    expect_success(&out, "ovsdb-client transact");
+    let next = sub.take(1, WAIT).await;
+    assert_eq!(summaries(&next), ["PortChanged p2 br0"]);
+    assert!(next[0].dicts[0].contains_key("x_owner"), "{next:?}");
+    assert!(
+        !stack.relay.log().contains("panicked"),
+        "{}",
+        stack.relay.log()
+    );
+}
+
 /// `ovsdb-client convert` to a schema without `Port.trunks` while a `WaitFor` on
 /// `trunks` is pending: the waiter fails with `InvalidArgs` naming the column (never a
 /// panic, never a wrong answer), and the relay carries on with the new schema.
@@ -1524,21 +1634,10 @@ async fn a_schema_conversion_fails_waiters_on_dropped_columns() {
     };
     calls.wait_calls(1, WAIT).await;
 
-    let mut schema: Json =
-        serde_json::from_str(&std::fs::read_to_string(VSWITCH_SCHEMA).unwrap()).unwrap();
-    let port = &mut schema["tables"]["Port"]["columns"];
-    port.as_object_mut().unwrap().remove("trunks");
-    let path = stack.db.dir().join("without-trunks.ovsschema");
-    std::fs::write(&path, schema.to_string()).unwrap();
-    let client = require("ovsdb-client", "openvswitch-switch");
-    let out = run_bounded(
-        Command::new(client)
-            .arg("convert")
-            .arg(stack.db.remote())
-            .arg(&path),
-        WAIT,
-    );
-    expect_success(&out, "ovsdb-client convert");
+    convert_online(&stack.db, |schema| {
+        let port = &mut schema["tables"]["Port"]["columns"];
+        port.as_object_mut().unwrap().remove("trunks");
+    });
 
     let (name, text) = error_of(waiting.await.unwrap());
     assert_eq!(name, "org.freedesktop.DBus.Error.InvalidArgs", "{text}");
@@ -1562,73 +1661,121 @@ async fn a_schema_conversion_fails_waiters_on_dropped_columns() {
 // A server that keeps sending what the replica cannot apply
 // ---------------------------------------------------------------------------------------
 
-/// A stand-in OVSDB server (the real one never sends this): it serves the real schema and
-/// an empty snapshot, then at once an update that modifies a row that does not exist. The
+/// A stand-in OVSDB server on a unix socket: answers each request with what `respond`
+/// returns for it (replies and notifications, in order), given the number of the
+/// connection (from 0). `get_schema` and `echo` are answered by default with the real
+/// schema and the echo.
+struct StandInServer {
+    dir: tempfile::TempDir,
+    accepted: Arc<Mutex<Vec<Instant>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+type Respond = fn(&Json, usize) -> Option<Vec<Json>>;
+
+impl StandInServer {
+    fn start(respond: Respond) -> StandInServer {
+        use bytes::BytesMut;
+        use ovs_dbus_relay::ovsdb::codec::Framer;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let dir = short_tempdir("stand-in-ovsdb-");
+        let listener = tokio::net::UnixListener::bind(dir.path().join("db.sock")).unwrap();
+        let schema: Json =
+            serde_json::from_str(&std::fs::read_to_string(VSWITCH_SCHEMA).unwrap()).unwrap();
+        let accepted: Arc<Mutex<Vec<Instant>>> = Arc::default();
+        let task = tokio::spawn({
+            let accepted = accepted.clone();
+            async move {
+                while let Ok((mut stream, _)) = listener.accept().await {
+                    let connection = {
+                        let mut accepted = accepted.lock().unwrap();
+                        accepted.push(Instant::now());
+                        accepted.len() - 1
+                    };
+                    let schema = schema.clone();
+                    tokio::spawn(async move {
+                        let (mut framer, mut buf) = (Framer::new(1 << 20), BytesMut::new());
+                        loop {
+                            while let Ok(Some(frame)) = framer.decode(&mut buf) {
+                                let request: Json = serde_json::from_slice(&frame).unwrap();
+                                let id = &request["id"];
+                                let replies = respond(&request, connection).unwrap_or_else(|| {
+                                    match request["method"].as_str() {
+                                        Some("get_schema") => vec![serde_json::json!(
+                                            {"id": id, "result": schema, "error": null})],
+                                        Some("echo") => vec![serde_json::json!(
+                                            {"id": id, "result": request["params"], "error": null})],
+                                        _ => vec![serde_json::json!(
+                                            {"id": id, "result": null, "error": "unknown database"})],
+                                    }
+                                });
+                                for reply in replies {
+                                    let sent = stream.write_all(reply.to_string().as_bytes()).await;
+                                    if sent.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                            if matches!(stream.read_buf(&mut buf).await, Ok(0) | Err(_)) {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        StandInServer {
+            dir,
+            accepted,
+            task,
+        }
+    }
+
+    fn remote(&self) -> String {
+        format!("unix:{}", self.dir.path().join("db.sock").display())
+    }
+
+    /// When each connection was accepted.
+    fn accepted(&self) -> Vec<Instant> {
+        self.accepted.lock().unwrap().clone()
+    }
+}
+
+impl Drop for StandInServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `monitor_cond_since`'s answer: no history, an empty database.
+fn empty_monitor_reply(request: &Json) -> Json {
+    serde_json::json!({"id": request["id"], "error": null,
+        "result": [false, "00000000-0000-0000-0000-000000000000", {}]})
+}
+
+/// A stand-in server (the real one never sends this): it serves the real schema and an
+/// empty snapshot, then at once an update that modifies a row that does not exist. The
 /// relay answers each such inconsistency with a full resync — the first at once, the next
 /// ones with the reconnect backoff, not in a tight loop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_keeps_sending_inconsistent_updates_gets_backoff() {
-    use bytes::BytesMut;
-    use ovs_dbus_relay::ovsdb::codec::Framer;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    let dir = short_tempdir("bad-ovsdb-");
-    let sock = dir.path().join("db.sock");
-    let listener = tokio::net::UnixListener::bind(&sock).unwrap();
-    let schema: Json =
-        serde_json::from_str(&std::fs::read_to_string(VSWITCH_SCHEMA).unwrap()).unwrap();
-    let accepted: Arc<Mutex<Vec<Instant>>> = Arc::default();
-    let server = {
-        let accepted = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                accepted.lock().unwrap().push(Instant::now());
-                let schema = schema.clone();
-                tokio::spawn(async move {
-                    let (mut framer, mut buf) = (Framer::new(1 << 20), BytesMut::new());
-                    loop {
-                        while let Ok(Some(frame)) = framer.decode(&mut buf) {
-                            let request: Json = serde_json::from_slice(&frame).unwrap();
-                            let id = &request["id"];
-                            let replies = match request["method"].as_str() {
-                                Some("get_schema") => vec![serde_json::json!(
-                                    {"id": id, "result": schema, "error": null})],
-                                Some("monitor_cond_since") => vec![
-                                    serde_json::json!({"id": id, "error": null, "result":
-                                        [false, "00000000-0000-0000-0000-000000000000", {}]}),
-                                    serde_json::json!({"id": null, "method": "update3",
-                                        "params": [request["params"][1], "00000000-0000-0000-0000-000000000001",
-                                        {"Port": {"11111111-1111-1111-1111-111111111111":
-                                            {"modify": {"tag": 5}}}}]}),
-                                ],
-                                Some("echo") => vec![serde_json::json!(
-                                    {"id": id, "result": request["params"], "error": null})],
-                                _ => vec![serde_json::json!(
-                                    {"id": id, "result": null, "error": "unknown database"})],
-                            };
-                            for reply in replies {
-                                if stream
-                                    .write_all(reply.to_string().as_bytes())
-                                    .await
-                                    .is_err()
-                                {
-                                    return;
-                                }
-                            }
-                        }
-                        if matches!(stream.read_buf(&mut buf).await, Ok(0) | Err(_)) {
-                            return;
-                        }
-                    }
-                });
-            }
+    let server = StandInServer::start(|request, _| {
+        (request["method"] == "monitor_cond_since").then(|| {
+            vec![
+                empty_monitor_reply(request),
+                serde_json::json!({"id": null, "method": "update3",
+                    "params": [request["params"][1], "00000000-0000-0000-0000-000000000001",
+                    {"Port": {"11111111-1111-1111-1111-111111111111":
+                        {"modify": {"tag": 5}}}}]}),
+            ]
         })
-    };
+    });
     let bus = Bus::start();
-    let relay = Relay::spawn(&format!("unix:{}", sock.display()), &bus.address(), &[]);
-    let five = wait_until(WAIT, || accepted.lock().unwrap().len() >= 5);
+    let relay = Relay::spawn(&server.remote(), &bus.address(), &[]);
+    let five = wait_until(WAIT, || server.accepted().len() >= 5);
     assert!(five, "the relay did not reconnect:\n{}", relay.log());
-    let times = accepted.lock().unwrap().clone();
+    let times = server.accepted();
     // Without backoff five connections take milliseconds; with it (100 ms doubling, ±25 %)
     // at least 0.75 × (100 + 200 + 400) ms pass between the first and the fifth.
     let spread = times[4] - times[0];
@@ -1638,5 +1785,42 @@ async fn a_server_that_keeps_sending_inconsistent_updates_gets_backoff() {
         relay.log()
     );
     assert!(relay.log().contains("full resync"), "{}", relay.log());
-    server.abort();
+}
+
+/// A server that cancels the relay's monitor (as ovsdb-server does when it converts or
+/// removes the database for a client that asked to be told): the relay subscribes again at
+/// once — schema first — and is ready again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_monitor_is_subscribed_again_at_once() {
+    let server = StandInServer::start(|request, connection| {
+        (request["method"] == "monitor_cond_since").then(|| {
+            let mut answers = vec![empty_monitor_reply(request)];
+            if connection == 0 {
+                answers.push(serde_json::json!({"id": null, "method": "monitor_canceled",
+                    "params": [request["params"][1]]}));
+            }
+            answers
+        })
+    });
+    let bus = Bus::start();
+    let relay = Relay::spawn(&server.remote(), &bus.address(), &[]);
+    let again = wait_until(WAIT, || server.accepted().len() >= 2);
+    assert!(again, "the relay did not subscribe again:\n{}", relay.log());
+    let times = server.accepted();
+    // No backoff (its first step alone is 75 ms or more) ...
+    assert!(
+        times[1] - times[0] < Duration::from_millis(75),
+        "{:?}\n{}",
+        times[1] - times[0],
+        relay.log()
+    );
+    assert!(
+        relay.log().contains("cancelled the monitor"),
+        "{}",
+        relay.log()
+    );
+    // ... and ready on the new subscription, which stays.
+    let sub = Subscriber::connect(&bus.address()).await;
+    sub.wait_ready(WAIT).await;
+    assert_eq!(server.accepted().len(), 2, "{}", relay.log());
 }
