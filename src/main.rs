@@ -8,6 +8,7 @@ use ovs_dbus_relay::daemon::{self, Config, OpenQaConfig};
 use ovs_dbus_relay::openqa::flows::FlowSettings;
 use ovs_dbus_relay::ovsdb::remote::Remote;
 use ovs_dbus_relay::ovsdb::session::SessionConfig;
+use ovs_dbus_relay::ovsdb::tls::TlsFiles;
 use ovs_dbus_relay::replica::layout::{ColumnSelection, TableId};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -81,6 +82,15 @@ struct RunArgs {
     /// (OS_AUTOINST_BRIDGE_LOCAL_IP, _NETMASK, _REWRITE_TARGET, _LOCAL_IPV6).
     #[arg(long, env = "OVS_DBUS_RELAY_OPENQA_BRIDGE")]
     openqa_bridge: Option<String>,
+    /// ssl: remotes: the relay's private key (PEM).
+    #[arg(long, env = "OVS_DBUS_RELAY_PRIVATE_KEY", value_name = "FILE")]
+    private_key: Option<std::path::PathBuf>,
+    /// ssl: remotes: the relay's certificate (PEM), signed by a CA the server trusts.
+    #[arg(long, env = "OVS_DBUS_RELAY_CERTIFICATE", value_name = "FILE")]
+    certificate: Option<std::path::PathBuf>,
+    /// ssl: remotes: the CA certificate (PEM) the server's certificate must chain to.
+    #[arg(long, env = "OVS_DBUS_RELAY_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<std::path::PathBuf>,
     /// Seconds a write waits for ovs-vswitchd to apply it (as plain ovs-vsctl waits)
     /// before failing with org.ovsdbus.Error.Timeout.
     #[arg(long, env = "OVS_DBUS_RELAY_VSWITCHD_TIMEOUT", default_value_t = 10.0)]
@@ -107,6 +117,7 @@ impl RunArgs {
                     .map_err(|_| format!("--metrics-listen {addr:?}: expected ADDR:PORT or off"))?,
             ),
         };
+        let tls = tls_files(&remotes, self.private_key, self.certificate, self.ca_cert)?;
         let mut columns = ColumnSelection::default();
         let lists: [(&mut std::collections::HashMap<TableId, Vec<String>>, _); 2] = [
             (&mut columns.include, self.include_columns),
@@ -124,6 +135,7 @@ impl RunArgs {
                 columns,
                 connect_timeout: seconds("connect-timeout", self.connect_timeout)?,
                 inactivity_probe: seconds("inactivity-probe", self.inactivity_probe)?,
+                tls,
                 backoff_min: Duration::from_millis(100),
                 backoff_max: Duration::from_secs(4),
             },
@@ -140,6 +152,30 @@ impl RunArgs {
             },
         })
     }
+}
+
+/// The TLS files, when a remote is `ssl:`: all three are needed, and are read once here so
+/// that a missing or unusable one stops the relay at start-up with its name.
+fn tls_files(
+    remotes: &[Remote],
+    private_key: Option<std::path::PathBuf>,
+    certificate: Option<std::path::PathBuf>,
+    ca_cert: Option<std::path::PathBuf>,
+) -> Result<Option<TlsFiles>, String> {
+    if !remotes.iter().any(Remote::is_ssl) {
+        return Ok(None);
+    }
+    let (Some(private_key), Some(certificate), Some(ca_cert)) = (private_key, certificate, ca_cert)
+    else {
+        return Err("ssl: remotes need --private-key, --certificate and --ca-cert".into());
+    };
+    let files = TlsFiles {
+        private_key,
+        certificate,
+        ca_cert,
+    };
+    files.client_config().map_err(|e| e.to_string())?;
+    Ok(Some(files))
 }
 
 /// os-autoinst-openvswitch's settings, from the same variables with the same defaults.

@@ -47,7 +47,12 @@ impl From<CodecError> for ClientError {
 
 impl From<std::io::Error> for ClientError {
     fn from(e: std::io::Error) -> Self {
-        Self::Io(e.to_string())
+        match e.kind() {
+            // A TLS peer that closes without close_notify (as ovsdb-server does when it
+            // exits) has simply closed the connection.
+            std::io::ErrorKind::UnexpectedEof => Self::Closed,
+            _ => Self::Io(super::tls::describe(&e)),
+        }
     }
 }
 

@@ -8,4 +8,5 @@ pub mod jsonrpc;
 pub mod remote;
 pub mod schema;
 pub mod session;
+pub mod tls;
 pub mod txn;

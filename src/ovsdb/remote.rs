@@ -1,14 +1,68 @@
-//! OVSDB remotes (`unix:PATH`, `tcp:HOST:PORT`), parsed without I/O, and the transport
-//! they open.
+//! OVSDB remotes (`unix:PATH`, `tcp:HOST:PORT`, `ssl:HOST:PORT`), parsed without I/O, and
+//! the transport they open.
 
+use super::tls::{self, TlsFiles};
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Remote {
     Unix(PathBuf),
     Tcp { host: String, port: u16 },
+    Ssl { host: String, port: u16 },
+}
+
+/// What opening a network remote needs besides its address.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// For `ssl:` remotes.
+    pub tls: Option<TlsFiles>,
+    /// `--inactivity-probe`: the kernel gives up on a peer that stops acknowledging (a
+    /// black-holed connection, even with writes pending) after twice this, and probes an
+    /// idle one after this much silence.
+    pub probe: Duration,
+}
+
+/// Keepalive and a bound on unacknowledged data, so that a dead peer ends the socket even
+/// when the relay's own probe cannot be sent (its writes stuck behind unacknowledged ones).
+fn keep_alive(stream: &tokio::net::TcpStream, probe: Duration) -> std::io::Result<()> {
+    let socket = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(probe)
+        .with_interval((probe / 3).max(Duration::from_secs(1)))
+        .with_retries(3);
+    socket.set_tcp_keepalive(&keepalive)?;
+    socket.set_tcp_user_timeout(Some(probe * 2))
+}
+
+async fn tcp(host: &str, port: u16, probe: Duration) -> std::io::Result<tokio::net::TcpStream> {
+    let stream = tokio::net::TcpStream::connect((host, port)).await?;
+    stream.set_nodelay(true)?;
+    keep_alive(&stream, probe)?;
+    Ok(stream)
+}
+
+/// `tcp:HOST:PORT` / `ssl:HOST:PORT` after the prefix; IPv6 literals in brackets.
+fn host_port(text: &str, rest: &str, scheme: &str) -> Result<(String, u16), String> {
+    let (host, port) = match rest.strip_prefix('[') {
+        Some(v6) => v6
+            .split_once("]:")
+            .ok_or_else(|| format!("{text:?}: expected {scheme}:[ADDR]:PORT"))?,
+        None => rest
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{text:?}: expected {scheme}:HOST:PORT"))?,
+    };
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("{text:?}: bad port {port:?}"))?;
+    if host.is_empty() {
+        return Err(format!("{text:?}: empty host"));
+    }
+    Ok((host.to_owned(), port))
 }
 
 impl Remote {
@@ -20,32 +74,16 @@ impl Remote {
             return Ok(Self::Unix(path.into()));
         }
         if let Some(rest) = text.strip_prefix("tcp:") {
-            // IPv6 literals are written in brackets: tcp:[::1]:6640.
-            let (host, port) = match rest.strip_prefix('[') {
-                Some(v6) => v6
-                    .split_once("]:")
-                    .ok_or_else(|| format!("{text:?}: expected tcp:[ADDR]:PORT"))?,
-                None => rest
-                    .rsplit_once(':')
-                    .ok_or_else(|| format!("{text:?}: expected tcp:HOST:PORT"))?,
-            };
-            let port = port
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| format!("{text:?}: bad port {port:?}"))?;
-            if host.is_empty() {
-                return Err(format!("{text:?}: empty host"));
-            }
-            return Ok(Self::Tcp {
-                host: host.to_owned(),
-                port,
-            });
+            let (host, port) = host_port(text, rest, "tcp")?;
+            return Ok(Self::Tcp { host, port });
         }
-        if text.starts_with("ssl:") {
-            return Err(format!("{text:?}: ssl: remotes are not supported yet"));
+        if let Some(rest) = text.strip_prefix("ssl:") {
+            let (host, port) = host_port(text, rest, "ssl")?;
+            return Ok(Self::Ssl { host, port });
         }
-        Err(format!("{text:?}: expected unix:PATH or tcp:HOST:PORT"))
+        Err(format!(
+            "{text:?}: expected unix:PATH, tcp:HOST:PORT or ssl:HOST:PORT"
+        ))
     }
 
     /// A comma-separated list, as `--db` takes for the members of a cluster.
@@ -71,17 +109,27 @@ impl Remote {
             .join(",")
     }
 
+    /// A network remote (`tcp:` or `ssl:`): probed for silence, unlike a local socket.
     pub fn is_tcp(&self) -> bool {
-        matches!(self, Self::Tcp { .. })
+        matches!(self, Self::Tcp { .. } | Self::Ssl { .. })
     }
 
-    pub async fn connect(&self) -> std::io::Result<Box<dyn Transport>> {
+    pub fn is_ssl(&self) -> bool {
+        matches!(self, Self::Ssl { .. })
+    }
+
+    pub async fn connect(&self, options: &ConnectOptions) -> std::io::Result<Box<dyn Transport>> {
         Ok(match self {
             Self::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
-            Self::Tcp { host, port } => {
-                let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
-                stream.set_nodelay(true)?;
-                Box::new(stream)
+            Self::Tcp { host, port } => Box::new(tcp(host, *port, options.probe).await?),
+            Self::Ssl { host, port } => {
+                let files = options.tls.as_ref().ok_or_else(|| {
+                    std::io::Error::other("ssl: needs --private-key, --certificate and --ca-cert")
+                })?;
+                // Read again for every connection: rotated files take effect on the next.
+                let config = files.client_config().map_err(std::io::Error::other)?;
+                let stream = tcp(host, *port, options.probe).await?;
+                Box::new(tls::connect(stream, host, config).await?)
             }
         })
     }
@@ -93,6 +141,8 @@ impl fmt::Display for Remote {
             Self::Unix(path) => write!(f, "unix:{}", path.display()),
             Self::Tcp { host, port } if host.contains(':') => write!(f, "tcp:[{host}]:{port}"),
             Self::Tcp { host, port } => write!(f, "tcp:{host}:{port}"),
+            Self::Ssl { host, port } if host.contains(':') => write!(f, "ssl:[{host}]:{port}"),
+            Self::Ssl { host, port } => write!(f, "ssl:{host}:{port}"),
         }
     }
 }
@@ -111,6 +161,8 @@ mod tests {
             "unix:/run/openvswitch/db.sock",
             "tcp:127.0.0.1:6640",
             "tcp:[::1]:6641",
+            "ssl:ovsdb.example.net:6641",
+            "ssl:[::1]:6641",
         ] {
             assert_eq!(Remote::parse(text).unwrap().to_string(), text);
         }
@@ -129,7 +181,8 @@ mod tests {
             "tcp::1",
             "tcp:h:0",
             "tcp:h:99999",
-            "ssl:h:1",
+            "ssl:h",
+            "ssl::1",
             "/path",
             "tcp:[::1]6640",
         ] {

@@ -3,8 +3,9 @@
 //! publisher — and on any failure reconnect with backoff and resynchronise.
 
 use super::client::{self, Client, ClientError, Notification};
-use super::remote::Remote;
+use super::remote::{ConnectOptions, Remote};
 use super::schema::DbSchema;
+use super::tls::TlsFiles;
 use crate::event::{Event, Received, State};
 use crate::metrics::Metrics;
 use crate::replica::layout::{ColumnSelection, Layout, TableId};
@@ -33,6 +34,8 @@ pub struct SessionConfig {
     /// Give up (exit) if no server answered for this long at start-up.
     pub connect_timeout: Duration,
     pub inactivity_probe: Duration,
+    /// For `ssl:` remotes.
+    pub tls: Option<TlsFiles>,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
 }
@@ -205,7 +208,12 @@ impl Session {
     }
 
     async fn connection(&mut self, remote: &Remote) -> ConnectionEnd {
-        let transport = match tokio::time::timeout(Duration::from_secs(5), remote.connect()).await {
+        let options = ConnectOptions {
+            tls: self.config.tls.clone(),
+            probe: self.config.inactivity_probe,
+        };
+        let connect = remote.connect(&options);
+        let transport = match tokio::time::timeout(Duration::from_secs(5), connect).await {
             Ok(Ok(transport)) => transport,
             Ok(Err(e)) => return ConnectionEnd::Connect(e),
             Err(_) => {

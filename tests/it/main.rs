@@ -20,4 +20,5 @@ mod shipped_files;
 mod signals;
 mod startup;
 mod switch;
+mod tls;
 mod txn;

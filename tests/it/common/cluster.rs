@@ -65,6 +65,7 @@ fn launch_server(
     name: &str,
     db_file: &Path,
     remotes: &[String],
+    extra: &[String],
 ) {
     let server = require("ovsdb-server", "openvswitch-switch");
     let sock = dir.join(format!("{name}.sock"));
@@ -74,6 +75,7 @@ fn launch_server(
     cmd.arg(db_file)
         .arg(format!("--remote=punix:{}", sock.display()))
         .args(remotes.iter().map(|r| format!("--remote={r}")))
+        .args(extra)
         .arg(format!(
             "--unixctl={}",
             dir.join(format!("{name}.ctl")).display()
@@ -140,7 +142,7 @@ impl SideServer {
             name: name.to_owned(),
             child: None,
         };
-        launch_server(&mut side.child, dir, name, db_file, &[]);
+        launch_server(&mut side.child, dir, name, db_file, &[], &[]);
         side
     }
 
@@ -179,6 +181,9 @@ pub struct Member {
     /// `tcp:127.0.0.1:PORT` for clients.
     pub client: String,
     client_port: u16,
+    /// `ssl:127.0.0.1:PORT` for clients, when the cluster serves TLS too.
+    pub ssl: Option<String>,
+    ssl_port: Option<u16>,
     name: String,
     db: PathBuf,
     child: Option<Child>,
@@ -190,10 +195,21 @@ pub struct Member {
 pub struct Cluster {
     dir: TempDir,
     pub members: Vec<Member>,
+    /// `ovsdb-server`'s TLS options, for the `ssl:` remotes.
+    tls: Vec<String>,
 }
 
 impl Cluster {
     pub fn start() -> Cluster {
+        Cluster::create(None)
+    }
+
+    /// Also serving clients over TLS with `pki`'s `server` certificate (Member::ssl).
+    pub fn start_ssl(pki: &super::pki::Pki) -> Cluster {
+        Cluster::create(Some(pki))
+    }
+
+    fn create(pki: Option<&super::pki::Pki>) -> Cluster {
         let tool = require("ovsdb-tool", "openvswitch-switch");
         require("ovs-appctl", "openvswitch-common");
         assert!(
@@ -201,12 +217,14 @@ impl Cluster {
             "{VSWITCH_SCHEMA} not found: apt-get install openvswitch-switch"
         );
         let dir = short_tempdir("raft-");
-        let ports = free_ports(6);
+        let ports = free_ports(9);
         let members: Vec<Member> = (0..3)
             .map(|i| Member {
                 raft: format!("tcp:127.0.0.1:{}", ports[i]),
                 client: format!("tcp:127.0.0.1:{}", ports[3 + i]),
                 client_port: ports[3 + i],
+                ssl: pki.map(|_| format!("ssl:127.0.0.1:{}", ports[6 + i])),
+                ssl_port: pki.map(|_| ports[6 + i]),
                 name: format!("s{}", i + 1),
                 db: dir.path().join(format!("db{}.db", i + 1)),
                 child: None,
@@ -235,7 +253,8 @@ impl Cluster {
                 &members[0].raft,
             ]);
         }
-        let mut cluster = Cluster { dir, members };
+        let tls = pki.map(|pki| pki.server_args("server")).unwrap_or_default();
+        let mut cluster = Cluster { dir, members, tls };
         for i in 0..3 {
             cluster.launch(i);
         }
@@ -251,13 +270,9 @@ impl Cluster {
     fn launch(&mut self, i: usize) {
         let dir = self.dir.path().to_path_buf();
         let m = &mut self.members[i];
-        launch_server(
-            &mut m.child,
-            &dir,
-            &m.name,
-            &m.db,
-            &[format!("ptcp:{}:127.0.0.1", m.client_port)],
-        );
+        let mut remotes = vec![format!("ptcp:{}:127.0.0.1", m.client_port)];
+        remotes.extend(m.ssl_port.map(|port| format!("pssl:{port}:127.0.0.1")));
+        launch_server(&mut m.child, &dir, &m.name, &m.db, &remotes, &self.tls);
     }
 
     /// Every member's client remote, comma-separated (`tcp:…,tcp:…,tcp:…`).
@@ -273,9 +288,20 @@ impl Cluster {
             .join(",")
     }
 
-    /// The member whose client remote is `remote`.
+    /// Every member's `ssl:` remote, comma-separated (after [`Cluster::start_ssl`]).
+    pub fn ssl_remotes(&self) -> String {
+        self.members
+            .iter()
+            .filter_map(|m| m.ssl.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The member whose client remote (`tcp:` or `ssl:`) is `remote`.
     pub fn index_of(&self, remote: &str) -> Option<usize> {
-        self.members.iter().position(|m| m.client == remote)
+        self.members
+            .iter()
+            .position(|m| m.client == remote || m.ssl.as_deref() == Some(remote))
     }
 
     pub fn is_running(&self, i: usize) -> bool {

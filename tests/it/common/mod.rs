@@ -14,6 +14,7 @@
 
 pub mod cluster;
 pub mod compare;
+pub mod pki;
 pub mod signals;
 pub mod stack;
 
@@ -312,6 +313,14 @@ impl Ovsdb {
         });
         assert!(synced, "backup did not sync:\n{}", backup.log());
         backup
+    }
+
+    /// Like [`Ovsdb::start`], with more `ovsdb-server` arguments (another `--remote`, TLS
+    /// files); a restart keeps them.
+    pub fn start_with(extra: Vec<String>) -> Ovsdb {
+        let ovsdb = Ovsdb::create(extra);
+        ovsdb.vsctl(&["init"]);
+        ovsdb
     }
 
     fn create(extra: Vec<String>) -> Ovsdb {
