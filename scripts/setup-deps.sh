@@ -15,6 +15,7 @@ declare -A COMMANDS=(
     [ovs-ofctl]=openvswitch-common
     [ovs-appctl]=openvswitch-common
     [ip]=iproute2
+    [ss]=iproute2
     [nsenter]=util-linux
     [perl]=perl
     [dbus-daemon]=dbus

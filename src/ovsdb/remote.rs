@@ -172,6 +172,28 @@ mod tests {
         assert!(list[0].is_tcp());
     }
 
+    #[tokio::test]
+    async fn network_sockets_get_keepalive_and_a_user_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stream = tcp("127.0.0.1", port, Duration::from_secs(6))
+            .await
+            .unwrap();
+        let socket = socket2::SockRef::from(&stream);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), Duration::from_secs(6));
+        assert_eq!(
+            socket.tcp_keepalive_interval().unwrap(),
+            Duration::from_secs(2)
+        );
+        assert_eq!(socket.tcp_keepalive_retries().unwrap(), 3);
+        assert_eq!(
+            socket.tcp_user_timeout().unwrap(),
+            Some(Duration::from_secs(12))
+        );
+        assert!(stream.nodelay().unwrap());
+    }
+
     #[test]
     fn rejects_bad_remotes_with_a_reason() {
         for bad in [

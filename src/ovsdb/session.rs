@@ -295,6 +295,7 @@ impl Session {
             })
             .collect();
         let since = self.last_txn.clone().unwrap_or_else(|| NO_TXN.to_owned());
+        tracing::debug!(%remote, since, "monitor_cond_since");
         let reply = client
             .request_raw(
                 "monitor_cond_since",

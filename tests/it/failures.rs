@@ -1289,6 +1289,25 @@ async fn relay_on_tcp(probe: &str) -> Stack {
     Stack::attach(db, bus, relay, WAIT).await
 }
 
+/// The kernel watches a tcp: connection too (keepalive), so a peer that vanishes is found
+/// even while the relay's own writes sit unacknowledged and its probe cannot go out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_connections_have_keepalive() {
+    let stack = relay_on_tcp("6").await;
+    let remote: String = stack.sub.property("Remote").await;
+    let port = remote.rsplit(':').next().unwrap();
+    let ss = crate::common::require("ss", "iproute2");
+    let out = crate::common::run_bounded(
+        Command::new(ss)
+            .args(["-tnoH", "state", "established"])
+            .arg(format!("( dport = :{port} )")),
+        crate::common::COMMAND_TIMEOUT,
+    );
+    let sockets = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(sockets.lines().count(), 1, "{sockets}");
+    assert!(sockets.contains("timer:(keepalive,"), "{sockets}");
+}
+
 /// SIGSTOPs the server, waits (at most 5 s) until `State` leaves `ready`, SIGCONTs it.
 /// Returns the new state (`Err` if it stayed ready) and how long the relay took.
 async fn stop_server_until_noticed(db: &Ovsdb, sub: &Subscriber) -> (Result<String, ()>, Duration) {
@@ -1823,4 +1842,106 @@ async fn a_cancelled_monitor_is_subscribed_again_at_once() {
     let sub = Subscriber::connect(&bus.address()).await;
     sub.wait_ready(WAIT).await;
     assert_eq!(server.accepted().len(), 2, "{}", relay.log());
+}
+
+// ---------------------------------------------------------------------------------------
+// OVSDB relay servers
+// ---------------------------------------------------------------------------------------
+
+/// The relay behind an OVSDB relay server in front of `source`: ready, changes written
+/// through the relay server arrive as signals, and after the relay server drops its clients
+/// the relay subscribes again and hears every change. `history`: the relay server offers
+/// transaction history (in front of a cluster), so a reconnect with nothing missed is a
+/// fast resync. (ovsdb-server 3.1's relay servers answer `found=false` once transactions
+/// followed the one asked for; the relay then diffs a snapshot, which the second round
+/// checks.)
+async fn through_an_ovsdb_relay_server(source: &str, dir: &std::path::Path, history: bool) {
+    let relay_server = SideServer::relay(source, dir, "relay-server");
+    relay_server.vsctl(&["add-br", "br0"]);
+    let bus = Bus::start();
+    let relay = Relay::spawn(&relay_server.remote(), &bus.address(), &[]);
+    let mut sub = Subscriber::connect(&bus.address()).await;
+    sub.wait_ready(WAIT).await;
+    let row: zbus::Result<Dict> = relay_proxy(&sub.conn)
+        .await
+        .call("GetRow", &("Bridge", "br0"))
+        .await;
+    assert!(
+        row.is_ok(),
+        "br0 from the relay server: {row:?}\n{}",
+        relay.log()
+    );
+
+    relay_server.vsctl(&["add-port", "br0", "p1"]);
+    let live = sub.take(3, WAIT).await;
+    assert_eq!(
+        summaries(&live),
+        [
+            "PortAdded p1 br0",
+            "InterfaceAdded p1 br0",
+            "BridgeChanged br0 br0"
+        ]
+    );
+
+    let reconnected = |count: usize| {
+        let relay = &relay;
+        async move {
+            poll_until_async(WAIT, Duration::from_millis(50), || async {
+                let log = relay.log();
+                let ready = log.matches("state changed state=\"ready\"").count();
+                if log.matches("connected to OVSDB").count() >= count && ready >= count {
+                    Ok(())
+                } else {
+                    Err(())
+                }
+            })
+            .await
+            .is_ok()
+        }
+    };
+    // Nothing missed.
+    relay_server.drop_clients();
+    assert!(reconnected(2).await, "{}", relay.log());
+    assert_eq!(
+        relay.log().contains("fast resync from transaction history"),
+        history,
+        "{}\n--- relay server ---\n{}",
+        relay.log(),
+        relay_server.log()
+    );
+    let quiet = drain(&mut sub, Duration::from_millis(300), WAIT).await;
+    assert!(
+        quiet.iter().all(|s| s.member == "Resynced"),
+        "{:?}",
+        summaries(&quiet)
+    );
+    // A change while the relay is away: exactly that change is published.
+    relay_server.drop_clients();
+    relay_server.vsctl(&["set", "port", "p1", "tag=4"]);
+    assert!(reconnected(3).await, "{}", relay.log());
+    let next = drain(&mut sub, Duration::from_millis(500), WAIT).await;
+    let typed: Vec<String> = next
+        .iter()
+        .filter(|s| s.member != "Resynced")
+        .map(Signal::summary)
+        .collect();
+    assert_eq!(
+        typed,
+        ["PortChanged p1 br0"],
+        "{:?}\n{}",
+        summaries(&next),
+        relay.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ovsdb_relay_server_in_front_of_a_standalone_database() {
+    let db = Ovsdb::start();
+    through_an_ovsdb_relay_server(&db.remote(), db.dir(), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_ovsdb_relay_server_in_front_of_a_cluster_resyncs_fast() {
+    let cluster = Cluster::start();
+    through_an_ovsdb_relay_server(&cluster.remotes(), cluster.dir(), true).await;
 }

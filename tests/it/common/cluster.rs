@@ -146,6 +146,19 @@ impl SideServer {
         side
     }
 
+    /// An OVSDB relay server (`ovsdb-server relay:Open_vSwitch:SOURCE`, OVS ≥ 2.16) in
+    /// `dir`: no file of its own, the database is `source`'s (a server or cluster).
+    pub fn relay(source: &str, dir: &Path, name: &str) -> SideServer {
+        let mut side = SideServer {
+            dir: dir.to_path_buf(),
+            name: name.to_owned(),
+            child: None,
+        };
+        let database = PathBuf::from(format!("relay:Open_vSwitch:{source}"));
+        launch_server(&mut side.child, dir, name, &database, &[], &[]);
+        side
+    }
+
     pub fn remote(&self) -> String {
         format!(
             "unix:{}",
@@ -153,8 +166,38 @@ impl SideServer {
         )
     }
 
+    /// The tail of its log.
+    pub fn log(&self) -> String {
+        server_log(&self.dir, &self.name, 40)
+    }
+
+    /// Closes every client connection (the listening socket is removed and added again),
+    /// the server staying up with its state.
+    pub fn drop_clients(&self) {
+        let appctl = require("ovs-appctl", "openvswitch-common");
+        let ctl = self.dir.join(format!("{}.ctl", self.name));
+        let listen = format!(
+            "punix:{}",
+            self.dir.join(format!("{}.sock", self.name)).display()
+        );
+        for command in ["ovsdb-server/remove-remote", "ovsdb-server/add-remote"] {
+            let out = run_bounded(
+                Command::new(&appctl)
+                    .arg("-t")
+                    .arg(&ctl)
+                    .arg(command)
+                    .arg(&listen),
+                COMMAND_TIMEOUT,
+            );
+            expect_success(&out, command);
+        }
+    }
+
+    /// `ovs-vsctl` through this server; `--no-leader-only`, which a relay server needs.
     pub fn vsctl(&self, args: &[&str]) -> String {
-        vsctl_ok(&self.remote(), args)
+        let mut full = vec!["--no-leader-only"];
+        full.extend_from_slice(args);
+        vsctl_ok(&self.remote(), &full)
     }
 
     /// Stops the server cleanly (SIGTERM) so the file is closed and unlocked.
