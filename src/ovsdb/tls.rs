@@ -212,3 +212,38 @@ fn explain(error: &rustls::Error) -> String {
     };
     format!("{hint} ({error})")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_explained_for_operators() {
+        let cases = [
+            (
+                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+                "not signed by the CA in --ca-cert",
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::Expired),
+                "has expired",
+            ),
+            (
+                rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA),
+                "refused the relay's certificate",
+            ),
+            (
+                rustls::Error::AlertReceived(rustls::AlertDescription::ProtocolVersion),
+                "TLS 1.2 and 1.3",
+            ),
+        ];
+        for (error, expected) in cases {
+            let io = std::io::Error::new(std::io::ErrorKind::InvalidData, error.clone());
+            let text = describe(&io);
+            assert!(text.contains(expected), "{error:?}: {text}");
+            assert!(text.contains(&error.to_string()), "{text}");
+        }
+        let plain = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert_eq!(describe(&plain), "refused");
+    }
+}
