@@ -27,11 +27,13 @@ pub struct ConnectOptions {
 
 /// Keepalive and a bound on unacknowledged data, so that a dead peer ends the socket even
 /// when the relay's own probe cannot be sent (its writes stuck behind unacknowledged ones).
+/// The kernel counts keepalive times in whole seconds, at least one.
 fn keep_alive(stream: &tokio::net::TcpStream, probe: Duration) -> std::io::Result<()> {
+    let second = Duration::from_secs(1);
     let socket = socket2::SockRef::from(stream);
     let keepalive = socket2::TcpKeepalive::new()
-        .with_time(probe)
-        .with_interval((probe / 3).max(Duration::from_secs(1)))
+        .with_time(probe.max(second))
+        .with_interval((probe / 3).max(second))
         .with_retries(3);
     socket.set_tcp_keepalive(&keepalive)?;
     socket.set_tcp_user_timeout(Some(probe * 2))
@@ -40,7 +42,10 @@ fn keep_alive(stream: &tokio::net::TcpStream, probe: Duration) -> std::io::Resul
 async fn tcp(host: &str, port: u16, probe: Duration) -> std::io::Result<tokio::net::TcpStream> {
     let stream = tokio::net::TcpStream::connect((host, port)).await?;
     stream.set_nodelay(true)?;
-    keep_alive(&stream, probe)?;
+    // A kernel without these options still gets the relay's own inactivity probe.
+    if let Err(e) = keep_alive(&stream, probe) {
+        tracing::warn!("cannot set TCP keepalive on the OVSDB connection: {e}");
+    }
     Ok(stream)
 }
 
@@ -170,6 +175,21 @@ mod tests {
         assert_eq!(list.len(), 2);
         assert_eq!(Remote::join(&list), "tcp:127.0.0.1:1,tcp:127.0.0.1:2");
         assert!(list[0].is_tcp());
+    }
+
+    #[tokio::test]
+    async fn a_probe_below_a_second_still_gets_keepalive() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stream = tcp("127.0.0.1", port, Duration::from_millis(300))
+            .await
+            .unwrap();
+        let socket = socket2::SockRef::from(&stream);
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), Duration::from_secs(1));
+        assert_eq!(
+            socket.tcp_user_timeout().unwrap(),
+            Some(Duration::from_millis(600))
+        );
     }
 
     #[tokio::test]
