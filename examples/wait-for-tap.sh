@@ -12,7 +12,8 @@
 # Environment:
 #   OVS_DBUS_RELAY_BUS  system (default), session, or a D-Bus address
 #   OVS_DBUS_RELAY      the ovs-dbus-relay binary (default: from PATH)
-# Exit status: 0 attached (ofport on stdout); 1 not attached in time; 2 other error
+# Exit status: 0 attached (ofport on stdout); 1 not attached in time; 3 no relay or bus;
+# 4 relay not synced; 2 other error (those of `ovs-dbus-relay wait`)
 # (the reason on stderr).
 set -eu
 

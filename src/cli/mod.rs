@@ -1,8 +1,9 @@
 //! The client commands `watch`, `wait`, `show`, `get` and `list` (SPEC §7). They talk to a running relay
 //! over D-Bus only, so they need no access to the OVSDB socket.
 //!
-//! Exit codes: 0 done; 1 condition not met / timeout; 2 usage, connection or any other
-//! error, with one line on stderr naming what failed.
+//! Exit codes: 0 done; 1 condition not met / timeout; 2 usage or any other error; 3 the
+//! relay is not running or the bus cannot be reached; 4 the relay runs but has not synced
+//! with OVSDB (yet) — each with one line on stderr naming what failed.
 
 pub mod format;
 pub mod get;
@@ -34,10 +35,26 @@ impl Failure {
         }
     }
 
-    /// Exit 2: usage, connection or any other error.
+    /// Exit 2: usage or any other error.
     pub fn error(message: impl Into<String>) -> Self {
         Self {
             code: 2,
+            message: message.into(),
+        }
+    }
+
+    /// Exit 3: no relay to ask (nobody owns its name, or the bus itself is unreachable).
+    pub fn unreachable(message: impl Into<String>) -> Self {
+        Self {
+            code: 3,
+            message: message.into(),
+        }
+    }
+
+    /// Exit 4: the relay answers but has not synced with OVSDB.
+    pub fn not_ready(message: impl Into<String>) -> Self {
+        Self {
+            code: 4,
             message: message.into(),
         }
     }
@@ -105,18 +122,19 @@ pub async fn connect(
     builder
         .build()
         .await
-        .map_err(|e| Failure::error(format!("cannot connect to the {target}: {e}")))
+        .map_err(|e| Failure::unreachable(format!("cannot connect to the {target}: {e}")))
 }
 
 impl CallError {
-    /// As a command failure: a timeout is exit 1, everything else exit 2. `what` names the
-    /// operation (`wait Port tap0`, `show`).
+    /// As a command failure: a timeout is exit 1, no relay 3, a relay not synced 4,
+    /// everything else 2. `what` names the operation (`wait Port tap0`, `show`).
     pub fn into_failure(self, what: &str) -> Failure {
         match self {
             Self::Timeout(m) => Failure::not_met(format!("{what}: timed out: {m}")),
             Self::InvalidArgs(m) => Failure::error(format!("{what}: invalid argument: {m}")),
-            Self::NotConnected(m) => Failure::error(format!("{what}: relay not ready: {m}")),
-            Self::NotRunning(m) | Self::Other(m) => Failure::error(format!("{what}: {m}")),
+            Self::NotConnected(m) => Failure::not_ready(format!("{what}: relay not ready: {m}")),
+            Self::NotRunning(m) => Failure::unreachable(format!("{what}: {m}")),
+            Self::Other(m) => Failure::error(format!("{what}: {m}")),
         }
     }
 }
@@ -126,12 +144,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn timeouts_exit_1_and_the_rest_exit_2() {
-        let t = CallError::Timeout("Port \"x\": not satisfied within 10 ms".into());
-        assert_eq!(t.into_failure("wait Port x").code, 1);
+    fn each_kind_of_failure_has_its_exit_code() {
+        let code = |e: CallError| e.into_failure("get").code;
+        assert_eq!(code(CallError::Timeout("t".into())), 1);
+        assert_eq!(code(CallError::InvalidArgs("a".into())), 2);
+        assert_eq!(code(CallError::Other("o".into())), 2);
+        assert_eq!(code(CallError::NotRunning("r".into())), 3);
+        assert_eq!(code(CallError::NotConnected("c".into())), 4);
+    }
+
+    #[test]
+    fn messages_name_the_operation() {
         let i = CallError::InvalidArgs("bad".into()).into_failure("wait Port x");
-        assert_eq!(i.code, 2);
         assert_eq!(i.message, "wait Port x: invalid argument: bad");
-        assert_eq!(CallError::NotRunning("n".into()).into_failure("w").code, 2);
     }
 }

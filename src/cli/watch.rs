@@ -266,7 +266,7 @@ pub async fn run(args: WatchArgs) -> Outcome {
             _ = interrupt.recv() => return Ok(()),
             change = owners.next() => {
                 let change = match change {
-                    None => return Err(Failure::error(format!("watch: lost the connection to the {target}"))),
+                    None => return Err(Failure::unreachable(format!("watch: lost the connection to the {target}"))),
                     Some(Err(_)) => continue,
                     Some(Ok(change)) => change,
                 };
@@ -281,7 +281,7 @@ pub async fn run(args: WatchArgs) -> Outcome {
             }
             message = signals.next() => {
                 let message = match message {
-                    None => return Err(Failure::error(format!("watch: lost the connection to the {target}"))),
+                    None => return Err(Failure::unreachable(format!("watch: lost the connection to the {target}"))),
                     Some(Err(e)) => return Err(Failure::error(format!("watch: {e}"))),
                     Some(Ok(message)) => message,
                 };

@@ -192,14 +192,14 @@ async fn wait_rides_out_a_relay_that_has_not_synced_yet() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wait_without_a_relay_exits_2() {
+async fn wait_without_a_relay_exits_3() {
     let bus = Bus::start();
     let out = run(wait(&bus.address(), &["Port", "p1", "--timeout", "5"])).await;
-    assert_error(&out, 2, "relay not running on the bus at");
+    assert_error(&out, 3, "relay not running on the bus at");
 
     // No bus at all.
     let out = run(wait(NO_BUS, &["Port", "p1"])).await;
-    assert_error(&out, 2, "cannot connect");
+    assert_error(&out, 3, "cannot connect");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -443,9 +443,9 @@ async fn watch_prints_readable_lines_filtered_by_the_bus() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_without_a_bus_exits_2() {
+async fn watch_without_a_bus_exits_3() {
     let out = run(command(&["watch", "--bus", NO_BUS])).await;
-    assert_error(&out, 2, "cannot connect");
+    assert_error(&out, 3, "cannot connect");
     let out = run(command(&["watch", "--bus", "nowhere"])).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--bus"), "{}", stderr(&out));
@@ -511,10 +511,10 @@ async fn show_lays_out_the_switch_like_ovs_vsctl() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn show_without_a_relay_exits_2() {
+async fn show_without_a_relay_exits_3() {
     let bus = Bus::start();
     let out = run(command(&["show", "--bus", &bus.address()])).await;
-    assert_error(&out, 2, "relay not running");
+    assert_error(&out, 3, "relay not running");
 }
 
 /// `get` prints what `ovs-vsctl get` prints for the same columns (and `list`'s record layout
