@@ -131,6 +131,7 @@ impl Session {
         // Forced resyncs in a row, each after a short connection: a server that keeps
         // sending what the replica cannot apply gets the backoff, not a reconnect loop.
         let mut quick_resyncs = 0u32;
+        let mut failed_connects = 0u64;
         loop {
             let remote = self.config.remotes[attempt % self.config.remotes.len()].clone();
             attempt += 1;
@@ -178,7 +179,24 @@ impl Session {
                 }
                 _ => {}
             }
-            tracing::warn!(%remote, "OVSDB connection ended: {end}");
+            // A server that stays away must not fill the log: failed attempts in a row are
+            // logged at the 1st, 2nd, 4th, 8th … (with the count), the rest at debug level.
+            if matches!(end, ConnectionEnd::Connect(_)) {
+                failed_connects += 1;
+            } else {
+                failed_connects = 0;
+            }
+            match failed_connects {
+                0 | 1 => tracing::warn!(%remote, "OVSDB connection ended: {end}"),
+                n if n.is_power_of_two() => tracing::warn!(
+                    %remote,
+                    "OVSDB connection ended: {end} ({n} failed attempts in a row; retrying \
+                     with backoff up to {:?}, next report at {})",
+                    self.config.backoff_max,
+                    n * 2
+                ),
+                n => tracing::debug!(%remote, attempt = n, "OVSDB connect failed again: {end}"),
+            }
             if !self.synced_once && started.elapsed() >= self.config.connect_timeout {
                 return Err(SessionError::Unreachable {
                     remotes: Remote::join(&self.config.remotes),

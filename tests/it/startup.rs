@@ -141,6 +141,19 @@ async fn waits_for_a_server_that_appears_later() {
     );
     assert_eq!(sub.property::<String>("State").await, "connecting");
     assert!(relay.is_running());
+    // Not a warning per attempt: the 1st, 2nd, 4th, … of a streak, the rest at debug.
+    assert!(
+        relay.wait_log_count("OVSDB connect failed again", 2, Duration::from_secs(15)),
+        "{}",
+        relay.log()
+    );
+    let log = relay.log();
+    let warned = log.matches("OVSDB connection ended").count();
+    let attempts = warned + log.matches("OVSDB connect failed again").count();
+    assert!(
+        warned <= 1 + attempts.ilog2() as usize,
+        "{warned} warnings for {attempts} attempts:\n{log}"
+    );
     db.restart();
     sub.wait_ready(Duration::from_secs(15)).await;
 }
