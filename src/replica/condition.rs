@@ -1,6 +1,9 @@
 //! `ovs-vsctl wait-until` conditions (`col=v`, `col!=v`, `col<v`, `col>v`, `col<=v`,
-//! `col>=v`, `col:key=v`, `[]` for the empty set), parsed against a table's schema and
-//! evaluated on replica rows. Values compare by the column's type: `ofport>0` is numeric.
+//! `col>=v`, `col:key=v`, `[]` for the empty set, and the set relations `col{=}v`,
+//! `{!=}`, `{<}`, `{>}`, `{<=}`, `{>=}`: equal, unequal, proper subset, proper superset,
+//! subset, superset — of elements, or of key=value pairs for maps), parsed against a
+//! table's schema and evaluated on replica rows. Values compare by the column's type:
+//! `ofport>0` is numeric.
 
 use super::layout::TableLayout;
 use crate::ovsdb::atoms::{AtomMap, AtomSet};
@@ -10,6 +13,19 @@ use std::cmp::Ordering;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Gt,
+    Le,
+    Ge,
+    /// `{=}` … `{>=}`: relations between the column's value and the given one as sets.
+    Set(Relation),
+}
+
+/// A set relation: equal, unequal, proper subset, proper superset, subset, superset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relation {
     Eq,
     Ne,
     Lt,
@@ -27,7 +43,30 @@ impl Op {
             Self::Gt => ordering == Ordering::Greater,
             Self::Le => ordering != Ordering::Greater,
             Self::Ge => ordering != Ordering::Less,
+            // Not an order: see [`set_relation`].
+            Self::Set(_) => false,
         }
+    }
+}
+
+/// Whether every element of `a` (every key=value pair, for maps) is in `b`.
+fn subset(a: &Datum, b: &Datum) -> bool {
+    match (a, b) {
+        (Datum::Set(a), Datum::Set(b)) => a.iter().all(|x| b.contains(x)),
+        (Datum::Map(a), Datum::Map(b)) => a.iter().all(|(k, v)| b.get(k) == Some(v)),
+        _ => false,
+    }
+}
+
+fn set_relation(op: Relation, actual: &Datum, given: &Datum) -> bool {
+    let equal = actual == given;
+    match op {
+        Relation::Eq => equal,
+        Relation::Ne => !equal,
+        Relation::Le => subset(actual, given),
+        Relation::Lt => subset(actual, given) && !equal,
+        Relation::Ge => subset(given, actual),
+        Relation::Gt => subset(given, actual) && !equal,
     }
 }
 
@@ -43,7 +82,10 @@ pub struct Condition {
 impl Condition {
     pub fn parse(layout: &TableLayout, text: &str) -> Result<Self, String> {
         let (lhs, op, rhs) = split_operator(text).ok_or_else(|| {
-            format!("{text:?}: expected COLUMN[:KEY]OP VALUE with OP one of = != < > <= >=")
+            format!(
+                "{text:?}: expected COLUMN[:KEY]OP VALUE with OP one of = != < > <= >= \
+                 or a set relation {{=}} {{!=}} {{<}} {{>}} {{<=}} {{>=}}"
+            )
         })?;
         let (column_name, key) = match lhs.split_once(':') {
             Some((c, k)) => (c, Some(k)),
@@ -57,16 +99,35 @@ impl Condition {
         })?;
         let ty = &layout.columns[column].ty;
         let (key, value) = match (key, ty.value) {
+            (Some(_), Some(_)) if matches!(op, Op::Set(_)) => {
+                return Err(format!(
+                    "{text:?}: a set relation compares a whole column, not one key"
+                ));
+            }
             (Some(key), Some(value_ty)) => {
                 let key = parse_atom(ty.key, key).map_err(|e| format!("{text:?}: key: {e}"))?;
                 let value = parse_atom(value_ty, rhs).map_err(|e| format!("{text:?}: {e}"))?;
                 (Some(key), Datum::Set(AtomSet::from([value])))
             }
             (Some(_), None) => return Err(format!("{text:?}: {column_name} is not a map")),
-            (None, _) => (
-                None,
-                parse_datum(ty, rhs).map_err(|e| format!("{text:?}: {e}"))?,
-            ),
+            (None, _) => {
+                // A set relation may name more (or fewer) elements than the column holds.
+                let relaxed;
+                let ty = if matches!(op, Op::Set(_)) {
+                    relaxed = ColumnType {
+                        min: 0,
+                        max: None,
+                        ..ty.clone()
+                    };
+                    &relaxed
+                } else {
+                    ty
+                };
+                (
+                    None,
+                    parse_datum(ty, rhs).map_err(|e| format!("{text:?}: {e}"))?,
+                )
+            }
         };
         Ok(Self {
             column,
@@ -91,7 +152,10 @@ impl Condition {
                 None => self.op == Op::Ne,
             },
             (Some(_), Datum::Set(_)) => false,
-            (None, _) => self.op.accepts(compare(actual, &self.value)),
+            (None, _) => match self.op {
+                Op::Set(op) => set_relation(op, actual, &self.value),
+                op => op.accepts(compare(actual, &self.value)),
+            },
         }
     }
 }
@@ -120,8 +184,15 @@ fn compare_sets(a: &AtomSet, b: &AtomSet) -> Ordering {
 }
 
 fn split_operator(text: &str) -> Option<(&str, Op, &str)> {
-    // Two-character operators first so `<=` is not read as `<` followed by `=v`.
+    // Set relations first (`{<=}` holds `<=`), then two-character operators, so that `<=`
+    // is not read as `<` followed by `=v`.
     let ops = [
+        ("{!=}", Op::Set(Relation::Ne)),
+        ("{<=}", Op::Set(Relation::Le)),
+        ("{>=}", Op::Set(Relation::Ge)),
+        ("{=}", Op::Set(Relation::Eq)),
+        ("{<}", Op::Set(Relation::Lt)),
+        ("{>}", Op::Set(Relation::Gt)),
         ("!=", Op::Ne),
         ("<=", Op::Le),
         (">=", Op::Ge),
@@ -129,7 +200,7 @@ fn split_operator(text: &str) -> Option<(&str, Op, &str)> {
         ("<", Op::Lt),
         (">", Op::Gt),
     ];
-    let position = text.find(['=', '!', '<', '>'])?;
+    let position = text.find(['=', '!', '<', '>', '{'])?;
     let rest = &text[position..];
     let (symbol, op) = ops
         .into_iter()
@@ -354,5 +425,46 @@ mod tests {
             Some(("a:k", "v=w"))
         );
         assert!(split_operator("a!1").is_none());
+        assert_eq!(
+            split_operator("a{<=}1").map(|x| x.1),
+            Some(Op::Set(Relation::Le))
+        );
+        assert_eq!(
+            split_operator("a{=}[]").map(|x| (x.1, x.2)),
+            Some((Op::Set(Relation::Eq), "[]"))
+        );
+        assert!(split_operator("a{~}1").is_none());
+    }
+
+    #[test]
+    fn set_relations_as_ovs_vsctl_has_them() {
+        let port = |values| row(&layout(), TableId::Port, values);
+        let layout = layout();
+        let table = layout.table(TableId::Port);
+        let trunks = port(json!({"name": "p", "trunks": ["set", [1, 2]],
+                                 "external_ids": ["map", [["a", "1"], ["b", "2"]]]}));
+        for (condition, expected) in [
+            ("trunks{=}1,2", true),
+            ("trunks{=}[2,1]", true),
+            ("trunks{!=}1", true),
+            ("trunks{<=}1,2,3", true),
+            ("trunks{<}1,2,3", true),
+            ("trunks{<}1,2", false),
+            ("trunks{<=}1", false),
+            ("trunks{>=}1", true),
+            ("trunks{>}1", true),
+            ("trunks{>}1,2", false),
+            ("trunks{>=}[]", true),
+            ("tag{<=}[1,2,3]", true),
+            ("tag{=}[]", true),
+            ("external_ids{>=}{a=1}", true),
+            ("external_ids{>=}{a=2}", false),
+            ("external_ids{<}{a=1, b=2, c=3}", true),
+        ] {
+            let parsed = Condition::parse(table, condition).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(parsed.holds(&trunks), expected, "{condition}");
+        }
+        let err = Condition::parse(table, "external_ids:a{=}1").unwrap_err();
+        assert!(err.contains("whole column"), "{err}");
     }
 }

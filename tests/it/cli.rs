@@ -150,6 +150,36 @@ async fn wait_for_removal() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
 
+/// `ovs-vsctl wait-until`'s set relations: `{>=}` superset, `{<}` proper subset, ….
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_takes_the_set_relations_of_ovs_vsctl() {
+    let stack = Stack::start(&[]).await;
+    stack.db.vsctl(&[
+        "add-br",
+        "br0",
+        "--",
+        "add-port",
+        "br0",
+        "p1",
+        "trunks=1,2,3",
+    ]);
+    let address = stack.bus.address();
+    for (condition, code) in [
+        ("trunks{>=}1,2", 0),
+        ("trunks{=}3,2,1", 0),
+        ("trunks{<}1,2,3,4", 0),
+        ("trunks{<}1,2,3", 1),
+        ("external_ids{=}{}", 0),
+    ] {
+        let out = run(wait(
+            &address,
+            &["Port", "p1", condition, "--timeout", "0.5"],
+        ))
+        .await;
+        assert_exit(&out, code);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_rejects_bad_arguments_with_exit_2() {
     let stack = Stack::start(&[]).await;
