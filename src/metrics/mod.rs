@@ -6,6 +6,7 @@
 //! so a scrape (which reads the label maps) never contends with the publisher.
 
 pub mod http;
+mod process;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -238,7 +239,7 @@ impl Metrics {
             Box::new(method_calls.clone()),
             Box::new(last_event_timestamp.clone()),
             Box::new(build_info),
-            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+            Box::new(process::ProcessCollector::new()?),
         ];
         for collector in collectors {
             registry.register(collector)?;
