@@ -8,6 +8,7 @@
 //! zbus's own object server is never started on these connections (it would answer
 //! `UnknownObject` for every row path, and its `Introspect` inlines whole subtrees).
 
+use super::audit;
 use super::error::MethodError;
 use super::escape::{decode_label, encode_label};
 use super::limits::Expensive;
@@ -586,7 +587,12 @@ impl Service {
             }
             other => Err(unknown_method(SWITCH, other)),
         };
-        reply(conn, header, result).await
+        let outcome = match &result {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => format!("{}: {e}", e.name_str()),
+        };
+        reply(conn, header, result).await;
+        audit::write_answered(conn, header, call, &outcome).await;
     }
 
     async fn openqa(&self, conn: &Connection, header: &Header<'_>, call: &Message, member: &str) {
@@ -612,7 +618,16 @@ impl Service {
             }
             other => Err(unknown_method(OPENQA, other)),
         };
-        reply(conn, header, result).await
+        let outcome = match &result {
+            Ok((0, _)) => Some("ok".to_owned()),
+            Ok((code, message)) => Some(format!("{code} {:?}", message.trim_end())),
+            Err(e) => Some(format!("{}: {e}", e.name_str())),
+        }
+        .filter(|_| member != "show");
+        reply(conn, header, result).await;
+        if let Some(outcome) = outcome {
+            audit::write_answered(conn, header, call, &outcome).await;
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The D-Bus side: names, the connection that owns `org.ovsdbus.Relay1`, the object tree
 //! and the single publisher.
 
+pub mod audit;
 pub mod dispatch;
 pub mod error;
 pub mod escape;

@@ -160,6 +160,14 @@ async fn set_vlan_and_unset_vlan_do_what_the_script_does() {
     assert_eq!(env.port("tap0", "tag"), "5");
     assert_eq!(env.port("tap0", "vlan_mode"), "dot1q-tunnel");
     assert!(link_up(&env.netns, "tap0"), "set_vlan brings the tap up");
+    // In the audit trail, like every write.
+    let audited = crate::common::wait_until(WAIT, || {
+        env.stack
+            .relay
+            .log()
+            .contains("org.opensuse.os_autoinst.switch.set_vlan(\"tap0\", uint32 5): ok")
+    });
+    assert!(audited, "{}", env.stack.relay.log());
     // A port in another mode and VLAN is moved over.
     assert_eq!(openqa.set_vlan("tap1", 8).await, (0, String::new()));
     assert_eq!(env.port("tap1", "tag"), "8");

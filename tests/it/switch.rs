@@ -1095,3 +1095,40 @@ async fn transaction_failed_on_a_read_only_backup_server() {
     assert!(message.contains("read only mode"), "{message}");
     assert_unchanged(&active, &before, "refused writes");
 }
+
+/// Every write is in the log once answered: who (uid and pid, from the bus daemon), what
+/// (method and arguments) and how it ended — an audit trail of changes to the switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_logged_with_the_callers_uid_and_pid() {
+    let stack = Stack::start(&["--no-wait"]).await;
+    let sw = Switch::new(&stack.sub.conn).await;
+    ok(sw.add_bridge("br0", opts([])).await, "AddBridge");
+    let (name, _) = error_of(sw.set_vlan("nosuch", 5).await);
+    assert_eq!(name, "org.ovsdbus.Error.NotFound");
+
+    // SAFETY: getuid has no preconditions.
+    let who = format!(
+        "write by uid {} pid {}",
+        unsafe { libc::getuid() },
+        std::process::id()
+    );
+    let logged = |needle: &str| {
+        crate::common::wait_until(WAIT, || {
+            stack
+                .relay
+                .log()
+                .lines()
+                .any(|l| l.contains(&who) && l.contains(needle))
+        })
+    };
+    assert!(
+        logged("org.ovsdbus.Switch1.AddBridge(\"br0\", @a{sv} {}): ok"),
+        "{}",
+        stack.relay.log()
+    );
+    assert!(
+        logged("org.ovsdbus.Switch1.SetVlan(\"nosuch\", uint32 5): org.ovsdbus.Error.NotFound"),
+        "{}",
+        stack.relay.log()
+    );
+}
