@@ -17,7 +17,12 @@ use std::time::Duration;
 #[command(
     version,
     propagate_version = true,
-    about = "Publishes Open vSwitch database changes on D-Bus"
+    about = "Publishes Open vSwitch database changes on D-Bus",
+    after_long_help = "Exit status: 0 done; 1 condition not met or timed out; 2 usage or other \
+error; 3 relay not running or bus unreachable; 4 relay not synced with OVSDB. `run` exits 2 \
+for a fatal start-up problem, always with one line on stderr naming it.\n\n\
+The D-Bus API (org.ovsdbus.Relay1) is described in /usr/share/doc/ovs-dbus-relay/dbus-api.md; \
+settings for the service go into /etc/default/ovs-dbus-relay."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -38,11 +43,20 @@ enum Command {
     Get(cli::get::GetArgs),
     /// Print the names of a table's rows, like `ovs-vsctl list-br` / `list-ports`.
     List(cli::get::ListArgs),
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (ovs-dbus-relay.8 and one per command) into DIR (packaging).
+    #[command(hide = true)]
+    Manpages { dir: std::path::PathBuf },
 }
 
 #[derive(Args)]
 struct RunArgs {
-    /// OVSDB remote(s): unix:PATH or tcp:HOST:PORT, comma-separated for a cluster.
+    /// OVSDB remote(s): unix:PATH, tcp:HOST:PORT or ssl:HOST:PORT, comma-separated for a
+    /// cluster.
     #[arg(
         long,
         env = "OVS_DBUS_RELAY_DB",
@@ -238,6 +252,15 @@ fn main() -> ExitCode {
         Command::Show(args) => return cli::execute(cli::show::run(args)),
         Command::Get(args) => return cli::execute(cli::get::get(args)),
         Command::List(args) => return cli::execute(cli::get::list(args)),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut command, "ovs-dbus-relay", &mut out);
+            return cli::execute(async move {
+                cli::write_stdout("completions", &String::from_utf8_lossy(&out))
+            });
+        }
+        Command::Manpages { dir } => manpages(&dir),
         Command::Run(args) => args.config().and_then(|config| {
             without_transparent_huge_pages();
             // One worker: an update passes through several tasks (connection, session,
@@ -261,6 +284,34 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `ovs-dbus-relay(8)` and `ovs-dbus-relay-COMMAND(8)` for every visible command, rendered
+/// from the same definitions that parse the arguments, so they cannot drift apart.
+fn manpages(dir: &std::path::Path) -> Result<(), String> {
+    let command = <Cli as clap::CommandFactory>::command();
+    let write = |name: &str, page: clap::Command| {
+        let path = dir.join(format!("{name}.8"));
+        let mut text = Vec::new();
+        clap_mangen::Man::new(page)
+            .section("8")
+            .manual("ovs-dbus-relay")
+            .source(format!("ovs-dbus-relay {}", env!("CARGO_PKG_VERSION")))
+            .render(&mut text)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for sub in command.get_subcommands().filter(|c| !c.is_hide_set()) {
+        let name = format!("ovs-dbus-relay-{}", sub.get_name());
+        write(
+            &name,
+            sub.clone()
+                .name(name.clone())
+                .version(env!("CARGO_PKG_VERSION")),
+        )?;
+    }
+    write("ovs-dbus-relay", command)
 }
 
 /// A burst allocates tens of megabytes of short-lived messages spread over the allocator's

@@ -1197,3 +1197,67 @@ fn sysusers_and_default_files_match_the_relay() {
         "the example file and `run` disagree"
     );
 }
+
+/// The man pages, generated from the argument definitions, render without a warning from
+/// man/groff and name every flag; the completion scripts are valid and know every command.
+#[test]
+fn man_pages_and_completions_are_generated() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = crate::common::relay_bin();
+    let out = run_bounded(
+        Command::new(bin).arg("manpages").arg(dir.path()),
+        COMMAND_TIMEOUT,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let man = require("man", "man-db");
+    let commands = ["run", "watch", "wait", "show", "get", "list", "completions"];
+    for page in std::iter::once("ovs-dbus-relay".to_owned())
+        .chain(commands.iter().map(|c| format!("ovs-dbus-relay-{c}")))
+    {
+        let path = dir.path().join(format!("{page}.8"));
+        let out = run_bounded(
+            Command::new(&man)
+                .arg("--warnings")
+                .arg("-l")
+                .arg(&path)
+                .env("MANWIDTH", "80")
+                .env_remove("MAN_KEEP_FORMATTING"),
+            COMMAND_TIMEOUT,
+        );
+        let rendered = text(&out.stdout);
+        assert!(out.status.success(), "{page}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).trim().is_empty(),
+            "{page}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            rendered.contains("NAME") && rendered.contains("SYNOPSIS"),
+            "{rendered}"
+        );
+        if page == "ovs-dbus-relay-run" {
+            for flag in ["--db", "--private-key", "--openqa-compat", "--no-wait"] {
+                assert!(rendered.contains(flag), "{page} lacks {flag}");
+            }
+        }
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run_bounded(
+            Command::new(bin).args(["completions", shell]),
+            COMMAND_TIMEOUT,
+        );
+        let script = text(&out.stdout);
+        assert!(out.status.success() && !script.is_empty(), "{shell}");
+        for command in commands {
+            assert!(
+                script.contains(command),
+                "{shell} completion lacks {command}"
+            );
+        }
+        if shell == "bash" {
+            let mut check = Command::new(require("bash", "bash"));
+            check.arg("-n").arg("-c").arg(&script);
+            assert!(run_bounded(&mut check, COMMAND_TIMEOUT).status.success());
+        }
+    }
+}
