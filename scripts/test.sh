@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every check: system dependencies, formatting, lints, unit and integration tests.
+# Runs every check: system dependencies, formatting, lints, unit and integration tests, and
+# the Debian package (built, listed, lintian).
 # Integration tests start real ovsdb-server and dbus-daemon processes in temp dirs.
 set -euo pipefail
 
@@ -22,5 +23,7 @@ done
 step cargo fmt --check
 step cargo clippy --all-targets -- -D warnings
 step cargo test --all-targets
+# The .deb from a release build: contents listed, lintian must be clean.
+step scripts/package.sh --check
 
 printf '\n==> all checks passed\n'
