@@ -62,9 +62,14 @@ impl ProcessCollector {
             start_time,
             descs,
         };
+        // Under ProcSubset=pid (the unit's) /proc/stat is hidden; the collector is made
+        // as the relay starts, so now is within milliseconds of the truth.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
         collector
             .start_time
-            .set(start_time_seconds().unwrap_or(0.0));
+            .set(start_time_seconds().unwrap_or(now));
         Ok(collector)
     }
 }

@@ -195,6 +195,27 @@ fn verify_unit(drop_in: Option<&Path>) {
         ours.join("\n")
     );
 
+    // The sandbox: an overall exposure of at most 1.5 ("OK") in systemd's own scoring,
+    // offline and with the binary in place.
+    if drop_in.is_none() {
+        let out = run_bounded(
+            Command::new(&analyze)
+                .args(["security", "--offline=true", "--threshold=15"])
+                .arg(&unit)
+                .env("SYSTEMD_UNIT_PATH", format!("{}:", dir.path().display())),
+            COMMAND_TIMEOUT,
+        );
+        let report = text(&out.stdout);
+        let overall = report
+            .lines()
+            .find(|l| l.contains("Overall exposure level"))
+            .unwrap_or_default();
+        assert!(
+            out.status.success(),
+            "exposure above 1.5: {overall}\n{report}"
+        );
+    }
+
     // The arguments of ExecStart= must be accepted by the binary, too.
     let out = run_bounded(Command::new(bin).args(["run", "--help"]), COMMAND_TIMEOUT);
     assert!(
@@ -250,11 +271,22 @@ fn systemd_unit_has_the_required_settings() {
         ("AmbientCapabilities", ""),
         ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6"),
         ("MemoryDenyWriteExecute", "yes"),
-        ("SystemCallFilter", "@system-service"),
         ("User", "root"),
+        ("ProcSubset", "pid"),
+        ("PrivateMounts", "yes"),
+        ("IPAddressDeny", "any"),
+        ("IPAddressAllow", "localhost"),
     ] {
         assert_eq!(one(&ini, "Service", key), value, "[Service] {key}=");
     }
+    // An allow list, then a deny list on top of it.
+    assert_eq!(
+        ini.get(&("Service".to_owned(), "SystemCallFilter".to_owned())),
+        Some(&vec![
+            "@system-service".to_owned(),
+            "~@privileged @resources".to_owned()
+        ])
+    );
     // Read-only everywhere: connecting to /run/openvswitch/db.sock needs no write access
     // to its mount (systemd.exec(5)), so nothing is made writable.
     assert!(
