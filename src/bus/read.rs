@@ -131,9 +131,9 @@ fn plain(ty: &ColumnType, datum: &Datum) -> Json {
                 .map(|(k, v)| (k.to_string(), v.to_json()))
                 .collect(),
         ),
-        Datum::Set(set) if ty.is_scalar() || ty.is_optional() => {
-            set.first().map(|a| a.to_json()).unwrap_or(Json::Null)
-        }
+        // As on D-Bus (SPEC §3): a scalar bare, an optional value like a set of 0 or 1, so
+        // `show --json` and `watch`/`get --json` write a column the same way.
+        Datum::Set(set) if ty.is_scalar() => set.first().map(|a| a.to_json()).unwrap_or(Json::Null),
         Datum::Set(set) => Json::Array(set.iter().map(|a| a.to_json()).collect()),
     }
 }

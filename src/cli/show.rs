@@ -25,11 +25,19 @@ const BRIDGE_COLUMNS: &[&str] = &["fail_mode", "datapath_type"];
 const PORT_COLUMNS: &[&str] = &["tag", "trunks", "vlan_mode", "bond_mode"];
 const INTERFACE_COLUMNS: &[&str] = &["type", "options", "error"];
 
+/// The columns above that hold at most one value: `ovs-vsctl show` prints that value bare.
+const OPTIONAL: &[&str] = &["tag", "vlan_mode", "bond_mode", "fail_mode", "error"];
+
 fn columns(out: &mut String, indent: usize, row: &Json, names: &[&str]) {
     for name in names {
-        if let Some(value) = row.get(*name).filter(|v| !is_empty(v)) {
-            let _ = writeln!(out, "{:indent$}{name}: {}", "", ovs_text(value));
-        }
+        let Some(value) = row.get(*name).filter(|v| !is_empty(v)) else {
+            continue;
+        };
+        let value = match value.as_array().map(Vec::as_slice) {
+            Some([only]) if OPTIONAL.contains(name) => only,
+            _ => value,
+        };
+        let _ = writeln!(out, "{:indent$}{name}: {}", "", ovs_text(value));
     }
 }
 
@@ -98,18 +106,18 @@ mod tests {
             "system_id": "8f1c5e0a-host",
             "ovs_version": "3.1.0",
             "bridges": [{
-                "name": "br0", "uuid": "u1", "datapath_type": "netdev", "fail_mode": null,
+                "name": "br0", "uuid": "u1", "datapath_type": "netdev", "fail_mode": [],
                 "controller": [],
                 "ports": [
-                    {"name": "br0", "uuid": "u2", "tag": null, "trunks": [], "vlan_mode": null,
-                     "bond_mode": null,
+                    {"name": "br0", "uuid": "u2", "tag": [], "trunks": [], "vlan_mode": [],
+                     "bond_mode": [],
                      "interfaces": [{"name": "br0", "uuid": "u3", "type": "internal",
-                                     "ofport": 65534, "options": {}, "error": null}]},
-                    {"name": "tap0", "uuid": "u4", "tag": 10, "trunks": [1, 2],
-                     "vlan_mode": "dot1q-tunnel", "bond_mode": null,
+                                     "ofport": [65534], "options": {}, "error": []}]},
+                    {"name": "tap0", "uuid": "u4", "tag": [10], "trunks": [1, 2],
+                     "vlan_mode": ["dot1q-tunnel"], "bond_mode": [],
                      "interfaces": [{"name": "tap0", "uuid": "u5", "type": "",
                                      "options": {"peer": "x y"},
-                                     "error": "could not open network device tap0"}]}
+                                     "error": ["could not open network device tap0"]}]}
                 ]
             }]
         });
