@@ -628,7 +628,11 @@ async fn read_methods_list_and_show() {
         .iter()
         .find(|p| p["name"] == "p1")
         .unwrap();
-    assert_eq!(p1["tag"], serde_json::json!([3]), "optional values as on D-Bus");
+    assert_eq!(
+        p1["tag"],
+        serde_json::json!([3]),
+        "optional values as on D-Bus"
+    );
     assert_eq!(p1["interfaces"][0]["name"], "p1");
 }
 

@@ -309,3 +309,139 @@ async fn a_remote_that_never_answers_is_left_for_the_next() {
     );
     mute.abort();
 }
+
+/// Bus activation: a private bus whose `<servicedir>` starts the relay on a call to its
+/// name (as the system bus does, through systemd). The relay owns its name before it has
+/// read OVSDB, yet the very first call of each kind — the one that started it — gets its
+/// answer, not `NotConnected`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_call_that_activates_the_relay_is_answered() {
+    use std::collections::HashMap;
+    use zbus::OwnedVariant;
+    const NAME: &str = "org.ovsdbus.Relay1";
+    const ROOT: &str = "/org/ovsdbus/Relay1";
+    for kind in [
+        "ListBridges",
+        "GetRow",
+        "WaitFor",
+        "AddBridge",
+        "show",
+        "wait",
+    ] {
+        let db = Ovsdb::start();
+        db.vsctl(&["add-br", "br0"]);
+        let services = short_tempdir("activation-");
+        let pidfile = services.path().join("relay.pid");
+        let log = services.path().join("relay.log");
+        // dbus-daemon passes its address in DBUS_STARTER_ADDRESS; the script records the
+        // pid (exec keeps it) so that the test can stop the relay.
+        let script = services.path().join("start-relay");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho $$ > {pid}\nexec {bin} run --bus \"$DBUS_STARTER_ADDRESS\" \
+                 --db {db} --metrics-listen off --no-wait >{log} 2>&1\n",
+                pid = pidfile.display(),
+                bin = crate::common::relay_bin(),
+                db = db.remote(),
+                log = log.display(),
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        std::fs::write(
+            services.path().join("org.ovsdbus.Relay1.service"),
+            format!("[D-BUS Service]\nName={NAME}\nExec={}\n", script.display()),
+        )
+        .unwrap();
+        let bus = Bus::start_with_config(&format!(
+            "<servicedir>{}</servicedir>",
+            services.path().display()
+        ));
+        let address = bus.address();
+        let conn = zbus::connection::Builder::address(address.as_str())
+            .build()
+            .await
+            .unwrap();
+        type Options = HashMap<String, OwnedVariant>;
+        let answered: Result<(), String> = match kind {
+            "ListBridges" => conn
+                .call_method(
+                    Some(NAME),
+                    ROOT,
+                    Some("org.ovsdbus.Relay1"),
+                    "ListBridges",
+                    &(),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            "GetRow" => conn
+                .call_method(
+                    Some(NAME),
+                    ROOT,
+                    Some("org.ovsdbus.Relay1"),
+                    "GetRow",
+                    &("Bridge", "br0"),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            "WaitFor" => conn
+                .call_method(
+                    Some(NAME),
+                    ROOT,
+                    Some("org.ovsdbus.Relay1"),
+                    "WaitFor",
+                    &("Bridge", "br0", Vec::<String>::new(), 10_000u32),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            "AddBridge" => conn
+                .call_method(
+                    Some(NAME),
+                    ROOT,
+                    Some("org.ovsdbus.Switch1"),
+                    "AddBridge",
+                    &("br1", Options::new()),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            cli => {
+                let args: Vec<&str> = match cli {
+                    "show" => vec!["show", "--bus", &address],
+                    _ => vec![
+                        "wait",
+                        "--bus",
+                        &address,
+                        "Bridge",
+                        "br0",
+                        "--timeout",
+                        "10",
+                    ],
+                };
+                let out = run_bounded(&mut relay_command(&args), Duration::from_secs(30));
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    Err(String::from_utf8_lossy(&out.stderr).into_owned())
+                }
+            }
+        };
+        let relay_log = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(answered.is_ok(), "{kind}: {answered:?}\n{relay_log}");
+        if kind == "AddBridge" {
+            assert_eq!(db.vsctl(&["br-exists", "br1"]), "");
+        }
+        if let Ok(pid) = std::fs::read_to_string(&pidfile) {
+            crate::common::send_signal(pid.trim().parse().unwrap(), "TERM");
+            let gone = crate::common::wait_until(Duration::from_secs(5), || {
+                !std::path::Path::new(&format!("/proc/{}", pid.trim())).exists()
+            });
+            assert!(gone, "{kind}: the activated relay did not stop");
+        }
+    }
+}
