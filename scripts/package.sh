@@ -8,7 +8,8 @@
 # The package installs the stripped binary, the unit, the bus policies, the activation
 # file, the interface XML, man pages and completions generated from the binary itself, the
 # sysusers.d file for group ovsdbus, /etc/default/ovs-dbus-relay (a conffile), the README,
-# the D-Bus API reference and the openQA drop-in under /usr/share/doc/ovs-dbus-relay/.
+# the D-Bus API reference and the openQA drop-in under /usr/share/doc/ovs-dbus-relay/, and
+# the polkit action and rules.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -43,6 +44,8 @@ inst 644 dbus/org.ovsdbus.Relay1.conf usr/share/dbus-1/system.d/org.ovsdbus.Rela
 inst 644 dbus/org.opensuse.os_autoinst.switch.conf usr/share/dbus-1/system.d/org.opensuse.os_autoinst.switch.conf
 inst 644 dbus/org.ovsdbus.Relay1.service usr/share/dbus-1/system-services/org.ovsdbus.Relay1.service
 inst 644 dbus/org.ovsdbus.Relay1.xml usr/share/dbus-1/interfaces/org.ovsdbus.Relay1.xml
+inst 644 polkit/org.ovsdbus.switch.policy usr/share/polkit-1/actions/org.ovsdbus.switch.policy
+inst 644 polkit/ovs-dbus-relay.rules usr/share/polkit-1/rules.d/ovs-dbus-relay.rules
 
 doc=usr/share/doc/ovs-dbus-relay
 inst 644 README.md "$doc/README.md"
@@ -85,7 +88,7 @@ Maintainer: ovs-dbus-relay maintainers <maintainers@ovs-dbus-relay.example.org>
 Installed-Size: $installed
 Depends: $shlibs, dbus-system-bus | dbus, systemd
 Recommends: openvswitch-switch
-Suggests: openvswitch-common
+Suggests: openvswitch-common, polkitd
 Section: net
 Priority: optional
 Description: Open vSwitch database changes as D-Bus signals and objects

@@ -37,7 +37,7 @@ declare -A COMMANDS=(
 )
 # packages checked with dpkg (no single command to look for), plus any arguments
 # (libnet-dbus-perl: the Perl D-Bus binding os-autoinst's qemu backend calls the openQA API with)
-PACKAGES=(openvswitch-switch openvswitch-common python3-dbus python3-gi libnet-dbus-perl "$@")
+PACKAGES=(openvswitch-switch openvswitch-common python3-dbus python3-gi libnet-dbus-perl polkitd "$@")
 
 have_command() {
     # /usr/sbin and /sbin are often missing from a non-root PATH
@@ -101,6 +101,24 @@ if ! id "$OPENQA_USER" >/dev/null 2>&1; then
     PATH="$PATH:/usr/sbin:/sbin" useradd --system --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin --user-group "$OPENQA_USER"
     echo "setup-deps: created the system user $OPENQA_USER"
+fi
+
+# A user whose group list (in /etc/group, where polkit looks) has ovsdbus: the polkit test
+# calls as that user.
+POLKIT_USER=_ovsdbus-test
+if ! id "$POLKIT_USER" >/dev/null 2>&1 || ! id -nG "$POLKIT_USER" | grep -qw ovsdbus; then
+    if ((EUID != 0)); then
+        echo "setup-deps: error: creating the user $POLKIT_USER needs root; run: sudo $0 $*" >&2
+        exit 1
+    fi
+    PATH="$PATH:/usr/sbin:/sbin" groupadd -f --system ovsdbus
+    if ! id "$POLKIT_USER" >/dev/null 2>&1; then
+        PATH="$PATH:/usr/sbin:/sbin" useradd --system --no-create-home --home-dir /nonexistent \
+            --shell /usr/sbin/nologin --user-group --groups ovsdbus "$POLKIT_USER"
+    else
+        PATH="$PATH:/usr/sbin:/sbin" usermod -a -G ovsdbus "$POLKIT_USER"
+    fi
+    echo "setup-deps: created the system user $POLKIT_USER (group ovsdbus)"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

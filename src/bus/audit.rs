@@ -7,7 +7,13 @@ use zbus::message::Header;
 use zbus::{Connection, Message};
 use zbus::{OwnedVariant, Structure};
 
-/// The caller's credentials as the bus daemon knows them: `uid 0 pid 1234`.
+/// The caller's credentials as the bus daemon knows them: `uid 0 pid 1234`. Asked before
+/// the call is answered: a client that exits right after the reply is gone by then.
+pub async fn caller(conn: &Connection, header: &Header<'_>) -> String {
+    let sender = header.sender().map(|s| s.to_string()).unwrap_or_default();
+    credentials(conn, &sender).await
+}
+
 async fn credentials(conn: &Connection, sender: &str) -> String {
     let reply = conn
         .call_method(
@@ -48,10 +54,10 @@ fn arguments(call: &Message) -> String {
     }
 }
 
-/// Logs one answered write call; `outcome` is `ok` or the error the caller got.
-pub async fn write_answered(conn: &Connection, header: &Header<'_>, call: &Message, outcome: &str) {
+/// Logs one answered write call by `who` ([`caller`]); `outcome` is `ok` or the error the
+/// caller got.
+pub fn write_answered(who: &str, header: &Header<'_>, call: &Message, outcome: &str) {
     let sender = header.sender().map(|s| s.to_string()).unwrap_or_default();
-    let who = credentials(conn, &sender).await;
     let interface = header
         .interface()
         .map(|i| i.to_string())

@@ -552,6 +552,12 @@ impl Service {
     async fn switch(&self, conn: &Connection, header: &Header<'_>, call: &Message, member: &str) {
         let switch = &self.switch;
         type Options = HashMap<String, OwnedVariant>;
+        let who = audit::caller(conn, header).await;
+        if let Err(refused) = super::polkit::authorize(conn, header).await {
+            let outcome = format!("{}: {refused}", refused.name_str());
+            reply::<()>(conn, header, Err(refused)).await;
+            return audit::write_answered(&who, header, call, &outcome);
+        }
         let result = match member {
             "AddBridge" => match args::<(String, Options)>(call) {
                 Ok((name, options)) => switch.add_bridge(&name, options).await,
@@ -592,12 +598,16 @@ impl Service {
             Err(e) => format!("{}: {e}", e.name_str()),
         };
         reply(conn, header, result).await;
-        audit::write_answered(conn, header, call, &outcome).await;
+        audit::write_answered(&who, header, call, &outcome);
     }
 
     async fn openqa(&self, conn: &Connection, header: &Header<'_>, call: &Message, member: &str) {
         let Some(openqa) = &self.openqa else {
             return reply::<()>(conn, header, Err(unknown_method(OPENQA, member))).await;
+        };
+        let who = match member {
+            "show" => String::new(),
+            _ => audit::caller(conn, header).await,
         };
         let result = match member {
             "set_vlan" => match args::<(String, u32)>(call) {
@@ -626,7 +636,7 @@ impl Service {
         .filter(|_| member != "show");
         reply(conn, header, result).await;
         if let Some(outcome) = outcome {
-            audit::write_answered(conn, header, call, &outcome).await;
+            audit::write_answered(&who, header, call, &outcome);
         }
     }
 }

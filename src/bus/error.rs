@@ -35,6 +35,12 @@ pub enum MethodError {
     UnknownProperty(String),
     #[error("{0}")]
     PropertyReadOnly(String),
+    /// polkit refused the caller.
+    #[error("{0}")]
+    AccessDenied(String),
+    /// polkit would ask the caller to authenticate, which the call did not allow.
+    #[error("{0}")]
+    InteractiveAuthorizationRequired(String),
 }
 
 impl MethodError {
@@ -53,6 +59,10 @@ impl MethodError {
             Self::UnknownMethod(_) => "org.freedesktop.DBus.Error.UnknownMethod",
             Self::UnknownProperty(_) => "org.freedesktop.DBus.Error.UnknownProperty",
             Self::PropertyReadOnly(_) => "org.freedesktop.DBus.Error.PropertyReadOnly",
+            Self::AccessDenied(_) => "org.freedesktop.DBus.Error.AccessDenied",
+            Self::InteractiveAuthorizationRequired(_) => {
+                "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"
+            }
         }
     }
 
@@ -70,7 +80,9 @@ impl MethodError {
             | Self::UnknownInterface(t)
             | Self::UnknownMethod(t)
             | Self::UnknownProperty(t)
-            | Self::PropertyReadOnly(t) => t,
+            | Self::PropertyReadOnly(t)
+            | Self::AccessDenied(t)
+            | Self::InteractiveAuthorizationRequired(t) => t,
         }
     }
 }

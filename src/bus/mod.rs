@@ -10,6 +10,7 @@ pub mod limits;
 pub mod link;
 pub mod objects;
 pub mod openqa;
+pub mod polkit;
 pub mod projection;
 pub mod publisher;
 pub mod read;

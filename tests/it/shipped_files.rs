@@ -382,6 +382,7 @@ impl SystemBus {
         ))
     }
 
+    /// `extra` goes after every policy (a later rule wins in the same context).
     fn launch(extra: &str) -> SystemBus {
         // dbus-daemon resolves the policies' group when it loads the configuration.
         ovsdbus_gid();
@@ -390,8 +391,7 @@ impl SystemBus {
         SystemBus(Bus::start_custom(
             "system",
             &format!(
-                r#"{extra}
-  <policy context="default">
+                r#"<policy context="default">
     <allow user="*"/>
     <deny own="*"/>
     <deny send_type="method_call"/>
@@ -415,7 +415,8 @@ impl SystemBus {
            send_interface="org.freedesktop.DBus.Monitoring"/>
   </policy>
   <include>{relay_conf}</include>
-  <include>{openqa_conf}</include>"#,
+  <include>{openqa_conf}</include>
+  {extra}"#,
                 relay_conf = shipped("dbus/org.ovsdbus.Relay1.conf").display(),
                 openqa_conf = shipped("dbus/org.opensuse.os_autoinst.switch.conf").display(),
             ),
@@ -450,6 +451,8 @@ enum Who {
     NobodyInOvsdbus,
     /// The openQA worker user (`_openqa-worker`, no supplementary groups).
     OpenQaWorker,
+    /// `_ovsdbus-test`: a member of `ovsdbus` in /etc/group, where polkit looks.
+    OvsdbusUser,
 }
 
 const OPENQA_WORKER: &str = "_openqa-worker";
@@ -471,16 +474,21 @@ fn command_as(who: Who, program: &Path) -> Command {
                 .arg(program);
             cmd
         }
-        Who::OpenQaWorker => {
-            let known = Command::new("id").arg(OPENQA_WORKER).output();
+        Who::OpenQaWorker | Who::OvsdbusUser => {
+            let user = if who == Who::OpenQaWorker {
+                OPENQA_WORKER
+            } else {
+                "_ovsdbus-test"
+            };
+            let known = Command::new("id").arg(user).output();
             assert!(
                 known.is_ok_and(|out| out.status.success()),
-                "no user {OPENQA_WORKER}: run `sudo scripts/setup-deps.sh`, which creates it"
+                "no user {user}: run `sudo scripts/setup-deps.sh`, which creates it"
             );
             let mut cmd = Command::new(require("setpriv", "util-linux"));
-            cmd.arg(format!("--reuid={OPENQA_WORKER}"))
-                .arg(format!("--regid={OPENQA_WORKER}"))
-                .arg("--clear-groups")
+            cmd.arg(format!("--reuid={user}"))
+                .arg(format!("--regid={user}"))
+                .arg("--init-groups")
                 .arg(program);
             cmd
         }
@@ -1292,4 +1300,141 @@ fn man_pages_and_completions_are_generated() {
             assert!(run_bounded(&mut check, COMMAND_TIMEOUT).status.success());
         }
     }
+}
+
+/// polkitd (Debian's) on the system-like bus, with the shipped action and rules files in
+/// place of the system's: run in a mount namespace of its own where they are bind-mounted
+/// over /usr/share/polkit-1/actions and the rules directories (polkit reads no other
+/// place). Killed on drop.
+struct Polkitd {
+    child: Reaped,
+    rules: tempfile::TempDir,
+    _actions: tempfile::TempDir,
+    _empty: tempfile::TempDir,
+}
+
+impl Polkitd {
+    fn start(bus: &SystemBus) -> Polkitd {
+        let polkitd = Path::new("/usr/lib/polkit-1/polkitd");
+        assert!(polkitd.exists(), "no polkitd: apt-get install polkitd");
+        let actions = tempfile::tempdir().unwrap();
+        let rules = tempfile::tempdir().unwrap();
+        let empty = tempfile::tempdir().unwrap();
+        fs::copy(
+            shipped("polkit/org.ovsdbus.switch.policy"),
+            actions.path().join("org.ovsdbus.switch.policy"),
+        )
+        .unwrap();
+        fs::copy(
+            shipped("polkit/ovs-dbus-relay.rules"),
+            rules.path().join("ovs-dbus-relay.rules"),
+        )
+        .unwrap();
+        for dir in [actions.path(), rules.path(), empty.path()] {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let script = format!(
+            "mount --bind {a} /usr/share/polkit-1/actions && \
+             mount --bind {r} /etc/polkit-1/rules.d && \
+             mount --bind {e} /usr/share/polkit-1/rules.d && exec {polkitd} --no-debug",
+            a = actions.path().display(),
+            r = rules.path().display(),
+            e = empty.path().display(),
+            polkitd = polkitd.display(),
+        );
+        let child = Command::new(require("unshare", "util-linux"))
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .env("DBUS_SYSTEM_BUS_ADDRESS", bus.address())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start polkitd");
+        let polkitd = Polkitd {
+            child: Reaped(child),
+            rules,
+            _actions: actions,
+            _empty: empty,
+        };
+        assert!(
+            wait_until(START_TIMEOUT, || name_has_owner(
+                &bus.address(),
+                "org.freedesktop.PolicyKit1"
+            )),
+            "polkitd did not come up on the bus:\n{}",
+            bus.log()
+        );
+        let _ = polkitd.child.0.id();
+        polkitd
+    }
+}
+
+/// With polkitd on the bus, Switch1 writes are authorized through the action
+/// `org.ovsdbus.switch.modify`: the shipped rules grant group ovsdbus (as /etc/group says),
+/// root is authorized, anyone else would have to authenticate; a rule that says no is
+/// obeyed.
+#[test]
+fn polkit_authorizes_switch1_writes_when_polkitd_runs() {
+    let bus = SystemBus::launch(
+        "<include>/usr/share/dbus-1/system.d/org.freedesktop.PolicyKit1.conf</include>",
+    );
+    let polkitd = Polkitd::start(&bus);
+    let (db, bus, mut relay) = relay_on(bus, None, "p1", &[], &[]);
+    let address = bus.address();
+    let set_vlan = |who: Who, tag: u32| {
+        call_as(
+            who,
+            &address,
+            RELAY_NAME,
+            RELAY_PATH,
+            "org.ovsdbus.Switch1.SetVlan",
+            &["string:p1", &format!("uint32:{tag}")],
+        )
+    };
+    let tag = || db.vsctl(&["get", "Port", "p1", "tag"]);
+
+    let out = set_vlan(Who::OvsdbusUser, 5);
+    assert!(
+        out.status.success(),
+        "{}",
+        describe(Who::OvsdbusUser, "SetVlan", &out)
+    );
+    assert_eq!(tag(), "5");
+    let out = set_vlan(Who::Root, 6);
+    assert!(
+        out.status.success(),
+        "{}",
+        describe(Who::Root, "SetVlan", &out)
+    );
+    assert_eq!(tag(), "6");
+    // The bus lets a process with ovsdbus among its groups through, but polkit goes by
+    // the user's groups: nobody is not a member, so it would have to authenticate.
+    let out = set_vlan(Who::NobodyInOvsdbus, 7);
+    assert!(
+        text(&out.stderr).contains("org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"),
+        "{}",
+        describe(Who::NobodyInOvsdbus, "SetVlan", &out)
+    );
+    assert_eq!(tag(), "6");
+
+    // A local rule that refuses the test user: polkit reloads its rules, the relay obeys.
+    fs::write(
+        polkitd.rules.path().join("00-deny.rules"),
+        "polkit.addRule(function(action, subject) {\n\
+         if (action.id == \"org.ovsdbus.switch.modify\" && subject.user == \"_ovsdbus-test\") \
+         { return polkit.Result.NO; }\n});\n",
+    )
+    .unwrap();
+    let denied = wait_until(Duration::from_secs(10), || {
+        text(&set_vlan(Who::OvsdbusUser, 8).stderr)
+            .contains("org.freedesktop.DBus.Error.AccessDenied")
+    });
+    assert!(denied, "polkit's refusal was not obeyed:\n{}", relay.log());
+    assert_eq!(tag(), "6");
+    assert!(
+        relay.log().contains("write by uid 0 pid"),
+        "{}",
+        relay.log()
+    );
+    assert!(relay.is_running());
 }
