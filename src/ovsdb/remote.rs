@@ -177,13 +177,17 @@ mod tests {
         assert!(list[0].is_tcp());
     }
 
-    #[tokio::test]
-    async fn a_probe_below_a_second_still_gets_keepalive() {
+    /// A connection to a loopback listener (kept with it), opened as a tcp: remote is.
+    async fn connected(probe: Duration) -> (tokio::net::TcpListener, tokio::net::TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let stream = tcp("127.0.0.1", port, Duration::from_millis(300))
-            .await
-            .unwrap();
+        let stream = tcp("127.0.0.1", port, probe).await.unwrap();
+        (listener, stream)
+    }
+
+    #[tokio::test]
+    async fn a_probe_below_a_second_still_gets_keepalive() {
+        let (_listener, stream) = connected(Duration::from_millis(300)).await;
         let socket = socket2::SockRef::from(&stream);
         assert_eq!(socket.tcp_keepalive_time().unwrap(), Duration::from_secs(1));
         assert_eq!(
@@ -194,11 +198,7 @@ mod tests {
 
     #[tokio::test]
     async fn network_sockets_get_keepalive_and_a_user_timeout() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let stream = tcp("127.0.0.1", port, Duration::from_secs(6))
-            .await
-            .unwrap();
+        let (_listener, stream) = connected(Duration::from_secs(6)).await;
         let socket = socket2::SockRef::from(&stream);
         assert!(socket.keepalive().unwrap());
         assert_eq!(socket.tcp_keepalive_time().unwrap(), Duration::from_secs(6));

@@ -11,19 +11,15 @@ use crate::ovsdb::datum::{Atom, Datum, Uuid};
 use crate::ovsdb::schema::{AtomType, ColumnType};
 use std::cmp::Ordering;
 
+/// How a condition compares: `=` … `>=` in OVSDB's datum order, or `{=}` … `{>=}` as sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
-    Eq,
-    Ne,
-    Lt,
-    Gt,
-    Le,
-    Ge,
-    /// `{=}` … `{>=}`: relations between the column's value and the given one as sets.
+    Order(Relation),
     Set(Relation),
 }
 
-/// A set relation: equal, unequal, proper subset, proper superset, subset, superset.
+/// Equal, unequal, less, greater, less or equal, greater or equal — for sets: proper
+/// subset, proper superset, subset, superset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Relation {
     Eq,
@@ -34,7 +30,7 @@ pub enum Relation {
     Ge,
 }
 
-impl Op {
+impl Relation {
     fn accepts(self, ordering: Ordering) -> bool {
         match self {
             Self::Eq => ordering == Ordering::Equal,
@@ -43,8 +39,6 @@ impl Op {
             Self::Gt => ordering == Ordering::Greater,
             Self::Le => ordering != Ordering::Greater,
             Self::Ge => ordering != Ordering::Less,
-            // Not an order: see [`set_relation`].
-            Self::Set(_) => false,
         }
     }
 }
@@ -143,18 +137,24 @@ impl Condition {
             return false;
         };
         match (&self.key, actual) {
-            (Some(key), Datum::Map(map)) => match map.get(key) {
-                Some(v) => self.op.accepts(compare_sets(
-                    &AtomSet::from([v.clone()]),
-                    set_of(&self.value),
-                )),
-                // A missing key equals nothing, so only `!=` can hold.
-                None => self.op == Op::Ne,
-            },
+            (Some(key), Datum::Map(map)) => {
+                // Parsing refuses set relations with a key.
+                let Op::Order(relation) = self.op else {
+                    return false;
+                };
+                match map.get(key) {
+                    Some(v) => relation.accepts(compare_sets(
+                        &AtomSet::from([v.clone()]),
+                        set_of(&self.value),
+                    )),
+                    // A missing key equals nothing, so only `!=` can hold.
+                    None => relation == Relation::Ne,
+                }
+            }
             (Some(_), Datum::Set(_)) => false,
             (None, _) => match self.op {
-                Op::Set(op) => set_relation(op, actual, &self.value),
-                op => op.accepts(compare(actual, &self.value)),
+                Op::Set(relation) => set_relation(relation, actual, &self.value),
+                Op::Order(relation) => relation.accepts(compare(actual, &self.value)),
             },
         }
     }
@@ -193,12 +193,12 @@ fn split_operator(text: &str) -> Option<(&str, Op, &str)> {
         ("{=}", Op::Set(Relation::Eq)),
         ("{<}", Op::Set(Relation::Lt)),
         ("{>}", Op::Set(Relation::Gt)),
-        ("!=", Op::Ne),
-        ("<=", Op::Le),
-        (">=", Op::Ge),
-        ("=", Op::Eq),
-        ("<", Op::Lt),
-        (">", Op::Gt),
+        ("!=", Op::Order(Relation::Ne)),
+        ("<=", Op::Order(Relation::Le)),
+        (">=", Op::Order(Relation::Ge)),
+        ("=", Op::Order(Relation::Eq)),
+        ("<", Op::Order(Relation::Lt)),
+        (">", Op::Order(Relation::Gt)),
     ];
     let position = text.find(['=', '!', '<', '>', '{'])?;
     let rest = &text[position..];
@@ -418,8 +418,14 @@ mod tests {
 
     #[test]
     fn operator_precedence() {
-        assert_eq!(split_operator("a<=1").map(|x| x.1), Some(Op::Le));
-        assert_eq!(split_operator("a!=1").map(|x| x.1), Some(Op::Ne));
+        assert_eq!(
+            split_operator("a<=1").map(|x| x.1),
+            Some(Op::Order(Relation::Le))
+        );
+        assert_eq!(
+            split_operator("a!=1").map(|x| x.1),
+            Some(Op::Order(Relation::Ne))
+        );
         assert_eq!(
             split_operator("a:k=v=w").map(|x| (x.0, x.2)),
             Some(("a:k", "v=w"))

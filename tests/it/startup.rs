@@ -319,7 +319,6 @@ async fn the_call_that_activates_the_relay_is_answered() {
     use std::collections::HashMap;
     use zbus::OwnedVariant;
     const NAME: &str = "org.ovsdbus.Relay1";
-    const ROOT: &str = "/org/ovsdbus/Relay1";
     for kind in [
         "ListBridges",
         "GetRow",
@@ -366,50 +365,16 @@ async fn the_call_that_activates_the_relay_is_answered() {
             .unwrap();
         type Options = HashMap<String, OwnedVariant>;
         let answered: Result<(), String> = match kind {
-            "ListBridges" => conn
-                .call_method(
-                    Some(NAME),
-                    ROOT,
-                    Some("org.ovsdbus.Relay1"),
-                    "ListBridges",
-                    &(),
-                )
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            "GetRow" => conn
-                .call_method(
-                    Some(NAME),
-                    ROOT,
-                    Some("org.ovsdbus.Relay1"),
-                    "GetRow",
-                    &("Bridge", "br0"),
-                )
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            "WaitFor" => conn
-                .call_method(
-                    Some(NAME),
-                    ROOT,
-                    Some("org.ovsdbus.Relay1"),
-                    "WaitFor",
-                    &("Bridge", "br0", Vec::<String>::new(), 10_000u32),
-                )
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            "AddBridge" => conn
-                .call_method(
-                    Some(NAME),
-                    ROOT,
-                    Some("org.ovsdbus.Switch1"),
-                    "AddBridge",
-                    &("br1", Options::new()),
-                )
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
+            "ListBridges" => root_call(&conn, "org.ovsdbus.Relay1", "ListBridges", &()).await,
+            "GetRow" => root_call(&conn, "org.ovsdbus.Relay1", "GetRow", &("Bridge", "br0")).await,
+            "WaitFor" => {
+                let body = ("Bridge", "br0", Vec::<String>::new(), 10_000u32);
+                root_call(&conn, "org.ovsdbus.Relay1", "WaitFor", &body).await
+            }
+            "AddBridge" => {
+                let body = ("br1", Options::new());
+                root_call(&conn, "org.ovsdbus.Switch1", "AddBridge", &body).await
+            }
             cli => {
                 let args: Vec<&str> = match cli {
                     "show" => vec!["show", "--bus", &address],
@@ -444,4 +409,26 @@ async fn the_call_that_activates_the_relay_is_answered() {
             assert!(gone, "{kind}: the activated relay did not stop");
         }
     }
+}
+
+/// A call to the relay's root object (starting it, when nobody owns the name).
+async fn root_call<B>(
+    conn: &zbus::Connection,
+    interface: &str,
+    member: &str,
+    body: &B,
+) -> Result<(), String>
+where
+    B: serde::Serialize + zbus::zvariant::DynamicType,
+{
+    conn.call_method(
+        Some("org.ovsdbus.Relay1"),
+        "/org/ovsdbus/Relay1",
+        Some(interface),
+        member,
+        body,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| e.to_string())
 }

@@ -92,24 +92,22 @@ async fn a_server_of_another_ca_or_a_bad_file_exits_2_with_one_line() {
 
     // The relay trusts another CA: refused at every attempt, then exit 2 with the reason.
     let other = Pki::new();
-    let mut tls = pki.relay_args("client");
-    tls[5] = other.ca_cert().display().to_string();
-    let mut args = relay_args(&tls);
-    args.extend(["--connect-timeout", "2"]);
-    let relay = Relay::spawn(&remote, &bus.address(), &args);
-    let line = exits_with(relay, 2, WAIT);
+    // The relay with `client`'s files of `own`, trusting the CA of `trusted`, within 2 s.
+    let refused = |own: &Pki, trusted: &Pki| {
+        let mut tls = own.relay_args("client");
+        tls[5] = trusted.ca_cert().display().to_string();
+        let mut args = relay_args(&tls);
+        args.extend(["--connect-timeout", "2"]);
+        exits_with(Relay::spawn(&remote, &bus.address(), &args), 2, WAIT)
+    };
+    let line = refused(&pki, &other);
     assert!(
         line.contains("cannot reach OVSDB") && line.contains("not signed by the CA in --ca-cert"),
         "{line}"
     );
 
     // The server does not trust the relay's certificate.
-    let mut tls = other.relay_args("client");
-    tls[5] = pki.ca_cert().display().to_string();
-    let mut args = relay_args(&tls);
-    args.extend(["--connect-timeout", "2"]);
-    let relay = Relay::spawn(&remote, &bus.address(), &args);
-    let line = exits_with(relay, 2, WAIT);
+    let line = refused(&other, &pki);
     assert!(line.contains("refused the relay's certificate"), "{line}");
 
     // Unusable files: at once, naming the file.
