@@ -48,6 +48,22 @@ pub struct ColumnType {
     pub max: Option<u64>,
     /// The table a uuid key refers to, when the schema says so.
     pub key_ref_table: Option<String>,
+    /// What the schema allows of each key atom, and of each value atom of a map.
+    pub key_range: AtomRange,
+    pub value_range: AtomRange,
+}
+
+/// A base type's constraints (RFC 7047 §3.2): integer bounds, string length in characters,
+/// an enumeration of the allowed atoms. (Real bounds are not kept: no mirrored column has
+/// them.)
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AtomRange {
+    pub min_integer: Option<i64>,
+    pub max_integer: Option<i64>,
+    pub min_length: Option<u64>,
+    pub max_length: Option<u64>,
+    /// The allowed atoms, as JSON (`"access"`, `1`).
+    pub allowed: Option<Vec<Json>>,
 }
 
 impl ColumnType {
@@ -58,6 +74,8 @@ impl ColumnType {
             min: 1,
             max: Some(1),
             key_ref_table: None,
+            key_range: AtomRange::default(),
+            value_range: AtomRange::default(),
         }
     }
 
@@ -87,8 +105,11 @@ impl ColumnType {
                 let key = obj
                     .get("key")
                     .ok_or_else(|| SchemaError("column type without \"key\"".into()))?;
-                let (key, key_ref_table) = parse_base(key)?;
-                let value = obj.get("value").map(parse_base).transpose()?.map(|v| v.0);
+                let (key, key_ref_table, key_range) = parse_base(key)?;
+                let (value, value_range) = match obj.get("value").map(parse_base).transpose()? {
+                    Some((value, _, range)) => (Some(value), range),
+                    None => (None, AtomRange::default()),
+                };
                 let min = match obj.get("min") {
                     None => 1,
                     Some(v) => v
@@ -109,6 +130,8 @@ impl ColumnType {
                     min,
                     max,
                     key_ref_table,
+                    key_range,
+                    value_range,
                 })
             }
             other => Err(SchemaError(format!("bad column type {other}"))),
@@ -116,9 +139,9 @@ impl ColumnType {
     }
 }
 
-fn parse_base(json: &Json) -> Result<(AtomType, Option<String>), SchemaError> {
+fn parse_base(json: &Json) -> Result<(AtomType, Option<String>, AtomRange), SchemaError> {
     match json {
-        Json::String(name) => Ok((AtomType::parse(name)?, None)),
+        Json::String(name) => Ok((AtomType::parse(name)?, None, AtomRange::default())),
         Json::Object(obj) => {
             let name = obj
                 .get("type")
@@ -128,7 +151,21 @@ fn parse_base(json: &Json) -> Result<(AtomType, Option<String>), SchemaError> {
                 .get("refTable")
                 .and_then(Json::as_str)
                 .map(str::to_owned);
-            Ok((AtomType::parse(name)?, ref_table))
+            // `"enum": "a"` or `"enum": ["set", ["a", "b"]]`.
+            let allowed = obj
+                .get("enum")
+                .map(|e| match e.as_array().map(Vec::as_slice) {
+                    Some([kind, Json::Array(atoms)]) if kind == "set" => atoms.clone(),
+                    _ => vec![e.clone()],
+                });
+            let range = AtomRange {
+                min_integer: obj.get("minInteger").and_then(Json::as_i64),
+                max_integer: obj.get("maxInteger").and_then(Json::as_i64),
+                min_length: obj.get("minLength").and_then(Json::as_u64),
+                max_length: obj.get("maxLength").and_then(Json::as_u64),
+                allowed,
+            };
+            Ok((AtomType::parse(name)?, ref_table, range))
         }
         other => Err(SchemaError(format!("bad base type {other}"))),
     }
@@ -209,6 +246,8 @@ pub(crate) fn test_type(
         min,
         max,
         key_ref_table: None,
+        key_range: AtomRange::default(),
+        value_range: AtomRange::default(),
     }
 }
 
@@ -253,5 +292,29 @@ mod tests {
             "c": {"type": "float"}}}}}))
         .unwrap_err();
         assert!(err.0.contains("float"), "{err}");
+    }
+
+    #[test]
+    fn parses_base_type_constraints() {
+        let schema = DbSchema::parse(&json!({
+            "name": "Open_vSwitch", "version": "8.3.1",
+            "tables": {"Port": {"columns": {
+                "tag": {"type": {"key": {"type": "integer", "minInteger": 0, "maxInteger": 4095},
+                                 "min": 0, "max": 1}},
+                "vlan_mode": {"type": {"key": {"type": "string",
+                    "enum": ["set", ["access", "trunk"]]}, "min": 0, "max": 1}},
+                "other_config": {"type": {"key": "string",
+                    "value": {"type": "string", "maxLength": 8}, "min": 0, "max": "unlimited"}}
+            }}}
+        }))
+        .unwrap();
+        let port = &schema.tables["Port"].columns;
+        assert_eq!(port["tag"].key_range.min_integer, Some(0));
+        assert_eq!(port["tag"].key_range.max_integer, Some(4095));
+        assert_eq!(
+            port["vlan_mode"].key_range.allowed,
+            Some(vec![json!("access"), json!("trunk")])
+        );
+        assert_eq!(port["other_config"].value_range.max_length, Some(8));
     }
 }

@@ -1,8 +1,8 @@
 //! The `update2` "modify" rules (ovsdb-server(7)): how a column diff turns the old value into
 //! the new one. Re-applying a diff undoes it, which the tests use as a property.
 
-use crate::ovsdb::datum::Datum;
-use crate::ovsdb::schema::ColumnType;
+use crate::ovsdb::datum::{Atom, Datum};
+use crate::ovsdb::schema::{AtomRange, ColumnType};
 
 /// Applies `diff` to `old` for a column of type `ty`:
 /// scalars and optionals are replaced; set elements toggle (present → removed,
@@ -44,15 +44,64 @@ pub fn apply_diff(ty: &ColumnType, old: &Datum, diff: Datum) -> Result<Datum, St
 
 /// A value with an element count the column does not allow is an inconsistency.
 pub fn check_bounds(ty: &ColumnType, value: &Datum) -> Result<(), String> {
-    if ty.allows_len(value.len()) {
-        Ok(())
-    } else {
-        Err(format!(
+    if !ty.allows_len(value.len()) {
+        return Err(format!(
             "{} elements, outside {}..{}",
             value.len(),
             ty.min,
             ty.max.map_or("unlimited".into(), |m| m.to_string())
-        ))
+        ));
+    }
+    match value {
+        Datum::Set(set) => set.iter().try_for_each(|atom| allowed(&ty.key_range, atom)),
+        Datum::Map(map) => map.iter().try_for_each(|(k, v)| {
+            allowed(&ty.key_range, k)?;
+            allowed(&ty.value_range, v)
+        }),
+    }
+}
+
+/// Whether an atom is within its base type's constraints (a value the server's own schema
+/// forbids is an inconsistency, as a wrong count is).
+fn allowed(range: &AtomRange, atom: &Atom) -> Result<(), String> {
+    let outside = |what: String| Err(format!("{} outside the schema's {what}", atom.to_json()));
+    if let Atom::Integer(n) = atom {
+        if range.min_integer.is_some_and(|min| *n < min)
+            || range.max_integer.is_some_and(|max| *n > max)
+        {
+            return outside(format!(
+                "range {}..{}",
+                range.min_integer.map_or("".into(), |m| m.to_string()),
+                range.max_integer.map_or("".into(), |m| m.to_string())
+            ));
+        }
+    }
+    if let Atom::String(text) = atom {
+        let length = text.chars().count() as u64;
+        if range.min_length.is_some_and(|min| length < min)
+            || range.max_length.is_some_and(|max| length > max)
+        {
+            return outside("string length".into());
+        }
+    }
+    if let Some(allowed) = &range.allowed
+        && !allowed.iter().any(|choice| same_atom(choice, atom))
+    {
+        return outside("enumeration".into());
+    }
+    Ok(())
+}
+
+/// `atom == choice` without building JSON for the atom (checked for every enum-typed value
+/// of every update and snapshot).
+fn same_atom(choice: &serde_json::Value, atom: &Atom) -> bool {
+    use serde_json::Value as Json;
+    match (choice, atom) {
+        (Json::String(a), Atom::String(b)) => a == b,
+        (Json::Number(n), Atom::Integer(i)) => n.as_i64() == Some(*i),
+        (Json::Number(n), Atom::Real(r)) => n.as_f64() == Some(*r),
+        (Json::Bool(a), Atom::Boolean(b)) => a == b,
+        (choice, atom) => *choice == atom.to_json(),
     }
 }
 

@@ -409,3 +409,58 @@ fn relayout_then_replace_reports_only_differences_in_shared_columns() {
     );
     assert_eq!(migrated.layout().schema_version, "9.0.0");
 }
+
+#[test]
+fn values_outside_the_schemas_ranges_are_inconsistencies() {
+    // test_schema's Port.tag is 0..=4095, as in the vswitch schema.
+    for tag in [4096, -5, 99999] {
+        let mut r = populated();
+        let err = apply(&mut r, json!({"Port": {P1: {"modify": {"tag": tag}}}})).unwrap_err();
+        assert!(err.0.contains("range 0..4095"), "{tag}: {err}");
+        assert_eq!(
+            column(&r, TableId::Port, "p1", "tag"),
+            json!(["set", []]),
+            "nothing applied"
+        );
+    }
+    let mut r = replica();
+    let err = apply(
+        &mut r,
+        json!({"Bridge": {BR: {"insert": {"name": "br0"}}},
+               "Port": {P1: {"insert": {"name": "p1", "interfaces": uuid(I1), "tag": 5000}}},
+               "Interface": {I1: {"insert": {"name": "i1"}}}}),
+    )
+    .unwrap_err();
+    assert!(err.0.contains("5000"), "{err}");
+}
+
+#[test]
+fn enumerations_and_string_lengths_are_checked() {
+    use crate::ovsdb::schema::AtomRange;
+    let range = AtomRange {
+        max_length: Some(3),
+        allowed: Some(vec![json!("ab"), json!("abcd")]),
+        ..AtomRange::default()
+    };
+    let mut ty =
+        crate::ovsdb::schema::test_type(crate::ovsdb::schema::AtomType::String, None, 0, Some(1));
+    ty.key_range = range;
+    let value = |s: &str| {
+        crate::ovsdb::datum::Datum::Set(
+            [crate::ovsdb::datum::Atom::String(s.into())]
+                .into_iter()
+                .collect(),
+        )
+    };
+    assert!(super::diff::check_bounds(&ty, &value("ab")).is_ok());
+    assert!(
+        super::diff::check_bounds(&ty, &value("abc"))
+            .unwrap_err()
+            .contains("enumeration")
+    );
+    assert!(
+        super::diff::check_bounds(&ty, &value("abcd"))
+            .unwrap_err()
+            .contains("length")
+    );
+}

@@ -1945,3 +1945,36 @@ async fn an_ovsdb_relay_server_in_front_of_a_cluster_resyncs_fast() {
     let cluster = Cluster::start();
     through_an_ovsdb_relay_server(&cluster.remotes(), cluster.dir(), true).await;
 }
+
+/// A value the server's own schema forbids (`tag` 99999; the real server never sends one)
+/// is an inconsistency: nothing of that update is published, the relay resyncs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_outside_the_schemas_range_is_refused() {
+    let server = StandInServer::start(|request, _| {
+        (request["method"] == "monitor_cond_since").then(|| {
+            let uuid = |n: u8| {
+                serde_json::json!(["uuid", format!("00000000-0000-0000-0000-0000000000{n:02}")])
+            };
+            vec![
+                serde_json::json!({"id": request["id"], "error": null, "result": [false,
+                "00000000-0000-0000-0000-000000000000", {
+                "Bridge": {"00000000-0000-0000-0000-000000000001":
+                    {"initial": {"name": "br0", "ports": uuid(2)}}},
+                "Port": {"00000000-0000-0000-0000-000000000002":
+                    {"initial": {"name": "p1", "interfaces": uuid(3), "tag": 99999}}},
+                "Interface": {"00000000-0000-0000-0000-000000000003":
+                    {"initial": {"name": "p1"}}}}]}),
+            ]
+        })
+    });
+    let bus = Bus::start();
+    let relay = Relay::spawn(&server.remote(), &bus.address(), &[]);
+    assert!(
+        relay.wait_log("outside the schema's range 0..4095", WAIT),
+        "{}",
+        relay.log()
+    );
+    let sub = Subscriber::connect(&bus.address()).await;
+    let state: String = sub.property("State").await;
+    assert_ne!(state, "ready", "{}", relay.log());
+}
