@@ -101,12 +101,17 @@ impl Shared {
         method: &str,
         result: Result<T, MethodError>,
     ) -> Result<T, MethodError> {
-        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.count(method, result.is_ok());
+        result
+    }
+
+    /// Counts one answered call of `method` in `ovsdbus_method_calls_total`.
+    pub fn count(&self, method: &str, ok: bool) {
+        let outcome = if ok { "ok" } else { "error" };
         self.metrics
             .method_calls
             .with_label_values(&[method, outcome])
             .inc();
-        result
     }
 
     pub fn root_string(&self, column: &str, key: Option<&str>) -> String {
