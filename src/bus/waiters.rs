@@ -19,11 +19,24 @@ use tokio::sync::oneshot;
 /// Waiters in the whole relay, and per D-Bus caller, before new ones are refused.
 pub const MAX_WAITERS: usize = 4096;
 pub const MAX_WAITERS_PER_CALLER: usize = 512;
+/// Bytes of names and conditions the waiters hold, in all and per caller: counts alone
+/// would let a few callers pin gigabytes with long names.
+pub const MAX_WAITER_BYTES: usize = 16 << 20;
+pub const MAX_WAITER_BYTES_PER_CALLER: usize = 1 << 20;
 
 pub enum Want {
     /// Every condition holds (none: the row exists).
     Row(Conditions),
     Removal,
+}
+
+impl Want {
+    fn bytes(&self) -> usize {
+        match self {
+            Want::Row(conditions) => conditions.bytes(),
+            Want::Removal => 0,
+        }
+    }
 }
 
 /// `WaitFor` conditions as the caller wrote them, parsed against the layout they were last
@@ -37,6 +50,12 @@ pub struct Conditions {
 }
 
 impl Conditions {
+    /// What the conditions hold in memory, roughly: their texts, once as written and once
+    /// parsed.
+    fn bytes(&self) -> usize {
+        2 * self.texts.iter().map(String::len).sum::<usize>()
+    }
+
     pub fn parse(layout: &Arc<Layout>, table: TableId, texts: Vec<String>) -> Result<Self, String> {
         let parsed = texts
             .iter()
@@ -85,8 +104,39 @@ type Key = (TableId, String);
 struct Waiter {
     id: u64,
     caller: String,
+    held: Held,
     want: Want,
     reply: oneshot::Sender<Outcome>,
+}
+
+/// What waiters hold: how many, and the bytes of their names and conditions.
+#[derive(Default, Clone, Copy, PartialEq)]
+struct Held {
+    waiters: usize,
+    bytes: usize,
+}
+
+impl Held {
+    fn add(&mut self, other: Held) {
+        self.waiters += other.waiters;
+        self.bytes += other.bytes;
+    }
+
+    fn remove(&mut self, other: Held) {
+        self.waiters -= other.waiters;
+        self.bytes -= other.bytes;
+    }
+
+    /// Why `self` cannot take `more` within `waiters` and `bytes`, if it cannot.
+    fn refuse(self, more: Held, waiters: usize, bytes: usize) -> Option<String> {
+        if self.waiters + more.waiters > waiters {
+            Some(format!("{waiters} waiters"))
+        } else if self.bytes + more.bytes > bytes {
+            Some(format!("{bytes} bytes of names and conditions in waiters"))
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Default)]
@@ -95,16 +145,16 @@ struct Inner {
     /// The layout of the last version waiters were checked against.
     layout: Option<Arc<Layout>>,
     by_row: HashMap<Key, Vec<Waiter>>,
-    per_caller: HashMap<String, usize>,
-    total: usize,
+    per_caller: HashMap<String, Held>,
+    total: Held,
 }
 
 impl Inner {
-    fn forget(&mut self, caller: &str) {
-        self.total -= 1;
-        if let Some(n) = self.per_caller.get_mut(caller) {
-            *n -= 1;
-            if *n == 0 {
+    fn forget(&mut self, caller: &str, gone: Held) {
+        self.total.remove(gone);
+        if let Some(held) = self.per_caller.get_mut(caller) {
+            held.remove(gone);
+            if *held == Held::default() {
                 self.per_caller.remove(caller);
             }
         }
@@ -152,7 +202,7 @@ impl Waiters {
     }
 
     fn count(&self, inner: &Inner) {
-        self.gauge.set(inner.total as i64);
+        self.gauge.set(inner.total.waiters as i64);
     }
 
     /// Drops every waiter of a caller that left the bus: nobody is there to answer, and
@@ -162,20 +212,16 @@ impl Waiters {
         if !inner.per_caller.contains_key(caller) {
             return;
         }
-        let mut gone = 0;
         inner.by_row.retain(|_, list| {
-            let before = list.len();
             list.retain(|w| w.caller != caller);
-            gone += before - list.len();
             !list.is_empty()
         });
-        for _ in 0..gone {
-            inner.forget(caller);
-        }
+        let gone = inner.per_caller.get(caller).copied().unwrap_or_default();
+        inner.forget(caller, gone);
         self.count(&inner);
         tracing::debug!(
             caller,
-            gone,
+            gone = gone.waiters,
             "waiters of a caller that left the bus dropped"
         );
     }
@@ -198,21 +244,31 @@ impl Waiters {
         if let Some(outcome) = now {
             return Ok(Registration::Done(outcome));
         }
-        if inner.total >= MAX_WAITERS {
+        let held = Held {
+            waiters: 1,
+            bytes: caller.len() + name.len() + want.bytes(),
+        };
+        if let Some(limit) = inner.total.refuse(held, MAX_WAITERS, MAX_WAITER_BYTES) {
             return Err(MethodError::LimitsExceeded(format!(
-                "{MAX_WAITERS} waiters already pending"
+                "the relay's waiters would exceed {limit}"
             )));
         }
-        if inner.per_caller.get(caller).copied().unwrap_or(0) >= MAX_WAITERS_PER_CALLER {
+        let mine = inner.per_caller.get(caller).copied().unwrap_or_default();
+        if let Some(limit) = mine.refuse(held, MAX_WAITERS_PER_CALLER, MAX_WAITER_BYTES_PER_CALLER)
+        {
             return Err(MethodError::LimitsExceeded(format!(
-                "{caller} already has {MAX_WAITERS_PER_CALLER} waiters pending"
+                "{caller}'s waiters would exceed {limit}"
             )));
         }
         inner.next_id += 1;
         let id = inner.next_id;
         let (tx, rx) = oneshot::channel();
-        inner.total += 1;
-        *inner.per_caller.entry(caller.to_owned()).or_default() += 1;
+        inner.total.add(held);
+        inner
+            .per_caller
+            .entry(caller.to_owned())
+            .or_default()
+            .add(held);
         inner
             .by_row
             .entry((table, name.to_owned()))
@@ -220,6 +276,7 @@ impl Waiters {
             .push(Waiter {
                 id,
                 caller: caller.to_owned(),
+                held,
                 want,
                 reply: tx,
             });
@@ -241,7 +298,7 @@ impl Waiters {
         if list.is_empty() {
             inner.by_row.remove(&key);
         }
-        inner.forget(&waiter.caller);
+        inner.forget(&waiter.caller, waiter.held);
         self.count(&inner);
     }
 
@@ -249,7 +306,7 @@ impl Waiters {
     /// a schema change, every waiter (its conditions are parsed again).
     pub fn wake(&self, replica: &Replica, changes: &ChangeSet) {
         let mut inner = self.lock();
-        if inner.total == 0 {
+        if inner.total.waiters == 0 {
             return;
         }
         let new_layout = inner
@@ -275,8 +332,8 @@ impl Waiters {
             for mut waiter in list.drain(..) {
                 match check(replica, key.0, &key.1, &mut waiter.want) {
                     Ok(Some(outcome)) => {
-                        woken.push(waiter.caller.clone());
                         let _ = waiter.reply.send(outcome);
+                        woken.push((waiter.caller, waiter.held));
                     }
                     Ok(None) => kept.push(waiter),
                     Err(e) => {
@@ -285,8 +342,8 @@ impl Waiters {
                     }
                 }
             }
-            for caller in woken {
-                inner.forget(&caller);
+            for (caller, held) in woken {
+                inner.forget(&caller, held);
             }
             if !kept.is_empty() {
                 inner.by_row.insert(key, kept);

@@ -38,6 +38,12 @@ impl Merged {
         for change in later.changes {
             let key = (change.table, change.uuid);
             match self.index.get(&key).copied() {
+                // A row retired under one name and back under another (a resync after a
+                // server renamed it) is two objects: the removal keeps its slot, unindexed.
+                Some(slot) if is_rename(self.changes[slot].as_ref(), &change) => {
+                    self.index.insert(key, self.changes.len());
+                    self.changes.push(Some(change));
+                }
                 None => {
                     self.index.insert(key, self.changes.len());
                     self.changes.push(Some(change));
@@ -64,6 +70,14 @@ impl Merged {
         set.sort();
         set
     }
+}
+
+fn is_rename(earlier: Option<&RowChange>, later: &RowChange) -> bool {
+    earlier.is_some_and(|earlier| {
+        matches!(earlier.kind, ChangeKind::Removed { .. })
+            && matches!(later.kind, ChangeKind::Added { .. })
+            && earlier.name != later.name
+    })
 }
 
 /// The net effect of `earlier` followed by `later` on one row; `None` when nothing is left.
@@ -152,6 +166,15 @@ mod tests {
             });
         }
         merged.into_change_set().changes
+    }
+
+    #[test]
+    fn removed_then_added_under_another_name_stays_two_objects() {
+        let out = merged(vec![vec![removed(1, "p", 1)], vec![added(1, "q", 1)]]);
+        assert_eq!(out, vec![removed(1, "p", 1), added(1, "q", 1)]);
+        // Under the same name it is one object that changed.
+        let out = merged(vec![vec![removed(1, "p", 1)], vec![added(1, "p", 2)]]);
+        assert_eq!(out, vec![changed(1, "p", 1, 2)]);
     }
 
     #[test]

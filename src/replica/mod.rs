@@ -11,7 +11,7 @@ use crate::ovsdb::datum::{Atom, Datum, Uuid};
 use diff::{apply_diff, check_bounds};
 use imbl::HashMap as PersistentMap;
 use layout::{Layout, TableId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use update::{RowOp, Update};
 
@@ -277,6 +277,7 @@ impl Replica {
             };
             planned.push((table, uuid, old, new));
         }
+        self.check_names(&planned)?;
 
         // Names of removed rows are resolved before anything changes.
         let mut changes = ChangeSet::default();
@@ -326,6 +327,50 @@ impl Replica {
         }
         changes.sort();
         Ok(changes)
+    }
+
+    /// Objects are named after rows, so a name must stay with its row and belong to one row
+    /// at a time: the schema makes names immutable and unique, and a server that renames a
+    /// row or gives a second row a name in use is not followed (re-creating a name in one
+    /// update — delete and insert — is fine).
+    fn check_names(
+        &self,
+        planned: &[(TableId, Uuid, Option<Row>, Option<Row>)],
+    ) -> Result<(), Inconsistency> {
+        let deleted: HashSet<(TableId, Uuid)> = planned
+            .iter()
+            .filter(|(_, _, old, new)| old.is_some() && new.is_none())
+            .map(|(table, uuid, _, _)| (*table, *uuid))
+            .collect();
+        let mut claimed: HashSet<(TableId, &str)> = HashSet::new();
+        for (table, uuid, old, new) in planned {
+            if *table == TableId::Root {
+                continue;
+            }
+            match (old, new) {
+                (Some(old), Some(new))
+                    if self.name_of(*table, old) != self.name_of(*table, new) =>
+                {
+                    return Err(Inconsistency(format!(
+                        "rename of {table} row {uuid} from {:?} to {:?}",
+                        self.name_of(*table, old),
+                        self.name_of(*table, new)
+                    )));
+                }
+                (None, Some(new)) => {
+                    let name = self.name_of(*table, new);
+                    let holder = self.by_name[table.index()].get(name);
+                    let taken = holder.is_some_and(|holder| !deleted.contains(&(*table, *holder)));
+                    if taken || !claimed.insert((*table, name)) {
+                        return Err(Inconsistency(format!(
+                            "{table} row {uuid} named {name:?}, a name another row has"
+                        )));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// The replica's rows in `layout`'s columns, for comparing with `incoming`, a snapshot
@@ -399,11 +444,26 @@ impl Replica {
         fresh.apply(incoming)?;
 
         // Express the difference as an update against the current state, so that names,
-        // ordering and parent resolution follow exactly the live path.
+        // ordering and parent resolution follow exactly the live path. A row whose name
+        // differs in the snapshot (possible only from a non-conforming server, or another
+        // database behind the same remote) is a different object: it is retired first and
+        // inserted again, so objects keep matching the data.
+        let mut retired = Update::default();
         let mut delta = Update::default();
         for table in TableId::ALL {
             for (uuid, row) in fresh.rows(table) {
-                match self.row(table, uuid) {
+                let old = self.row(table, uuid);
+                let renamed = old.is_some_and(|old| {
+                    table != TableId::Root && self.name_of(table, old) != self.name_of(table, row)
+                });
+                if renamed {
+                    retired.rows.push(update::RowUpdate {
+                        table,
+                        uuid,
+                        op: RowOp::Delete,
+                    });
+                }
+                match old.filter(|_| !renamed) {
                     None => delta.rows.push(update::RowUpdate {
                         table,
                         uuid,
@@ -427,7 +487,18 @@ impl Replica {
                 }
             }
         }
-        self.apply(delta)
+        if retired.rows.is_empty() {
+            return self.apply(delta);
+        }
+        // Both steps or neither: the replica is persistent, so the copy is cheap.
+        let mut next = self.clone();
+        let mut changes = next.apply(retired)?;
+        let rest = next.apply(delta)?;
+        changes.changes.extend(rest.changes);
+        changes.root_changed |= rest.root_changed;
+        changes.sort();
+        *self = next;
+        Ok(changes)
     }
 
     /// A modify-diff that turns `old` into `new` under the `update2` rules.

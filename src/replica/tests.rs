@@ -234,6 +234,69 @@ fn inconsistencies_are_errors_and_change_nothing() {
 }
 
 #[test]
+fn names_stay_with_their_rows_and_belong_to_one_row() {
+    let mut r = populated();
+    let before = format!("{:?} {:?}", r.tables, r.by_name);
+    let cases = [
+        // A rename.
+        (
+            json!({"Port": {P1: {"modify": {"name": "p9"}}}}),
+            "rename of Port",
+        ),
+        // A second row with a name in use.
+        (
+            json!({"Port": {P2: {"insert": {"name": "p1", "interfaces": uuid(I2)}}},
+                   "Interface": {I2: {"insert": {"name": "i2"}}}}),
+            "a name another row has",
+        ),
+        // Two new rows with one name.
+        (
+            json!({"Interface": {I2: {"insert": {"name": "i9"}},
+                                 "20000000-0000-0000-0000-000000000009": {"insert": {"name": "i9"}}}}),
+            "a name another row has",
+        ),
+    ];
+    for (case, why) in cases {
+        let err = apply(&mut r, case.clone()).expect_err(&case.to_string());
+        assert!(err.0.contains(why), "{case}: {err}");
+        assert_eq!(format!("{:?} {:?}", r.tables, r.by_name), before, "{case}");
+    }
+    // A duplicate name in a snapshot is refused as well.
+    let snapshot = crate::replica::update::parse_json(
+        r.layout(),
+        json!({"Bridge": {BR: {"initial": {"name": "br0"}}, BR2: {"initial": {"name": "br0"}}}}),
+    )
+    .unwrap();
+    assert!(r.replace(snapshot).is_err());
+
+    // Re-creating a name in one update (`del-port p1 -- add-port br0 p1`) is fine, and the
+    // name then leads to the new row.
+    let changes = apply(
+        &mut r,
+        json!({
+            "Bridge": {BR: {"modify": {"ports": ["set", [uuid(P1), uuid(P2)]]}}},
+            "Port": {P1: {"delete": null}, P2: {"insert": {"name": "p1", "interfaces": uuid(I2)}}},
+            "Interface": {I1: {"delete": null}, I2: {"insert": {"name": "i1"}}}
+        }),
+    )
+    .unwrap();
+    assert_eq!(
+        summary(&changes),
+        [
+            "InterfaceRemoved i1 bridge=br0 port=p1",
+            "PortRemoved p1 bridge=br0 port=",
+            "PortAdded p1 bridge=br0 port=",
+            "InterfaceAdded i1 bridge=br0 port=p1",
+            "BridgeChanged br0 bridge=br0 port=",
+        ]
+    );
+    assert_eq!(
+        r.find(TableId::Port, "p1").unwrap().0,
+        Uuid::parse(P2).unwrap()
+    );
+}
+
+#[test]
 fn port_moving_between_bridges_keeps_the_new_parent() {
     let mut r = populated();
     apply(
@@ -388,11 +451,19 @@ fn relayout_then_replace_reports_only_differences_in_shared_columns() {
     .unwrap();
     let mut migrated = r.relayout(layout.clone(), &snapshot).unwrap();
     let changes = migrated.replace(snapshot).unwrap();
-    // Only the interface's name, which both schemas have; nothing for x_owner, vlan_mode
-    // or the retyped tag.
+    // Only the interface's new name, which both schemas have: another name is another
+    // object, so i1 goes and i9 comes; nothing for x_owner, vlan_mode or the retyped tag.
     assert_eq!(
         summary(&changes),
-        ["InterfaceChanged i9 bridge=br0 port=p1"]
+        [
+            "InterfaceRemoved i1 bridge=br0 port=p1",
+            "InterfaceAdded i9 bridge=br0 port=p1"
+        ]
+    );
+    assert!(migrated.find(TableId::Interface, "i1").is_none());
+    assert_eq!(
+        migrated.find(TableId::Interface, "i9").unwrap().0,
+        Uuid::parse(I1).unwrap()
     );
     assert_eq!(
         column(&migrated, TableId::Port, "p1", "x_owner"),

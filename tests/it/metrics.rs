@@ -765,35 +765,66 @@ async fn healthz_follows_the_bus_connection() {
 
 /// Waiters belong to their caller: one that leaves the bus takes its pending `WaitFor`s
 /// with it (`ovsdbus_waiters` falls back), instead of holding them until they time out.
+/// What a caller's waiters hold is capped in bytes as well as in count: a second waiter
+/// with a 600 kB name is `LimitsExceeded` for its caller (1 MiB each), not for another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_leave_with_their_caller() {
     let s = setup().await;
     let address = s.stack.bus.address();
-    let caller = zbus::connection::Builder::address(address.as_str())
-        .build()
-        .await
-        .unwrap();
-    let mut calls = CallMonitor::start(&address, "WaitFor").await;
-    let waiting = {
-        let proxy = relay_proxy(&caller).await;
-        tokio::spawn(async move {
-            let _: zbus::Result<Dict> = proxy
-                .call(
-                    "WaitFor",
-                    &("Port", "never", Vec::<String>::new(), 600_000u32),
-                )
-                .await;
-        })
+    let connect = || async {
+        zbus::connection::Builder::address(address.as_str())
+            .build()
+            .await
+            .unwrap()
     };
-    calls.wait_calls(1, READY).await;
+    let (caller, other) = (connect().await, connect().await);
+    let mut calls = CallMonitor::start(&address, "WaitFor").await;
+    let long_name = "x".repeat(600_000);
+    let wait = |connection: &zbus::Connection, name: String| {
+        let connection = connection.clone();
+        async move {
+            let proxy = relay_proxy(&connection).await;
+            proxy
+                .call::<_, _, Dict>("WaitFor", &("Port", name, Vec::<String>::new(), 600_000u32))
+                .await
+        }
+    };
+    // The tasks hold clones of the connections: they are aborted before a connection is
+    // dropped, so that dropping it closes it.
+    let callers = [
+        tokio::spawn(wait(&caller, "never".to_owned())),
+        tokio::spawn(wait(&caller, long_name.clone())),
+    ];
+    let others = tokio::spawn(wait(&other, long_name.clone()));
+    calls.wait_calls(3, READY).await;
     let waiters = || sample(&scrape(&s.metrics), "ovsdbus_waiters");
     assert!(
-        wait_until(READY, || waiters() == 1.0),
+        wait_until(READY, || waiters() == 3.0),
         "{}",
         scrape(&s.metrics)
     );
-    waiting.abort();
+    let refused = tokio::time::timeout(READY, wait(&caller, long_name.replace('x', "y")))
+        .await
+        .expect("a waiter over the cap is refused at once, not registered")
+        .expect_err("a caller's waiters are capped in bytes");
+    let zbus::Error::FDO(error) = &refused else {
+        panic!("{refused:?}");
+    };
+    let zbus::fdo::Error::LimitsExceeded(text) = error.as_ref() else {
+        panic!("{error:?}");
+    };
+    assert!(text.contains("1048576 bytes"), "{text}");
+    assert_eq!(waiters(), 3.0);
+
+    callers.iter().for_each(|task| task.abort());
     drop(caller);
+    assert!(
+        wait_until(READY, || waiters() == 1.0),
+        "the other caller's waiter stays: {}",
+        scrape(&s.metrics)
+    );
+    others.abort();
+    drop(other);
     assert!(
         wait_until(READY, || waiters() == 0.0),
         "{}",
