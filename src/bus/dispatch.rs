@@ -465,7 +465,11 @@ impl Service {
     /// serialisation, written from one snapshot without copying the replica.
     async fn managed_objects(&self, conn: &Connection, header: &Header<'_>) {
         let caller = header.sender().map(|s| s.to_string()).unwrap_or_default();
-        let _turn = match self.expensive.turn(&caller, "GetManagedObjects").await {
+        let _turn = match self
+            .expensive
+            .turn(conn, &caller, "GetManagedObjects")
+            .await
+        {
             Ok(turn) => turn,
             Err(e) => return reply::<()>(conn, header, Err(e)).await,
         };
@@ -519,7 +523,7 @@ impl Service {
                     args::<(String, String)>(call).and_then(|(t, n)| relay.get_row(&t, &n));
                 reply(conn, header, result).await
             }
-            "Show" => match self.expensive.turn(&caller, "Show").await {
+            "Show" => match self.expensive.turn(conn, &caller, "Show").await {
                 Ok(_turn) => reply(conn, header, whole(|| relay.show())).await,
                 Err(e) => reply::<String>(conn, header, Err(e)).await,
             },
@@ -621,7 +625,7 @@ impl Service {
             // A read of the whole switch from the server: one turn, like `Show`.
             "show" => {
                 let caller = header.sender().map(|s| s.to_string()).unwrap_or_default();
-                match self.expensive.turn(&caller, "show").await {
+                match self.expensive.turn(conn, &caller, "show").await {
                     Ok(_turn) => Ok(openqa.show().await),
                     Err(e) => Err(e),
                 }

@@ -297,3 +297,166 @@ async fn one_whole_switch_reply_per_caller_at_a_time() {
     );
     assert!(other.is_ok(), "another caller was refused: {other:?}");
 }
+
+/// The relay's resident memory, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("relay status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kib * 1024
+}
+
+/// The relay's largest resident memory while `during` runs, sampled every 20 ms.
+async fn peak_rss_during<T>(pid: u32, during: impl std::future::Future<Output = T>) -> (T, u64) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_bytes(pid));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            peak
+        })
+    };
+    let out = during.await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    (out, sampler.join().unwrap())
+}
+
+/// Typed-signal delays to a root subscriber: a port's tag set `samples` times, each timed
+/// from the `ovs-vsctl` call to its `PortChanged`; sorted.
+async fn signal_delays(
+    db: &crate::common::Ovsdb,
+    sub: &mut crate::common::signals::Subscriber,
+    samples: u32,
+    first_tag: u32,
+) -> Vec<Duration> {
+    let mut delays = Vec::new();
+    for tag in first_tag..first_tag + samples {
+        let started = Instant::now();
+        db.vsctl(&["set", "port", "p7", &format!("tag={tag}")]);
+        let signal = sub.next(WAIT).await.expect("PortChanged");
+        assert_eq!(signal.summary(), "PortChanged p7 br0");
+        delays.push(started.elapsed());
+    }
+    delays.sort();
+    delays
+}
+
+fn p99(sorted: &[Duration]) -> Duration {
+    sorted[(sorted.len() * 99).div_ceil(100) - 1]
+}
+
+/// Unprivileged misuse of the whole-switch replies, on a bus with the system bus's policy
+/// and limits (issue 14): `nobody` asking for `GetManagedObjects` at 5,000 ports (12.6 MB
+/// each) on 12 connections, twice on each, and never reading — dbus-daemon counts
+/// undelivered replies against the relay's 127 MiB quota and stops reading from it when it
+/// is full — and then `nobody` asking for 200 at once on 200 connections. Meanwhile typed signals reach a root
+/// subscriber within 1 s (p99), the relay's memory stays under 3× idle, and it keeps its
+/// bus connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unprivileged_floods_do_not_delay_signals() {
+    use crate::common::system_bus::{SystemBus, Who, command_as, shipped};
+    let python = std::path::Path::new("/usr/bin/python3");
+    assert!(
+        python.exists(),
+        "no /usr/bin/python3: apt-get install python3"
+    );
+    let flood = shipped("tests/it/clients/flood.py");
+    let bus = SystemBus::start();
+    let db = crate::common::Ovsdb::start();
+    add_ports(&db, 5_000);
+    let mut relay = crate::common::Relay::spawn(&db.remote(), &bus.address(), &[]);
+    let mut sub = crate::common::signals::Subscriber::connect(&bus.address()).await;
+    sub.wait_ready(WAIT).await;
+    let owner_before = owner(&sub.conn).await;
+    let pid = relay.pid();
+    let idle = rss_bytes(pid);
+    let quiet = signal_delays(&db, &mut sub, 10, 1).await;
+    eprintln!("idle: RSS {} MB, p99 {:?}", idle >> 20, p99(&quiet));
+
+    // One connection, twelve requests, nothing read.
+    let mut never_reads = command_as(Who::Nobody, python)
+        .arg(&flood)
+        .args(["never-read", &bus.address(), "12", "2"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start flood.py");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(never_reads.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "sent");
+    // Long enough for the relay to have built and sent what it would.
+    let (delays, peak) = peak_rss_during(pid, signal_delays(&db, &mut sub, 80, 100)).await;
+    eprintln!(
+        "a client that never reads: RSS peak {} MB, p99 {:?}, slowest {:?}",
+        peak >> 20,
+        p99(&delays),
+        delays.last().unwrap()
+    );
+    assert!(p99(&delays) < Duration::from_secs(1), "{delays:?}");
+    assert!(peak < 3 * idle, "RSS {peak} vs idle {idle}");
+    drop(never_reads.stdin.take());
+    never_reads.wait().unwrap();
+
+    // Two hundred at once, each read.
+    let address = bus.address();
+    let crowd = tokio::task::spawn_blocking(move || {
+        let out = command_as(Who::Nobody, python)
+            .arg(&flood)
+            .args(["read", &address, "200"])
+            .output()
+            .expect("run flood.py");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Json>(&out.stdout).expect("flood.py summary")
+    });
+    let ((delays, summary), peak) = peak_rss_during(pid, async {
+        let mut delays = Vec::new();
+        let mut tag = 200;
+        while !crowd.is_finished() {
+            delays.extend(signal_delays(&db, &mut sub, 5, tag).await);
+            tag += 5;
+        }
+        delays.sort();
+        (delays, crowd.await.unwrap())
+    })
+    .await;
+    eprintln!(
+        "200 at once: {summary}; RSS peak {} MB, {} signals, p99 {:?}, slowest {:?}",
+        peak >> 20,
+        delays.len(),
+        p99(&delays),
+        delays.last().unwrap()
+    );
+    assert!(summary["answered"].as_u64().unwrap() >= 1, "{summary}");
+    let errors = summary["errors"].as_object().unwrap();
+    assert!(
+        errors
+            .keys()
+            .all(|name| name == "org.freedesktop.DBus.Error.LimitsExceeded"),
+        "{summary}"
+    );
+    assert!(p99(&delays) < Duration::from_secs(1), "{delays:?}");
+    assert!(peak < 3 * idle, "RSS {peak} vs idle {idle}");
+
+    assert!(relay.is_running(), "{}", relay.log());
+    assert_eq!(
+        owner(&sub.conn).await,
+        owner_before,
+        "the relay left the bus"
+    );
+    assert!(!relay.log().contains("reconnect"), "{}", relay.log());
+}

@@ -17,6 +17,7 @@ pub mod compare;
 pub mod pki;
 pub mod signals;
 pub mod stack;
+pub mod system_bus;
 
 pub use stack::Stack;
 
