@@ -24,6 +24,11 @@ use tokio::sync::{Notify, mpsc, watch};
 /// does the socket, which makes ovsdb-server coalesce for us).
 pub const EVENT_QUEUE: usize = 1024;
 
+/// A send to the bus that has waited this long makes `/healthz` unhealthy: a burst of
+/// thousands of signals is written in well under a second, so this is a bus that is not
+/// reading from the relay.
+const SEND_STALL: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub session: SessionConfig,
@@ -144,10 +149,17 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let http = listener.map(|listener| {
         let health_shared = shared.clone();
         let health_metrics = metrics.clone();
-        // Not healthy without the bus either: nothing would be published.
-        let health: http::Health = Arc::new(move || match health_metrics.dbus_connected.get() {
-            0 => "bus disconnected".to_owned(),
-            _ => health_shared.status().state.as_str().to_owned(),
+        // Not healthy without the bus either, or with a bus that takes nothing: nothing
+        // would be published.
+        let health: http::Health = Arc::new(move || {
+            let stalled = health_shared.sending.waiting().filter(|w| *w > SEND_STALL);
+            match (health_metrics.dbus_connected.get(), stalled) {
+                (0, _) => "bus disconnected".to_owned(),
+                (_, Some(waited)) => {
+                    format!("bus not taking messages for {} s", waited.as_secs())
+                }
+                _ => health_shared.status().state.as_str().to_owned(),
+            }
         });
         let mut stop = stop.clone();
         tokio::spawn(http::serve(listener, metrics.clone(), health, async move {

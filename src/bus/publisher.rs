@@ -220,7 +220,9 @@ impl Publisher {
         if self.out.is_empty() {
             return;
         }
+        self.shared.sending.started();
         let result = self.conn.send_all(&self.out).await;
+        self.shared.sending.finished();
         self.out.clear();
         let typed = std::mem::take(&mut self.out_typed);
         match result {

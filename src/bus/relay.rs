@@ -23,6 +23,48 @@ pub struct Shared {
     pub status: Mutex<Status>,
     pub waiters: Waiters,
     pub metrics: Arc<Metrics>,
+    /// How long the publisher's current send has waited for the bus, for `/healthz`.
+    pub sending: SendClock,
+}
+
+/// When the publisher's current send began. A bus that takes nothing (dbus-daemon stopped
+/// or hung with the connection still open) shows as a send that does not end, which the
+/// connection state alone cannot show.
+pub struct SendClock {
+    base: std::time::Instant,
+    /// Milliseconds from `base` to the start of the send in progress, plus one; 0 when
+    /// none is.
+    since: std::sync::atomic::AtomicU64,
+}
+
+impl SendClock {
+    fn new() -> Self {
+        Self {
+            base: std::time::Instant::now(),
+            since: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub fn started(&self) {
+        self.since
+            .store(self.now() + 1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn finished(&self) {
+        self.since.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long the send in progress has waited; `None` when nothing is being sent.
+    pub fn waiting(&self) -> Option<Duration> {
+        match self.since.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            since => Some(Duration::from_millis(self.now().saturating_sub(since - 1))),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -36,6 +78,7 @@ impl Shared {
     pub fn new(remote: String, metrics: Arc<Metrics>, store: Arc<Store>) -> Arc<Self> {
         Arc::new(Self {
             waiters: Waiters::new(metrics.waiters.clone()),
+            sending: SendClock::new(),
             metrics,
             store,
             status: Mutex::new(Status {

@@ -1,8 +1,9 @@
 //! The Prometheus and health endpoint (SPEC §8): a bare hyper 1.x HTTP/1.1 server.
 //!
 //! - `GET /metrics` → 200, the registry in text format 0.0.4;
-//! - `GET /healthz` → 200 `ok` when the relay's state is `ready` (and it is on the bus), else
-//!   503 with the state or `bus disconnected`;
+//! - `GET /healthz` → 200 `ok` when the relay's state is `ready` (and it is on a bus that
+//!   takes its messages), else 503 with the state, `bus disconnected` or `bus not taking
+//!   messages for N s`;
 //! - `HEAD` is answered like `GET` without a body; other methods → 405; other paths → 404.
 //!
 //! Each connection is its own task and encodes on that task, so a slow scraper costs

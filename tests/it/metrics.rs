@@ -8,7 +8,7 @@
 use crate::common::cluster::free_ports;
 use crate::common::signals::{CallMonitor, Dict, relay_proxy};
 use crate::common::{
-    Bus, Ovsdb, POLL, Relay, Stack, dbus_send_relay, poll_until, require, wait_until,
+    Bus, Ovsdb, POLL, Relay, Stack, dbus_send_relay, poll_until, require, send_signal, wait_until,
 };
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
@@ -760,6 +760,51 @@ async fn healthz_follows_the_bus_connection() {
     assert_eq!(
         sample(&scrape(&s.metrics), "ovsdbus_dbus_reconnects_total"),
         1.0
+    );
+}
+
+/// `/healthz` also notices a bus that is there but takes nothing (dbus-daemon stopped, its
+/// socket open): once a send has waited over 5 s it says 503 `bus not taking messages for
+/// N s`, and `ok` again as soon as the bus reads — without a reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_notices_a_bus_that_takes_nothing() {
+    let s = setup().await;
+    poll_http(&s.metrics, "/healthz", READY, |r| r.status == 200);
+    let bus = s.stack.bus.pid().expect("bus running");
+    send_signal(bus, "STOP");
+    // Thousands of signals: more than the socket buffers hold, so the publisher's send
+    // waits for the bus.
+    let mut args = vec!["add-br".to_owned(), "br0".to_owned()];
+    for i in 0..2_000 {
+        args.extend([
+            "--".into(),
+            "add-port".into(),
+            "br0".into(),
+            format!("p{i}"),
+        ]);
+    }
+    s.stack
+        .db
+        .vsctl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let started = std::time::Instant::now();
+    let stalled = poll_http(&s.metrics, "/healthz", Duration::from_secs(20), |r| {
+        r.status == 503
+    });
+    let noticed = started.elapsed();
+    send_signal(bus, "CONT");
+    assert!(
+        stalled.body.starts_with("bus not taking messages for "),
+        "{}",
+        stalled.body
+    );
+    assert!(noticed >= Duration::from_secs(4), "503 after {noticed:?}");
+    let reply = poll_http(&s.metrics, "/healthz", Duration::from_secs(30), |r| {
+        r.status == 200
+    });
+    assert_eq!(reply.body, "ok\n");
+    assert_eq!(
+        sample(&scrape(&s.metrics), "ovsdbus_dbus_reconnects_total"),
+        0.0
     );
 }
 
