@@ -44,6 +44,16 @@ pub struct Property {
     pub source: Source,
 }
 
+impl Property {
+    /// `PropertiesChanged` names it without its value (`EmitsChangedSignal=invalidates`):
+    /// `Columns` repeats the row the typed signal carries, and the children lists are as
+    /// long as the switch is wide — a one-port change on a 5,000-port bridge would send
+    /// all 5,000 paths. Read on demand with `Get`.
+    pub fn invalidated(&self) -> bool {
+        matches!(self.source, Source::Columns | Source::Children(..))
+    }
+}
+
 const fn prop(name: &'static str, signature: &'static str, source: Source) -> Property {
     Property {
         name,
@@ -163,6 +173,7 @@ impl Serialize for PropertyVariant<'_> {
                     layout,
                     row: self.row,
                     only: None,
+                    instead: &[],
                 };
                 serialize_variant(serializer, signature, &columns)
             }
@@ -241,7 +252,7 @@ pub(crate) fn write_introspection(
     for p in properties {
         let emits = match p.source {
             Source::Name | Source::Uuid => "const",
-            Source::Columns => "invalidates",
+            _ if p.invalidated() => "invalidates",
             _ => "true",
         };
         let _ = writeln!(
@@ -332,7 +343,8 @@ pub enum Selection<'a> {
     /// repeats the row, which the typed signal just sent; read on demand):
     /// `InterfacesAdded`.
     Emitted,
-    /// These, but never `Columns` (announced as invalidated instead): `PropertiesChanged`.
+    /// These, but never one announced as invalidated instead ([`Property::invalidated`]):
+    /// `PropertiesChanged`.
     Changed(&'a [&'static str]),
 }
 
@@ -360,7 +372,7 @@ impl<'a> RowProperties<'a> {
             match self.selection {
                 Selection::All => true,
                 Selection::Emitted => !columns,
-                Selection::Changed(names) => names.contains(&p.name) && !columns,
+                Selection::Changed(names) => names.contains(&p.name) && !p.invalidated(),
             }
         })
     }

@@ -7,11 +7,12 @@
 use super::objects::{RowProperties, Selection, Source, describe, row_path};
 use super::value::{ColumnsDict, VariantDict};
 use super::{RELAY_INTERFACE, ROOT_PATH};
-use crate::ovsdb::datum::Uuid;
+use crate::ovsdb::atoms::{AtomMap, AtomSet};
+use crate::ovsdb::datum::{Datum, Uuid};
 use crate::replica::layout::{Layout, TableId};
 use crate::replica::{ChangeKind, ChangeSet, Replica, RowChange, missing_from};
 use std::collections::{HashMap, HashSet};
-use zbus::Message;
+use zbus::{Message, Variant};
 
 const OBJECT_MANAGER: &str = "org.freedesktop.DBus.ObjectManager";
 const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
@@ -136,7 +137,7 @@ fn changed_properties(
     out
 }
 
-/// One batched `PropertiesChanged`; `Columns` is only invalidated (it repeats the row).
+/// One batched `PropertiesChanged`; `Columns` and the children lists are only invalidated.
 /// `None` when the row is gone from `replica` (removed by a later change).
 fn properties_changed(
     replica: &Replica,
@@ -156,10 +157,10 @@ fn properties_changed(
         properties: specs,
         selection: Selection::Changed(properties),
     };
-    let invalidated: Vec<&str> = properties
+    let invalidated: Vec<&str> = specs
         .iter()
-        .copied()
-        .filter(|p| *p == "Columns")
+        .filter(|p| p.invalidated() && properties.contains(&p.name))
+        .map(|p| p.name)
         .collect();
     let path = row_path(table, replica.name_of(table, row));
     Message::signal(path, PROPERTIES, "PropertiesChanged")
@@ -184,22 +185,70 @@ pub fn typed_message(
                 layout: table,
                 row,
                 only: None,
+                instead: &[],
             };
             builder.build(&(name, bridge, uuid, columns, meta))
         }
         ChangeKind::Changed { old, new, columns } => {
+            let (mut left, mut came, mut delta) = (Vec::new(), Vec::new(), Vec::new());
+            for &i in columns {
+                if let Some((gone, added)) = set_delta(&old[i], &new[i]) {
+                    left.push((i, gone));
+                    came.push((i, added));
+                    delta.push(table.columns[i].name.clone());
+                }
+            }
+            let mut meta = meta;
+            if !delta.is_empty() {
+                meta.insert(DELTA_KEY.into(), Variant::from(delta));
+            }
             let changed = ColumnsDict {
                 layout: table,
                 row: new,
                 only: Some(columns),
+                instead: &came,
             };
             let old = ColumnsDict {
                 layout: table,
                 row: old,
                 only: Some(columns),
+                instead: &left,
             };
             builder.build(&(name, bridge, uuid, changed, old, meta))
         }
+    }
+}
+
+/// A set or map column with more elements than this, before or after a change, goes in
+/// `…Changed` as what changed rather than as whole values: a one-port change on a
+/// 5,000-port bridge would otherwise carry both 5,000-element lists.
+pub const DELTA_MIN: usize = 32;
+
+/// The `meta` key naming the columns sent as deltas: for those, `old` holds the elements
+/// (map entries) that left and `changed` those that came; an updated map key is in both.
+/// The new value is the previous one without `old`'s, plus `changed`'s.
+pub const DELTA_KEY: &str = "delta";
+
+/// `(left, came)` for a large set or map column; `None` for one sent whole.
+fn set_delta(old: &Datum, new: &Datum) -> Option<(Datum, Datum)> {
+    if old.len().max(new.len()) <= DELTA_MIN {
+        return None;
+    }
+    match (old, new) {
+        (Datum::Set(old), Datum::Set(new)) => {
+            let missing = |a: &AtomSet, b: &AtomSet| {
+                Datum::Set(a.iter().filter(|x| !b.contains(x)).cloned().collect())
+            };
+            Some((missing(old, new), missing(new, old)))
+        }
+        (Datum::Map(old), Datum::Map(new)) => {
+            let differing = |a: &AtomMap, b: &AtomMap| {
+                let entries = a.iter().filter(|(k, v)| b.get(k) != Some(*v));
+                Datum::Map(entries.map(|(k, v)| (k.clone(), v.clone())).collect())
+            };
+            Some((differing(old, new), differing(new, old)))
+        }
+        _ => None,
     }
 }
 
@@ -298,8 +347,9 @@ mod tests {
             Vec<String>,
         ) = out[3].body().deserialize().unwrap();
         assert_eq!(interface, "org.ovsdbus.Bridge1");
-        assert!(changed.contains_key("Ports"));
-        assert_eq!(invalidated, ["Columns"]);
+        // The children list is as long as the bridge is wide: named, not sent.
+        assert!(changed.is_empty(), "{changed:?}");
+        assert_eq!(invalidated, ["Ports", "Columns"]);
 
         let typed: Vec<Message> = changes
             .changes
@@ -318,6 +368,67 @@ mod tests {
                 "PortAdded",
                 "BridgeChanged"
             ]
+        );
+    }
+
+    /// A large set goes in `…Changed` as what left and what came, named in `meta.delta`;
+    /// a small one whole.
+    #[test]
+    fn large_sets_change_as_deltas() {
+        let layout = Layout::new(&test_schema(), &ColumnSelection::default()).unwrap();
+        let mut replica = Replica::new(Arc::new(layout));
+        let port = |i: usize| format!("10000000-0000-0000-0000-{i:012}");
+        let ports = |n: usize| {
+            json!([
+                "set",
+                (1..=n)
+                    .map(|i| json!(["uuid", port(i)]))
+                    .collect::<Vec<_>>()
+            ])
+        };
+        let mut rows = serde_json::Map::new();
+        for i in 1..=DELTA_MIN + 1 {
+            rows.insert(port(i), json!({"insert": {"name": format!("p{i}")}}));
+        }
+        apply(
+            &mut replica,
+            json!({"Bridge": {BR: {"insert": {"name": "br0", "ports": ports(DELTA_MIN + 1)}}},
+                   "Port": rows}),
+        );
+        let next = DELTA_MIN + 2;
+        let changes = apply(
+            &mut replica,
+            json!({"Bridge": {BR: {"modify": {"ports": ["uuid", port(next)],
+                                              "external_ids": ["map", [["k", "v"]]]}}},
+                   "Port": {port(next): {"insert": {"name": format!("p{next}")}}}}),
+        );
+        let bridge = changes
+            .changes
+            .iter()
+            .find(|c| c.table == TableId::Bridge)
+            .unwrap();
+        let message = typed_message(replica.layout(), bridge, VariantDict::new()).unwrap();
+        type Columns = HashMap<String, zbus::OwnedVariant>;
+        let (_, _, _, changed, old, meta): (String, String, String, Columns, Columns, Columns) =
+            message.body().deserialize().unwrap();
+        let strings =
+            |v: &zbus::OwnedVariant| Vec::<String>::try_from(v.try_clone().unwrap()).unwrap();
+        assert_eq!(strings(&changed["ports"]), [port(next)]);
+        assert!(strings(&old["ports"]).is_empty());
+        assert_eq!(strings(&meta[DELTA_KEY]), ["ports"]);
+        // external_ids is small: whole values.
+        let map = |v: &zbus::OwnedVariant| {
+            HashMap::<String, String>::try_from(v.try_clone().unwrap()).unwrap()
+        };
+        assert_eq!(
+            map(&changed["external_ids"]),
+            HashMap::from([("k".into(), "v".into())])
+        );
+        assert!(map(&old["external_ids"]).is_empty());
+        assert!(
+            message.data().len() < 1024,
+            "{} bytes",
+            message.data().len()
         );
     }
 }

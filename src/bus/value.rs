@@ -186,6 +186,8 @@ pub struct ColumnsDict<'a> {
     pub row: &'a [Datum],
     /// `None`: every mirrored column.
     pub only: Option<&'a [usize]>,
+    /// Values written instead of the row's, by column index (the deltas of large sets).
+    pub instead: &'a [(usize, Datum)],
 }
 
 static COLUMNS_SIGNATURE: Signature = Signature::static_dict(&Signature::Str, &Signature::Variant);
@@ -200,9 +202,14 @@ impl Serialize for ColumnsDict<'_> {
         let mut dict = serializer.serialize_map(Some(count))?;
         let mut entry = |i: usize| {
             let column = &self.layout.columns[i];
+            let datum = self
+                .instead
+                .iter()
+                .find_map(|(j, datum)| (*j == i).then_some(datum))
+                .unwrap_or(&self.row[i]);
             let value = ColumnVariant {
                 ty: &column.ty,
-                datum: &self.row[i],
+                datum,
             };
             dict.serialize_entry(column.name.as_str(), &value)
         };
@@ -335,6 +342,7 @@ mod tests {
                     layout,
                     row,
                     only: None,
+                    instead: &[],
                 };
                 let built = columns_dict(layout, row, 0..layout.columns.len()).unwrap();
                 assert_eq!(
@@ -347,6 +355,7 @@ mod tests {
                     layout,
                     row,
                     only: Some(&only),
+                    instead: &[],
                 };
                 let built = columns_dict(layout, row, only).unwrap();
                 assert_eq!(

@@ -142,7 +142,7 @@ pub fn human_line(signal: &Signal) -> String {
     }
     let details = match kind {
         Kind::Added => added_summary(table, dicts.first()),
-        Kind::Changed => changes(dicts.first(), dicts.get(1)),
+        Kind::Changed => changes(dicts.first(), dicts.get(1), &signal.delta_columns()),
         Kind::Removed => String::new(),
     };
     if !details.is_empty() {
@@ -180,8 +180,9 @@ fn added_summary(table: TableId, columns: Option<&Dict>) -> String {
     parts.join(" ")
 }
 
-/// `col: old → new` for every changed column, `; `-separated.
-fn changes(changed: Option<&Dict>, old: Option<&Dict>) -> String {
+/// `col: old → new` for every changed column, `col: -removed +added` for one sent as a
+/// delta; `; `-separated.
+fn changes(changed: Option<&Dict>, old: Option<&Dict>, deltas: &[String]) -> String {
     let Some(changed) = changed else {
         return String::new();
     };
@@ -191,7 +192,12 @@ fn changes(changed: Option<&Dict>, old: Option<&Dict>) -> String {
             let old = old
                 .and_then(|o| o.get(column))
                 .map_or("?".to_owned(), |v| ovs_text(&variant_json(v)));
-            format!("{column}: {old} → {}", ovs_text(&variant_json(new)))
+            let new = ovs_text(&variant_json(new));
+            if deltas.contains(column) {
+                format!("{column}: -{old} +{new}")
+            } else {
+                format!("{column}: {old} → {new}")
+            }
         })
         .collect::<Vec<_>>()
         .join("; ")
@@ -364,6 +370,26 @@ mod tests {
             serde_json::json!({"member": "PortChanged", "name": "tap0", "bridge": "br0",
                 "uuid": "u", "changed": {"tag": [10]}, "old": {"tag": []},
                 "meta": {"seq": 12, "origin": "live"}})
+        );
+    }
+
+    #[test]
+    fn a_delta_shows_what_left_and_what_came() {
+        let mut m = meta(14);
+        m.insert("delta".into(), owned(vec!["ports"]));
+        let event = row(
+            TableId::Bridge,
+            Kind::Changed,
+            "br0",
+            vec![
+                Dict::from([("ports".to_string(), owned(vec!["u2"]))]),
+                Dict::from([("ports".to_string(), owned(vec!["u1"]))]),
+            ],
+            m,
+        );
+        assert_eq!(
+            human_line(&event),
+            "#14 BridgeChanged br0 ports: -[u1] +[u2]"
         );
     }
 

@@ -11,6 +11,7 @@ use super::relay::ManagedObjects;
 use super::signal::{Dict, Kind, Signal, What};
 use crate::replica::layout::TableId;
 use std::collections::BTreeMap;
+use zbus::{Array, OwnedVariant, Variant};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct MirrorRow {
@@ -129,13 +130,20 @@ impl Mirror {
                 let [changed, old] = signal.dicts.as_slice() else {
                     return fail("Changed without changed and old");
                 };
+                let deltas = signal.delta_columns();
                 if !replay {
                     if changed.keys().ne(old.keys()) {
                         return fail("changed and old name different columns");
                     }
-                    if let Some((column, _)) =
-                        old.iter().find(|(c, v)| row.columns.get(*c) != Some(v))
-                    {
+                    let fits = |column: &String, old: &OwnedVariant| {
+                        let current = row.columns.get(column);
+                        if deltas.contains(column) {
+                            current.is_some_and(|current| contains_all(current, old))
+                        } else {
+                            current == Some(old)
+                        }
+                    };
+                    if let Some((column, _)) = old.iter().find(|(c, v)| !fits(c, v)) {
                         return fail(&format!(
                             "old {column} is not what the mirror has ({:?})",
                             row.columns.get(column)
@@ -143,9 +151,16 @@ impl Mirror {
                     }
                 }
                 for (column, value) in changed {
-                    let value = value
-                        .try_clone()
-                        .map_err(|e| MirrorError(format!("{}: {e}", what())))?;
+                    let value = match (deltas.contains(column), row.columns.get(column)) {
+                        (true, Some(current)) => {
+                            let left = old.get(column).ok_or_else(|| {
+                                MirrorError(format!("{}: no old {column}", what()))
+                            })?;
+                            apply_delta(current, left, value)
+                        }
+                        _ => value.try_clone().map_err(|e| e.to_string()),
+                    }
+                    .map_err(|e| MirrorError(format!("{}: {column}: {e}", what())))?;
                     row.columns.insert(column.clone(), value);
                 }
             }
@@ -157,4 +172,66 @@ impl Mirror {
         }
         Ok(Next::Continue)
     }
+}
+
+/// Whether every element (map entry) of `part` is in `whole`.
+fn contains_all(whole: &Variant<'_>, part: &Variant<'_>) -> bool {
+    match (whole, part) {
+        (Variant::Array(whole), Variant::Array(part)) => {
+            part.inner().iter().all(|e| whole.inner().contains(e))
+        }
+        (Variant::Dict(whole), Variant::Dict(part)) => {
+            let whole: BTreeMap<_, _> = whole.iter().collect();
+            part.iter().all(|(k, v)| whole.get(k) == Some(&v))
+        }
+        _ => false,
+    }
+}
+
+/// A column the relay sent as a delta (`meta.delta`): `current` without what `left` holds
+/// (elements, or map keys), plus what `came` holds; in the relay's order, sorted.
+fn apply_delta(
+    current: &Variant<'_>,
+    left: &Variant<'_>,
+    came: &Variant<'_>,
+) -> Result<OwnedVariant, String> {
+    let value = match (current, left, came) {
+        (Variant::Array(current), Variant::Array(left), Variant::Array(came)) => {
+            let mut elements: Vec<&Variant<'_>> = current
+                .inner()
+                .iter()
+                .filter(|e| !left.inner().contains(e))
+                .chain(came.inner())
+                .collect();
+            elements.sort();
+            elements.dedup();
+            let mut array = Array::new(current.element_signature());
+            for element in elements {
+                array.append(copy(element)?).map_err(|e| e.to_string())?;
+            }
+            Variant::Array(array)
+        }
+        (Variant::Dict(current), Variant::Dict(left), Variant::Dict(came)) => {
+            let zbus::Signature::Dict { key, value } = current.signature() else {
+                return Err("a map without a map signature".into());
+            };
+            let left: Vec<_> = left.iter().map(|(k, _)| k).collect();
+            let mut entries = BTreeMap::new();
+            let kept = current.iter().filter(|(k, _)| !left.contains(k));
+            for (k, v) in kept.chain(came.iter()) {
+                entries.insert(copy(k)?, copy(v)?);
+            }
+            let mut dict = zbus::Dict::new(key.signature(), value.signature());
+            for (k, v) in entries {
+                dict.append(k, v).map_err(|e| e.to_string())?;
+            }
+            Variant::Dict(dict)
+        }
+        _ => return Err("a delta of a column that is neither a set nor a map".into()),
+    };
+    OwnedVariant::try_from(value).map_err(|e| e.to_string())
+}
+
+fn copy<'a>(value: &Variant<'a>) -> Result<Variant<'a>, String> {
+    value.try_clone().map_err(|e| e.to_string())
 }

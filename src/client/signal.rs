@@ -130,6 +130,15 @@ impl Signal {
         self.meta.get("seq").and_then(|v| u64::try_from(v).ok())
     }
 
+    /// The columns of a `…Changed` sent as deltas (`meta.delta`): for those, `old` holds
+    /// what left and `changed` what came.
+    pub fn delta_columns(&self) -> Vec<String> {
+        self.meta
+            .get("delta")
+            .and_then(|v| Vec::<String>::try_from(v.try_clone().ok()?).ok())
+            .unwrap_or_default()
+    }
+
     pub fn meta_str(&self, key: &str) -> Option<String> {
         self.meta
             .get(key)
