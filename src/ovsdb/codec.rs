@@ -221,11 +221,14 @@ pub fn encode(value: &Value) -> Vec<u8> {
 }
 
 #[cfg(test)]
+pub(crate) mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
-    const LIMIT: usize = 256 * 1024 * 1024;
+    pub(super) const LIMIT: usize = 256 * 1024 * 1024;
 
     /// The next frame, parsed (framing itself never parses).
     fn next(framer: &mut Framer, buf: &mut BytesMut) -> Result<Option<Value>, CodecError> {
@@ -235,7 +238,7 @@ mod tests {
     }
 
     /// Feeds `chunks` one at a time, collecting every value decoded along the way.
-    fn feed(framer: &mut Framer, buf: &mut BytesMut, chunks: &[&[u8]]) -> Vec<Value> {
+    pub(super) fn feed(framer: &mut Framer, buf: &mut BytesMut, chunks: &[&[u8]]) -> Vec<Value> {
         let mut out = Vec::new();
         for chunk in chunks {
             buf.extend_from_slice(chunk);

@@ -249,11 +249,17 @@ impl Replica {
     /// the replica and all are applied, or nothing changes and the error says why.
     pub fn apply(&mut self, update: Update) -> Result<ChangeSet, Inconsistency> {
         let mut planned = Vec::with_capacity(update.rows.len());
+        let mut operated = HashSet::with_capacity(update.rows.len());
         for row_update in update.rows {
             let (table, uuid) = (row_update.table, row_update.uuid);
             let columns = &self.layout.table(table).columns;
             let old = self.row(table, uuid).cloned();
             let fail = |what: &str| Inconsistency(format!("{what} {table} row {uuid}"));
+            // Each operation is planned against the state before the update, so a second one
+            // on a row (a JSON object may repeat a member) could not build on the first.
+            if !operated.insert((table, uuid)) {
+                return Err(fail("second operation on"));
+            }
             let new = match (row_update.op, &old) {
                 (RowOp::Insert(_), Some(_)) => return Err(fail("insert of existing")),
                 (RowOp::Modify(_) | RowOp::Delete, None) => return Err(fail("change to missing")),
@@ -446,9 +452,11 @@ impl Replica {
         // Express the difference as an update against the current state, so that names,
         // ordering and parent resolution follow exactly the live path. A row whose name
         // differs in the snapshot (possible only from a non-conforming server, or another
-        // database behind the same remote) is a different object: it is retired first and
-        // inserted again, so objects keep matching the data.
-        let mut retired = Update::default();
+        // database behind the same remote) is a different object: it is removed first and
+        // inserted again, so objects keep matching the data. Rows the snapshot lacks are
+        // removed in that first step too, so that their removals carry the names from before
+        // the snapshot (once a renamed bridge is removed, its ports are on no bridge).
+        let mut removals = Update::default();
         let mut delta = Update::default();
         for table in TableId::ALL {
             for (uuid, row) in fresh.rows(table) {
@@ -457,7 +465,7 @@ impl Replica {
                     table != TableId::Root && self.name_of(table, old) != self.name_of(table, row)
                 });
                 if renamed {
-                    retired.rows.push(update::RowUpdate {
+                    removals.rows.push(update::RowUpdate {
                         table,
                         uuid,
                         op: RowOp::Delete,
@@ -479,7 +487,7 @@ impl Replica {
             }
             for (uuid, _) in self.rows(table) {
                 if fresh.row(table, uuid).is_none() {
-                    delta.rows.push(update::RowUpdate {
+                    removals.rows.push(update::RowUpdate {
                         table,
                         uuid,
                         op: RowOp::Delete,
@@ -487,12 +495,12 @@ impl Replica {
                 }
             }
         }
-        if retired.rows.is_empty() {
+        if removals.rows.is_empty() {
             return self.apply(delta);
         }
         // Both steps or neither: the replica is persistent, so the copy is cheap.
         let mut next = self.clone();
-        let mut changes = next.apply(retired)?;
+        let mut changes = next.apply(removals)?;
         let rest = next.apply(delta)?;
         changes.changes.extend(rest.changes);
         changes.root_changed |= rest.root_changed;
@@ -596,5 +604,7 @@ pub(crate) fn missing_from(a: Option<&Datum>, b: Option<&Datum>) -> Vec<Uuid> {
     }
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

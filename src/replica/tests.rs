@@ -10,11 +10,11 @@ const P2: &str = "10000000-0000-0000-0000-000000000002";
 const I1: &str = "20000000-0000-0000-0000-000000000001";
 const I2: &str = "20000000-0000-0000-0000-000000000002";
 
-fn uuid(text: &str) -> Json {
+pub(super) fn uuid(text: &str) -> Json {
     json!(["uuid", text])
 }
 
-fn replica() -> Replica {
+pub(super) fn replica() -> Replica {
     Replica::new(Arc::new(
         Layout::new(&test_schema(), &ColumnSelection::default()).unwrap(),
     ))
@@ -231,6 +231,42 @@ fn inconsistencies_are_errors_and_change_nothing() {
             "replica changed by {case}"
         );
     }
+}
+
+#[test]
+fn a_row_twice_in_one_update_is_an_inconsistency() {
+    let mut r = populated();
+    let before = format!("{:?} {:?}", r.tables, r.by_name);
+    // serde_json hands a repeated member of an object to the parser as it is, so a message
+    // can name a row twice.
+    for op in [json!({"delete": null}), json!({"modify": {"tag": 1}})] {
+        let mut update =
+            crate::replica::update::parse_json(r.layout(), json!({"Port": {P1: op}})).unwrap();
+        update.rows.push(update.rows[0].clone());
+        let err = r.apply(update).unwrap_err();
+        assert!(err.0.contains("second operation on Port"), "{err}");
+        assert_eq!(format!("{:?} {:?}", r.tables, r.by_name), before);
+    }
+}
+
+#[test]
+fn removals_after_a_resync_carry_the_names_before_it() {
+    let mut r = populated();
+    // While disconnected br0 became br9 (another object) and lost p1 with i1.
+    let snapshot = crate::replica::update::parse_json(
+        r.layout(),
+        json!({"Bridge": {BR: {"initial": {"name": "br9"}}}}),
+    )
+    .unwrap();
+    assert_eq!(
+        summary(&r.replace(snapshot).unwrap()),
+        [
+            "InterfaceRemoved i1 bridge=br0 port=p1",
+            "PortRemoved p1 bridge=br0 port=",
+            "BridgeRemoved br0 bridge=br0 port=",
+            "BridgeAdded br9 bridge=br9 port=",
+        ]
+    );
 }
 
 #[test]
