@@ -335,3 +335,127 @@ async fn dbus_monitor_arg0_filter_selects_one_port() {
         }
     }
 }
+
+/// The common re-create idiom on a real server, `-- --if-exists del-port tap0 -- add-port
+/// br0 tap0`: within the one update the removals go first, so a subscriber keyed by name
+/// ends with tap0 present (issue 14).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_recreated_in_one_transaction_ends_added() {
+    let mut stack = Stack::start(&[]).await;
+    let (db, sub) = (&stack.db, &mut stack.sub);
+    db.vsctl(&["add-br", "br0", "--", "add-port", "br0", "tap0"]);
+    sub.take(5, WAIT).await;
+    let before = db.vsctl(&["get", "port", "tap0", "_uuid"]);
+    db.vsctl(&[
+        "--",
+        "--if-exists",
+        "del-port",
+        "tap0",
+        "--",
+        "add-port",
+        "br0",
+        "tap0",
+    ]);
+    let s = sub.take(5, WAIT).await;
+    assert_eq!(
+        names(&s),
+        [
+            "InterfaceRemoved tap0 br0",
+            "PortRemoved tap0 br0",
+            "PortAdded tap0 br0",
+            "InterfaceAdded tap0 br0",
+            "BridgeChanged br0 br0",
+        ]
+    );
+    assert_eq!(s[1].uuid, before);
+    assert_eq!(s[2].uuid, db.vsctl(&["get", "port", "tap0", "_uuid"]));
+    assert_ne!(s[1].uuid, s[2].uuid);
+    // Keyed by name, in order: present.
+    let mut ports = std::collections::BTreeSet::new();
+    for signal in s.iter().filter(|s| s.member.starts_with("Port")) {
+        match signal.member.as_str() {
+            "PortAdded" => ports.insert(signal.name.clone()),
+            _ => ports.remove(&signal.name),
+        };
+    }
+    assert!(ports.contains("tap0"));
+}
+
+/// Any peer may emit a signal named like the relay's; the match rule the README teaches
+/// (`sender='org.ovsdbus.Relay1'`) lets the bus drop it. On a system-like bus, `nobody`
+/// forges a `PortAdded`: a rule without `sender=` receives it, the documented one only the
+/// relay's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_signal_does_not_pass_the_documented_match_rule() {
+    use crate::common::system_bus::{SystemBus, Who, command_as};
+    use tokio_stream::StreamExt;
+    let bus = SystemBus::start();
+    let db = crate::common::Ovsdb::start();
+    db.vsctl(&["add-br", "br0"]);
+    let _relay = crate::common::Relay::spawn(&db.remote(), &bus.address(), &[]);
+    let sub = crate::common::signals::Subscriber::connect(&bus.address()).await;
+    sub.wait_ready(WAIT).await;
+    let address = bus.address();
+    let connect = || async {
+        zbus::connection::Builder::address(address.as_str())
+            .build()
+            .await
+            .unwrap()
+    };
+    let listener = connect().await;
+    // A connection per rule: the bus delivers what any rule of a connection matches, so
+    // on one connection the naive rule would let the forgery in.
+    let stream = |rule: &'static str| async move {
+        let rule = zbus::MatchRule::try_from(rule).unwrap();
+        zbus::MessageStream::for_match_rule(rule, &connect().await, None)
+            .await
+            .unwrap()
+    };
+    let mut documented = stream(
+        "type='signal',sender='org.ovsdbus.Relay1',interface='org.ovsdbus.Relay1',arg0='tap0'",
+    )
+    .await;
+    let mut naive = stream("type='signal',interface='org.ovsdbus.Relay1',arg0='tap0'").await;
+    let forged = command_as(Who::Nobody, &crate::common::require("dbus-send", "dbus"))
+        .arg(format!("--bus={}", bus.address()))
+        .args([
+            "--type=signal",
+            "/org/ovsdbus/Relay1",
+            "org.ovsdbus.Relay1.PortAdded",
+            "string:tap0",
+            "string:br0",
+            "string:00000000-0000-0000-0000-000000000000",
+        ])
+        .output()
+        .unwrap();
+    assert!(forged.status.success(), "{forged:?}");
+    let next = async |stream: &mut zbus::MessageStream| {
+        tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("a signal")
+            .unwrap()
+            .unwrap()
+    };
+    let fake = next(&mut naive).await;
+    assert_eq!(
+        fake.header().member().unwrap().as_str(),
+        "PortAdded",
+        "the forgery reached the bus"
+    );
+    let relay = zbus::fdo::DBusProxy::new(&listener)
+        .await
+        .unwrap()
+        .get_name_owner("org.ovsdbus.Relay1".try_into().unwrap())
+        .await
+        .unwrap();
+    assert_ne!(fake.header().sender().unwrap().as_str(), relay.as_str());
+    db.vsctl(&["add-port", "br0", "tap0"]);
+    let real = next(&mut documented).await;
+    assert_eq!(real.header().member().unwrap().as_str(), "PortAdded");
+    assert_eq!(real.header().sender().unwrap().as_str(), relay.as_str());
+    let real = crate::common::signals::Signal::from_message(&real)
+        .unwrap()
+        .expect("a typed signal");
+    assert_eq!(real.summary(), "PortAdded tap0 br0");
+    assert_eq!(real.uuid, db.vsctl(&["get", "port", "tap0", "_uuid"]));
+}
