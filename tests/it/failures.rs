@@ -11,7 +11,7 @@
 
 use crate::common::cluster::{Cluster, SideServer, vsctl_at};
 use crate::common::signals::{
-    Barrier, CallMonitor, Dict, IFACE, Managed, ROOT, Signal, Subscriber, error_of,
+    BUS_NAME, Barrier, CallMonitor, Dict, IFACE, Managed, ROOT, Signal, Subscriber, error_of,
     managed_objects, relay_proxy,
 };
 use crate::common::{
@@ -1977,4 +1977,89 @@ async fn a_value_outside_the_schemas_range_is_refused() {
     let sub = Subscriber::connect(&bus.address()).await;
     let state: String = sub.property("State").await;
     assert_ne!(state, "ready", "{}", relay.log());
+}
+
+/// A row name with a NUL character (the bus daemon drops a connection that sends one): the
+/// update is refused as malformed — never sent, so the relay keeps its bus connection —
+/// and the relay reconnects to the server with backoff, not in a tight loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_the_bus_cannot_carry_is_refused_without_losing_the_bus() {
+    let server = StandInServer::start(|request, _| {
+        (request["method"] == "monitor_cond_since").then(|| {
+            vec![
+                serde_json::json!({"id": request["id"], "error": null, "result": [false,
+                "00000000-0000-0000-0000-000000000000", {
+                "Bridge": {"00000000-0000-0000-0000-000000000001":
+                    {"initial": {"name": "br\u{0}0"}}}}]}),
+            ]
+        })
+    });
+    let bus = Bus::start();
+    let relay = Relay::spawn(&server.remote(), &bus.address(), &[]);
+    let sub = Subscriber::connect(&bus.address()).await;
+    let five = wait_until(WAIT, || server.accepted().len() >= 5);
+    assert!(five, "the relay did not reconnect:\n{}", relay.log());
+    let times = server.accepted();
+    let spread = times[4] - times[0];
+    assert!(
+        spread >= Duration::from_millis(500),
+        "5 connections in {spread:?}:\n{}",
+        relay.log()
+    );
+    assert!(relay.log().contains("NUL"), "{}", relay.log());
+    assert!(!relay.log().contains("bus connection"), "{}", relay.log());
+    let owner = zbus::fdo::DBusProxy::new(&sub.conn)
+        .await
+        .unwrap()
+        .name_has_owner(BUS_NAME.try_into().unwrap())
+        .await
+        .unwrap();
+    assert!(owner, "the relay left the bus:\n{}", relay.log());
+}
+
+/// After an inconsistency nothing more from that connection is applied: the server sends
+/// an update for a row that does not exist and then a valid one (p1's tag → 7). The relay
+/// resyncs instead, and the valid update never becomes a signal with a value the relay did
+/// not get from a consistent state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_after_an_inconsistency_is_applied() {
+    let server = StandInServer::start(|request, _| {
+        (request["method"] == "monitor_cond_since").then(|| {
+            let update = |rows: Json| {
+                serde_json::json!({"id": null, "method": "update3",
+                    "params": [request["params"][1], "00000000-0000-0000-0000-000000000009", rows]})
+            };
+            vec![
+                serde_json::json!({"id": request["id"], "error": null, "result": [false,
+                "00000000-0000-0000-0000-000000000000", {
+                "Bridge": {"00000000-0000-0000-0000-000000000001":
+                    {"initial": {"name": "br0", "ports": ["uuid", "00000000-0000-0000-0000-000000000002"]}}},
+                "Port": {"00000000-0000-0000-0000-000000000002":
+                    {"initial": {"name": "p1", "tag": 1}}}}]}),
+                update(serde_json::json!({"Port": {"11111111-1111-1111-1111-111111111111":
+                    {"modify": {"tag": 5}}}})),
+                update(serde_json::json!({"Port": {"00000000-0000-0000-0000-000000000002":
+                    {"modify": {"tag": 7}}}})),
+            ]
+        })
+    });
+    let bus = Bus::start();
+    let relay = Relay::spawn(&server.remote(), &bus.address(), &[]);
+    let mut sub = Subscriber::connect(&bus.address()).await;
+    let five = wait_until(WAIT, || server.accepted().len() >= 5);
+    assert!(five, "the relay did not reconnect:\n{}", relay.log());
+    // Every snapshot is the same: each resync finds nothing that differs, so only empty
+    // `Resynced` signals may have been sent.
+    let mut resynced = 0;
+    while let Some(signal) = sub.next(Duration::from_millis(200)).await {
+        assert_eq!(
+            signal.counts(),
+            Some((0, 0, 0)),
+            "{} published after an inconsistency",
+            signal.summary()
+        );
+        resynced += 1;
+    }
+    assert!(resynced >= 1, "no resync seen:\n{}", relay.log());
+    assert!(relay.log().contains("full resync"), "{}", relay.log());
 }
