@@ -210,19 +210,29 @@ impl Expensive {
                 .and_then(|value| u32::try_from(value).ok())
                 .map(u64::from),
             // The name left meanwhile: nothing of its is queued any more.
-            Err(zbus::Error::MethodError(name, _, _))
-                if name.as_str() == "org.freedesktop.DBus.Error.NameHasNoOwner" =>
-            {
+            Err(zbus::Error::FDO(fdo)) if matches!(*fdo, zbus::fdo::Error::NameHasNoOwner(_)) => {
                 Some(0)
             }
-            Err(e) => {
-                // dbus-broker, a daemon built without stats, or a policy without the
-                // shipped rule: whole-switch replies are then limited by counts alone.
+            // dbus-broker, a daemon built without stats, or a policy without the shipped
+            // rule: whole-switch replies are then limited by counts alone.
+            Err(zbus::Error::FDO(fdo))
+                if matches!(
+                    *fdo,
+                    zbus::fdo::Error::UnknownMethod(_)
+                        | zbus::fdo::Error::UnknownInterface(_)
+                        | zbus::fdo::Error::AccessDenied(_)
+                ) =>
+            {
                 self.stats.store(false, Ordering::Relaxed);
                 tracing::warn!(
-                    "the bus gives no connection statistics ({e}): whole-switch replies are \
-                     limited per caller and in number, not by what clients leave unread"
+                    "the bus gives no connection statistics ({fdo}): whole-switch replies \
+                     are limited per caller and in number, not by what clients leave unread"
                 );
+                None
+            }
+            // A bus going away or restarting: this reply goes without the check.
+            Err(e) => {
+                tracing::debug!("no connection statistics this time: {e}");
                 None
             }
         }

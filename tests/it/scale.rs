@@ -539,3 +539,31 @@ async fn one_port_changes_stay_small_on_a_wide_bridge() {
         );
     }
 }
+
+/// On a bus that gives no connection statistics (dbus-broker, or a policy that refuses
+/// them), whole-switch replies are still answered, limited by the counts alone, and the
+/// relay says once why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_switch_replies_without_bus_statistics() {
+    let bus = crate::common::Bus::start_with_config(
+        r#"<policy context="default">
+    <deny send_destination="org.freedesktop.DBus"
+          send_interface="org.freedesktop.DBus.Debug.Stats"/>
+  </policy>"#,
+    );
+    let db = crate::common::Ovsdb::start();
+    add_ports(&db, 10);
+    let relay = crate::common::Relay::spawn(&db.remote(), &bus.address(), &[]);
+    let stack = Stack::attach(db, bus, relay, WAIT).await;
+    for _ in 0..2 {
+        let objects = managed_objects(&stack.sub.conn).await.unwrap();
+        assert_eq!(objects.len(), 1 + 11 + 11);
+    }
+    let warning = "the bus gives no connection statistics";
+    assert_eq!(
+        stack.relay.log().matches(warning).count(),
+        1,
+        "{}",
+        stack.relay.log()
+    );
+}
