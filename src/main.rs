@@ -81,6 +81,17 @@ struct RunArgs {
     /// requests within twice this is left for the next.
     #[arg(long, env = "OVS_DBUS_RELAY_INACTIVITY_PROBE", default_value_t = 5.0)]
     inactivity_probe: f64,
+    /// The largest message accepted from OVSDB: bytes, or a number with K, M or G (powers
+    /// of 1024). A longer one is a protocol error: the connection is dropped once that much
+    /// of it has arrived, and made again with backoff. The default is 8 times the start-up
+    /// snapshot of a switch with 10,000 busy ports (20,000 rows, 8 MB).
+    #[arg(
+        long,
+        env = "OVS_DBUS_RELAY_MAX_MESSAGE_SIZE",
+        value_name = "BYTES",
+        default_value = "64M"
+    )]
+    max_message_size: String,
     /// Mirror only these columns of a table (plus the ones the tree needs): TABLE:col,col.
     #[arg(long, env = "OVS_DBUS_RELAY_INCLUDE_COLUMNS", value_delimiter = ';')]
     include_columns: Vec<String>,
@@ -119,6 +130,32 @@ fn seconds(name: &str, value: f64) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value).map_err(|_| format!("--{name}: {value} is not a duration"))
 }
 
+/// `--max-message-size` below this could not even carry a server's schema (the
+/// Open_vSwitch one is 26 KB), let alone its rows.
+const MIN_MESSAGE_SIZE: usize = 1 << 20;
+
+/// `--max-message-size`: `67108864`, `64M`, `1g`.
+fn message_size(text: &str) -> Result<usize, String> {
+    let (digits, unit) = [(['K', 'k'], 10), (['M', 'm'], 20), (['G', 'g'], 30)]
+        .into_iter()
+        .find_map(|(suffix, shift)| Some((text.strip_suffix(suffix)?, 1usize << shift)))
+        .unwrap_or((text, 1));
+    let size = digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| {
+            format!("--max-message-size {text:?}: expected bytes, or a number with K, M or G")
+        })?;
+    if size < MIN_MESSAGE_SIZE {
+        return Err(format!(
+            "--max-message-size {text}: below the minimum of 1M (an OVSDB schema alone is \
+             tens of kilobytes)"
+        ));
+    }
+    Ok(size)
+}
+
 impl RunArgs {
     /// Turns flags into a configuration without touching the network.
     fn config(self) -> Result<Config, String> {
@@ -150,6 +187,7 @@ impl RunArgs {
                 connect_timeout: seconds("connect-timeout", self.connect_timeout)?,
                 inactivity_probe: seconds("inactivity-probe", self.inactivity_probe)?,
                 tls,
+                max_message_size: message_size(&self.max_message_size)?,
                 backoff_min: Duration::from_millis(100),
                 backoff_max: Duration::from_secs(4),
             },
@@ -272,6 +310,7 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .map_err(|e| format!("tokio: {e}"))?;
+            runtime.spawn(return_freed_memory());
             runtime
                 .block_on(daemon::run(config))
                 .map_err(|e| e.to_string())
@@ -321,6 +360,22 @@ fn manpages(dir: &std::path::Path) -> Result<(), String> {
 fn without_transparent_huge_pages() {
     // SAFETY: PR_SET_THP_DISABLE takes integer arguments only and touches no memory of ours.
     let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+}
+
+/// mimalloc gives freed memory back to the system lazily, from within later allocations, so
+/// once a large message had come and gone an idle relay kept it resident (hundreds of
+/// megabytes after a 100 MB monitor reply; BENCHMARKS.md). A collection every few seconds
+/// lets those deferred purges run; it only visits what is already free.
+async fn return_freed_memory() {
+    unsafe extern "C" {
+        fn mi_collect(force: bool);
+    }
+    let mut ticks = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        ticks.tick().await;
+        // SAFETY: takes no pointers and touches only mimalloc's own bookkeeping.
+        unsafe { mi_collect(false) };
+    }
 }
 
 /// Every update allocates and frees many small values (atoms, variants, paths) across

@@ -23,6 +23,8 @@ pub const TABLES: [&str; 3] = ["bridge", "port", "interface"];
 pub const OPS: [&str; 3] = ["added", "changed", "removed"];
 /// Values of the `kind` label of `ovsdbus_resyncs_total`.
 pub const RESYNC_KINDS: [&str; 2] = ["fast", "full"];
+/// Values of the `kind` label of `ovsdbus_ovsdb_protocol_errors_total`.
+pub const PROTOCOL_ERROR_KINDS: [&str; 2] = ["too_large", "malformed"];
 /// Values of the `kind` label of `ovsdbus_dbus_signals_total`.
 pub const SIGNAL_KINDS: [&str; 3] = ["typed", "properties", "objects"];
 /// Values of the `result` label of `ovsdbus_method_calls_total`.
@@ -48,6 +50,10 @@ pub struct Metrics {
     pub ovsdb_connected: IntGauge,
     /// `ovsdbus_ovsdb_reconnects_total`: connections re-established after a loss.
     pub ovsdb_reconnects: IntCounter,
+    /// `ovsdbus_ovsdb_protocol_errors_total{kind}`: connections dropped because the server
+    /// sent a message over `--max-message-size` (`too_large`) or one that is not what the
+    /// protocol allows (`malformed`). Not in SPEC §8 (docs/DEVIATIONS.md).
+    pub ovsdb_protocol_errors: IntCounterVec,
     /// `ovsdbus_resyncs_total{kind}`: `fast` (monitor_cond_since resumed from the last
     /// transaction) or `full` (fresh snapshot compared with the replica).
     pub resyncs: IntCounterVec,
@@ -121,6 +127,15 @@ impl Metrics {
         let ovsdb_reconnects = IntCounter::new(
             "ovsdbus_ovsdb_reconnects_total",
             "Times the OVSDB connection was re-established after being lost.",
+        )?;
+        let ovsdb_protocol_errors = IntCounterVec::new(
+            Opts::new(
+                "ovsdbus_ovsdb_protocol_errors_total",
+                "OVSDB connections dropped because the server broke the protocol: too_large (a \
+                 message over --max-message-size) or malformed (not JSON-RPC, or an update that \
+                 does not fit the schema).",
+            ),
+            &["kind"],
         )?;
         let resyncs = IntCounterVec::new(
             Opts::new(
@@ -208,6 +223,9 @@ impl Metrics {
         for kind in RESYNC_KINDS {
             resyncs.with_label_values(&[kind]);
         }
+        for kind in PROTOCOL_ERROR_KINDS {
+            ovsdb_protocol_errors.with_label_values(&[kind]);
+        }
         for kind in SIGNAL_KINDS {
             dbus_signals.with_label_values(&[kind]);
         }
@@ -220,12 +238,13 @@ impl Metrics {
             }
         }
 
-        let collectors: [Box<dyn Collector>; 19] = [
+        let collectors: [Box<dyn Collector>; 20] = [
             Box::new(events.clone()),
             Box::new(event_latency.clone()),
             Box::new(ovsdb_updates.clone()),
             Box::new(ovsdb_connected.clone()),
             Box::new(ovsdb_reconnects.clone()),
+            Box::new(ovsdb_protocol_errors.clone()),
             Box::new(resyncs.clone()),
             Box::new(dbus_connected.clone()),
             Box::new(dbus_reconnects.clone()),
@@ -252,6 +271,7 @@ impl Metrics {
             ovsdb_updates,
             ovsdb_connected,
             ovsdb_reconnects,
+            ovsdb_protocol_errors,
             resyncs,
             dbus_connected,
             dbus_reconnects,

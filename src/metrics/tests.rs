@@ -3,13 +3,14 @@
 use super::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// SPEC §8: every `ovsdbus_*` metric and its type.
-pub(crate) const SPEC_METRICS: [(&str, &str); 18] = [
+/// Every `ovsdbus_*` metric and its type: SPEC §8's and the relay's additions.
+pub(crate) const SPEC_METRICS: [(&str, &str); 19] = [
     ("ovsdbus_events_total", "counter"),
     ("ovsdbus_event_latency_seconds", "histogram"),
     ("ovsdbus_ovsdb_updates_total", "counter"),
     ("ovsdbus_ovsdb_connected", "gauge"),
     ("ovsdbus_ovsdb_reconnects_total", "counter"),
+    ("ovsdbus_ovsdb_protocol_errors_total", "counter"),
     ("ovsdbus_resyncs_total", "counter"),
     ("ovsdbus_dbus_connected", "gauge"),
     ("ovsdbus_dbus_reconnects_total", "counter"),
@@ -150,6 +151,10 @@ pub(crate) fn check_spec_exposition(text: &str, methods: &[&str]) {
     assert_eq!(
         label_sets(text, "ovsdbus_resyncs_total"),
         set_of(&[&[("kind", "fast")], &[("kind", "full")]])
+    );
+    assert_eq!(
+        label_sets(text, "ovsdbus_ovsdb_protocol_errors_total"),
+        set_of(&[&[("kind", "too_large")], &[("kind", "malformed")]])
     );
     assert_eq!(
         label_sets(text, "ovsdbus_dbus_signals_total"),

@@ -52,8 +52,8 @@ pub struct Framer {
 
 impl Framer {
     /// Creates a framer. A top-level value longer than `max_value_len` bytes is an error
-    /// ([`CodecError::TooLarge`]); this bounds how much a peer can make us buffer.
-    /// Callers use something like 256 MiB.
+    /// ([`CodecError::TooLarge`]) as soon as that many of its bytes have arrived; this
+    /// bounds how much a peer can make us buffer.
     pub fn new(max_value_len: usize) -> Self {
         Self {
             max_value_len,
@@ -113,6 +113,13 @@ impl Framer {
             Ok(None) => {}
         }
         result
+    }
+
+    /// How many more bytes `buf` can usefully take: past that, the value being scanned is
+    /// too large whatever they hold, so a reader need not make room for more.
+    pub fn room(&self, buf: &[u8]) -> usize {
+        let buffered = self.start.map_or(0, |start| buf.len() - start);
+        self.max_value_len.saturating_sub(buffered)
     }
 
     /// Total number of bytes the scanner has examined since creation. A byte is examined
@@ -404,6 +411,31 @@ mod tests {
             framer.decode(&mut buf),
             Err(CodecError::TooLarge { limit: 16 })
         ));
+    }
+
+    #[test]
+    fn too_large_is_refused_once_the_limit_has_arrived() {
+        // A value that never ends, in small reads: refused at the read that brings it to
+        // the limit, without waiting for its end or looking past the limit.
+        let limit = 1000;
+        let mut framer = Framer::new(limit);
+        let mut buf = BytesMut::from(&b"{\"k\":\""[..]);
+        loop {
+            match framer.decode(&mut buf) {
+                Ok(None) => {
+                    assert_eq!(framer.room(&buf), limit - buf.len());
+                    buf.extend_from_slice(&[b'x'; 64]);
+                }
+                Err(CodecError::TooLarge { limit: 1000 }) => break,
+                other => panic!("after {} bytes: {other:?}", buf.len()),
+            }
+        }
+        assert!(
+            (limit..limit + 64).contains(&buf.len()),
+            "refused with {} bytes buffered",
+            buf.len()
+        );
+        assert_eq!(framer.bytes_scanned(), limit as u64);
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //!
 //! Incoming messages are read with their `params` and `result` left as JSON text: the
 //! consumer parses those with its own types (a 20,000-row snapshot goes straight into
-//! typed rows), so no message is ever held as a `Json` tree.
+//! typed rows), so no message is ever held as a `Json` tree. Nor is the text copied: it
+//! stays in the frame it arrived in, which [`RawJson`] shares.
 
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value as Json, json};
@@ -15,17 +17,37 @@ pub enum Incoming {
     Request {
         id: Json,
         method: String,
-        params: Box<RawValue>,
+        params: RawJson,
     },
     Notification {
         method: String,
-        params: Box<RawValue>,
+        params: RawJson,
     },
     Response {
         id: Json,
         /// `Err` holds the server's `error` member when it is not null.
-        result: Result<Box<RawValue>, Json>,
+        result: Result<RawJson, Json>,
     },
+}
+
+/// The text of one JSON value inside a received frame, sharing the frame's bytes: a
+/// copy would double the memory a large monitor reply or update takes while it is parsed.
+#[derive(Debug)]
+pub struct RawJson(Bytes);
+
+impl RawJson {
+    /// `raw`, borrowed from `frame` by serde_json (which checked that it is UTF-8 JSON).
+    fn within(frame: &Bytes, raw: &RawValue) -> Self {
+        Self(frame.slice_ref(raw.get().as_bytes()))
+    }
+
+    fn literal(text: &'static str) -> Self {
+        Self(Bytes::from_static(text.as_bytes()))
+    }
+
+    pub fn get(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("a slice of a str serde_json read")
+    }
 }
 
 /// The members of any message; `params` and `result` borrowed from the frame.
@@ -45,7 +67,7 @@ struct Envelope<'a> {
 
 impl Incoming {
     /// Reads one framed message.
-    pub fn parse(frame: &[u8]) -> Result<Self, String> {
+    pub fn parse(frame: &Bytes) -> Result<Self, String> {
         // Checked here because a derived struct would also accept an array of members.
         if frame.trim_ascii_start().first() != Some(&b'{') {
             return Err("JSON-RPC message is not an object".into());
@@ -60,7 +82,7 @@ impl Incoming {
             error,
         } = envelope;
         if let Some(method) = method {
-            let params = params.map_or_else(empty_params, RawValue::to_owned);
+            let params = params.map_or(RawJson::literal("[]"), |p| RawJson::within(frame, p));
             let method = method.into_owned();
             return Ok(if id.is_null() {
                 Self::Notification { method, params }
@@ -72,20 +94,12 @@ impl Incoming {
             return Err("JSON-RPC reply without id".into());
         }
         let result = if error.is_null() {
-            Ok(result.map_or_else(null, RawValue::to_owned))
+            Ok(result.map_or(RawJson::literal("null"), |r| RawJson::within(frame, r)))
         } else {
             Err(error)
         };
         Ok(Self::Response { id, result })
     }
-}
-
-fn empty_params() -> Box<RawValue> {
-    RawValue::from_string("[]".into()).expect("valid JSON")
-}
-
-fn null() -> Box<RawValue> {
-    RawValue::from_string("null".into()).expect("valid JSON")
 }
 
 /// An outgoing request.
@@ -106,7 +120,7 @@ mod tests {
     use super::*;
 
     fn parse(json: Json) -> Result<Incoming, String> {
-        Incoming::parse(json.to_string().as_bytes())
+        Incoming::parse(&Bytes::from(json.to_string()))
     }
 
     #[test]
@@ -142,14 +156,17 @@ mod tests {
         assert!(parse(json!({"result": 1})).is_err());
         // Balanced (so framed) but not JSON.
         for frame in [&br#"{"a":}"#[..], b"{]", br#"{"a" 1}"#, b"{\"\xff\":1}"] {
-            assert!(Incoming::parse(frame).is_err(), "{frame:?}");
+            assert!(
+                Incoming::parse(&Bytes::from_static(frame)).is_err(),
+                "{frame:?}"
+            );
         }
     }
 
     #[test]
     fn outgoing_messages_read_back() {
-        let sent = request(&json!(1), "get_schema", &json!(["x"])).to_string();
-        let Ok(Incoming::Request { id, method, params }) = Incoming::parse(sent.as_bytes()) else {
+        let sent = request(&json!(1), "get_schema", &json!(["x"]));
+        let Ok(Incoming::Request { id, method, params }) = parse(sent.clone()) else {
             panic!("{sent}")
         };
         assert_eq!(
@@ -157,14 +174,35 @@ mod tests {
             (json!(1), "get_schema", r#"["x"]"#)
         );
         let echo = RawValue::from_string(r#"["e"]"#.into()).unwrap();
-        let sent = response(&json!("e"), Ok(&echo)).to_string();
+        let sent = response(&json!("e"), Ok(&echo));
         assert!(
-            matches!(Incoming::parse(sent.as_bytes()), Ok(Incoming::Response { result: Ok(r), .. }) if r.get() == r#"["e"]"#)
+            matches!(parse(sent), Ok(Incoming::Response { result: Ok(r), .. }) if r.get() == r#"["e"]"#)
         );
-        let sent = response(&json!(2), Err(&json!({"error": "x"}))).to_string();
+        let sent = response(&json!(2), Err(&json!({"error": "x"})));
         assert!(matches!(
-            Incoming::parse(sent.as_bytes()),
+            parse(sent),
             Ok(Incoming::Response { result: Err(_), .. })
         ));
+    }
+
+    #[test]
+    fn params_and_results_stay_in_the_frame() {
+        let inside =
+            |frame: &Bytes, raw: &RawJson| frame.as_ptr_range().contains(&raw.get().as_ptr());
+        let frame =
+            Bytes::from(json!({"id": null, "method": "update2", "params": [null, {}]}).to_string());
+        let Ok(Incoming::Notification { params, .. }) = Incoming::parse(&frame) else {
+            panic!("not a notification")
+        };
+        assert!(inside(&frame, &params));
+        let frame =
+            Bytes::from(json!({"id": 1, "result": [true, "txn", {}], "error": null}).to_string());
+        let Ok(Incoming::Response {
+            result: Ok(result), ..
+        }) = Incoming::parse(&frame)
+        else {
+            panic!("not a success")
+        };
+        assert!(inside(&frame, &result));
     }
 }

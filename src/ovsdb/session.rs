@@ -36,6 +36,8 @@ pub struct SessionConfig {
     pub inactivity_probe: Duration,
     /// For `ssl:` remotes.
     pub tls: Option<TlsFiles>,
+    /// The largest message accepted from a server, in bytes.
+    pub max_message_size: usize,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
 }
@@ -81,6 +83,16 @@ enum ConnectionEnd {
 }
 
 impl ConnectionEnd {
+    /// The `kind` of `ovsdbus_ovsdb_protocol_errors_total` when the server broke the
+    /// protocol (see [`crate::metrics::PROTOCOL_ERROR_KINDS`]).
+    fn protocol_error(&self) -> Option<&'static str> {
+        match self {
+            Self::Client(ClientError::TooLarge { .. }) => Some("too_large"),
+            Self::Client(ClientError::Protocol(_)) | Self::Protocol(_) => Some("malformed"),
+            _ => None,
+        }
+    }
+
     /// The connection task panicked: a bug, but one connection's worth; reconnect.
     fn crashed(error: tokio::task::JoinError) -> Self {
         tracing::error!("OVSDB connection task failed: {error}");
@@ -179,6 +191,12 @@ impl Session {
                 }
                 _ => {}
             }
+            if let Some(kind) = end.protocol_error() {
+                self.metrics
+                    .ovsdb_protocol_errors
+                    .with_label_values(&[kind])
+                    .inc();
+            }
             // A server that stays away must not fill the log: failed attempts in a row are
             // logged at the 1st, 2nd, 4th, 8th … (with the count), the rest at debug level.
             if matches!(end, ConnectionEnd::Connect(_)) {
@@ -248,6 +266,7 @@ impl Session {
             notifications_tx,
             client::Options {
                 inactivity_probe: probe,
+                max_message: self.config.max_message_size,
                 received: self.received.clone(),
             },
         );
@@ -333,8 +352,8 @@ impl Session {
             }
             Err(e) => return Err(e.into()),
         };
-        let (found, txn, update) =
-            parse_monitor_reply(&layout, &reply, with_since).map_err(ConnectionEnd::Protocol)?;
+        let (found, txn, update) = parse_monitor_reply(&layout, reply.get(), with_since)
+            .map_err(ConnectionEnd::Protocol)?;
         drop(reply);
         let received = Received {
             at: received_at,
@@ -484,17 +503,17 @@ impl Session {
 /// updates.
 fn parse_monitor_reply(
     layout: &Layout,
-    reply: &RawValue,
+    reply: &str,
     with_since: bool,
 ) -> Result<(bool, Option<String>, Update), String> {
     if !with_since {
-        return Ok((false, None, Update::parse(layout, reply.get())?));
+        return Ok((false, None, Update::parse(layout, reply)?));
     }
-    let parts: [&RawValue; 3] = serde_json::from_str::<Vec<&RawValue>>(reply.get())
+    let parts: [&RawValue; 3] = serde_json::from_str::<Vec<&RawValue>>(reply)
         .ok()
         .and_then(|parts| parts.try_into().ok())
         .ok_or_else(|| {
-            let start: String = reply.get().chars().take(200).collect();
+            let start: String = reply.chars().take(200).collect();
             format!("monitor_cond_since reply is not [found, txn, updates]: {start}")
         })?;
     let [found, txn, updates] = parts;

@@ -10,7 +10,7 @@ pub mod update;
 use crate::ovsdb::datum::{Atom, Datum, Uuid};
 use diff::{apply_diff, check_bounds};
 use imbl::HashMap as PersistentMap;
-use layout::{Layout, TableId};
+use layout::{Column, Layout, TableId};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use update::{RowOp, Update};
@@ -263,12 +263,13 @@ impl Replica {
             let new = match (row_update.op, &old) {
                 (RowOp::Insert(_), Some(_)) => return Err(fail("insert of existing")),
                 (RowOp::Modify(_) | RowOp::Delete, None) => return Err(fail("change to missing")),
-                (RowOp::Insert(row), None) => {
+                (RowOp::Insert(values), None) => {
+                    let row = inserted_row(columns, values);
                     for (value, column) in row.iter().zip(columns) {
                         check_bounds(&column.ty, value)
                             .map_err(|e| fail(&format!("insert with {}: {e} in", column.name)))?;
                     }
-                    Some(Row::from(row))
+                    Some(row)
                 }
                 (RowOp::Modify(diffs), Some(old)) => {
                     let mut new = old.to_vec();
@@ -387,7 +388,7 @@ impl Replica {
     /// only the real differences in the columns both schemas share; added columns appear
     /// without a change of their own, removed ones disappear.
     pub fn relayout(&self, layout: Arc<Layout>, incoming: &Update) -> Result<Self, Inconsistency> {
-        let arriving: HashMap<(TableId, Uuid), &Vec<Datum>> = incoming
+        let arriving: HashMap<(TableId, Uuid), &Vec<(usize, Datum)>> = incoming
             .rows
             .iter()
             .filter_map(|row| match &row.op {
@@ -409,15 +410,16 @@ impl Replica {
                 .collect();
             for (uuid, row) in self.rows(table) {
                 let arrived = arriving.get(&(table, uuid));
-                let values = new
-                    .columns
+                // A column left out takes its default.
+                let values = sources
                     .iter()
-                    .zip(&sources)
                     .enumerate()
-                    .map(|(i, (column, source))| match (source, arrived) {
-                        (Some(j), _) => row[*j].clone(),
-                        (None, Some(values)) => values[i].clone(),
-                        (None, None) => Datum::default_of(&column.ty),
+                    .filter_map(|(i, source)| match source {
+                        Some(j) => Some((i, row[*j].clone())),
+                        None => arrived?
+                            .iter()
+                            .rfind(|(sent, _)| *sent == i)
+                            .map(|(_, value)| (i, value.clone())),
                     })
                     .collect();
                 rows.rows.push(update::RowUpdate {
@@ -475,7 +477,7 @@ impl Replica {
                     None => delta.rows.push(update::RowUpdate {
                         table,
                         uuid,
-                        op: RowOp::Insert(row.to_vec()),
+                        op: RowOp::Insert(row.iter().cloned().enumerate().collect()),
                     }),
                     Some(old) if old != row => delta.rows.push(update::RowUpdate {
                         table,
@@ -589,6 +591,26 @@ impl Replica {
             }
         }
     }
+}
+
+/// The row an insert makes: the values the server sent, the other columns at their
+/// defaults. A column sent twice keeps the last value, as a repeated JSON member would.
+fn inserted_row(columns: &[Column], mut values: Vec<(usize, Datum)>) -> Row {
+    values.sort_by_key(|(index, _)| *index);
+    let mut sent = values.into_iter().peekable();
+    // One allocation: the iterator knows its length, so it is collected straight into
+    // the shared row.
+    columns
+        .iter()
+        .enumerate()
+        .map(|(index, column)| {
+            let mut value = None;
+            while let Some((_, v)) = sent.next_if(|(i, _)| *i == index) {
+                value = Some(v);
+            }
+            value.unwrap_or_else(|| Datum::default_of(&column.ty))
+        })
+        .collect()
 }
 
 /// The uuids in `a` that are not in `b` (both uuid-set columns, kept sorted).

@@ -63,6 +63,29 @@ fn column(r: &Replica, table: TableId, name: &str, col: &str) -> Json {
 }
 
 #[test]
+fn an_insert_fills_omitted_columns_with_defaults() {
+    let mut r = replica();
+    // Text, not `json!`: a repeated member has to reach the parser.
+    let text =
+        format!(r#"{{"Port": {{"{P1}": {{"insert": {{"tag": 5, "name": "p1", "tag": 6}}}}}}}}"#);
+    let update = Update::parse(r.layout(), &text).unwrap();
+    r.apply(update).unwrap();
+    assert_eq!(
+        column(&r, TableId::Port, "p1", "tag"),
+        json!(6),
+        "the last one sent"
+    );
+    assert_eq!(
+        column(&r, TableId::Port, "p1", "trunks"),
+        json!(["set", []])
+    );
+    assert_eq!(
+        column(&r, TableId::Port, "p1", "external_ids"),
+        json!(["map", []])
+    );
+}
+
+#[test]
 fn parents_resolve_when_parent_and_child_arrive_together() {
     let mut r = replica();
     let changes = apply(

@@ -1686,11 +1686,23 @@ async fn a_schema_conversion_fails_waiters_on_dropped_columns() {
 /// schema and the echo.
 struct StandInServer {
     dir: tempfile::TempDir,
-    accepted: Arc<Mutex<Vec<Instant>>>,
+    connections: Connections,
     task: tokio::task::JoinHandle<()>,
 }
 
 type Respond = fn(&Json, usize) -> Option<Vec<Json>>;
+
+/// When each connection was accepted, and when it ended.
+type Connections = Arc<Mutex<Vec<(Instant, Option<Instant>)>>>;
+
+/// Notes when its connection ends, whichever way it does.
+struct Ended(Connections, usize);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.0.lock().unwrap()[self.1].1 = Some(Instant::now());
+    }
+}
 
 impl StandInServer {
     fn start(respond: Respond) -> StandInServer {
@@ -1702,18 +1714,20 @@ impl StandInServer {
         let listener = tokio::net::UnixListener::bind(dir.path().join("db.sock")).unwrap();
         let schema: Json =
             serde_json::from_str(&std::fs::read_to_string(VSWITCH_SCHEMA).unwrap()).unwrap();
-        let accepted: Arc<Mutex<Vec<Instant>>> = Arc::default();
+        let connections: Connections = Arc::default();
         let task = tokio::spawn({
-            let accepted = accepted.clone();
+            let connections = connections.clone();
             async move {
                 while let Ok((mut stream, _)) = listener.accept().await {
                     let connection = {
-                        let mut accepted = accepted.lock().unwrap();
-                        accepted.push(Instant::now());
-                        accepted.len() - 1
+                        let mut connections = connections.lock().unwrap();
+                        connections.push((Instant::now(), None));
+                        connections.len() - 1
                     };
                     let schema = schema.clone();
+                    let ended = Ended(connections.clone(), connection);
                     tokio::spawn(async move {
+                        let _ended = ended; // noted when this task ends
                         let (mut framer, mut buf) = (Framer::new(1 << 20), BytesMut::new());
                         loop {
                             while let Ok(Some(frame)) = framer.decode(&mut buf) {
@@ -1746,7 +1760,7 @@ impl StandInServer {
         });
         StandInServer {
             dir,
-            accepted,
+            connections,
             task,
         }
     }
@@ -1757,7 +1771,14 @@ impl StandInServer {
 
     /// When each connection was accepted.
     fn accepted(&self) -> Vec<Instant> {
-        self.accepted.lock().unwrap().clone()
+        let connections = self.connections.lock().unwrap();
+        connections.iter().map(|(accepted, _)| *accepted).collect()
+    }
+
+    /// When each connection ended, if it has.
+    fn ended(&self) -> Vec<Option<Instant>> {
+        let connections = self.connections.lock().unwrap();
+        connections.iter().map(|(_, ended)| *ended).collect()
     }
 }
 
@@ -2059,4 +2080,112 @@ async fn nothing_after_an_inconsistency_is_applied() {
     }
     assert!(resynced >= 1, "no resync seen:\n{}", relay.log());
     assert!(relay.log().contains("full resync"), "{}", relay.log());
+}
+
+// ---------------------------------------------------------------------------------------
+// A message over --max-message-size
+// ---------------------------------------------------------------------------------------
+
+/// The size of [`oversized_update`]'s bulk.
+const BULK: usize = 48 << 20;
+
+/// An empty snapshot, then one `update3` of `BULK` bytes and more: it adds br0, and the bulk
+/// is in a table the relay does not mirror, so that taking it in costs only its reading.
+fn oversized_update(request: &Json, _: usize) -> Option<Vec<Json>> {
+    (request["method"] == "monitor_cond_since").then(|| {
+        vec![
+            empty_monitor_reply(request),
+            serde_json::json!({"id": null, "method": "update3",
+                "params": [request["params"][1], "00000000-0000-0000-0000-000000000001", {
+                "Bridge": {"00000000-0000-0000-0000-000000000001": {"insert": {"name": "br0"}}},
+                "Flow_Table": {"00000000-0000-0000-0000-000000000002":
+                    {"insert": {"name": "x".repeat(BULK)}}}}]}),
+        ]
+    })
+}
+
+/// VmHWM, the process' peak resident memory, in bytes.
+fn peak_memory(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().strip_suffix(" kB"))
+        .and_then(|kib| kib.parse::<usize>().ok());
+    kib.expect("VmHWM in /proc/PID/status") << 10
+}
+
+/// A server that sends one message over `--max-message-size` has broken the protocol: the
+/// relay drops the connection as soon as the limit is reached (never holding the whole
+/// message), logs and counts it, and connects again with backoff, for as long as it takes.
+/// With a limit above the message's size the same message is an ordinary update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_size_limit_is_a_protocol_error_with_backoff() {
+    let server = StandInServer::start(oversized_update);
+    let bus = Bus::start();
+    let metrics = format!("127.0.0.1:{}", crate::common::cluster::free_ports(1)[0]);
+    let limited = [
+        "run",
+        "--db",
+        &server.remote(),
+        "--bus",
+        &bus.address(),
+        "--metrics-listen",
+        &metrics,
+        "--max-message-size",
+        "1M",
+    ];
+    let mut relay = Relay::spawn_args(&limited);
+    let three_ended = || server.ended().iter().take(3).flatten().count() == 3;
+    let four = wait_until(WAIT, || server.accepted().len() >= 4 && three_ended());
+    assert!(four, "the relay did not reconnect:\n{}", relay.log());
+    let (accepted, ended) = (server.accepted(), server.ended());
+    // Backoff of 100 ms doubling, ±25 %: at least 0.75 × (100 + 200 + 400) ms between the
+    // ends of the first three connections and the starts of the next, where a loop without
+    // it comes back within milliseconds.
+    let waited: Duration = (0..3).map(|k| accepted[k + 1] - ended[k].unwrap()).sum();
+    assert!(
+        waited >= Duration::from_millis(500),
+        "reconnected after {waited:?} in all:\n{}",
+        relay.log()
+    );
+    let log = relay.log();
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("larger than --max-message-size (1048576 bytes)"))
+        .collect();
+    assert!(!refusals.is_empty(), "{log}");
+    assert!(
+        refusals.iter().all(|l| l.contains(&server.remote())),
+        "{refusals:?}"
+    );
+    // Each error is counted before the relay connects again.
+    let too_large = crate::metrics::sample(
+        &crate::metrics::scrape(&metrics),
+        "ovsdbus_ovsdb_protocol_errors_total{kind=\"too_large\"}",
+    );
+    assert!(too_large >= 3.0, "{too_large}");
+    assert!(relay.is_running(), "{log}");
+    let peak = peak_memory(relay.pid());
+    assert!(
+        peak < BULK,
+        "peak memory {} MiB: the message was held",
+        peak >> 20
+    );
+    drop(relay);
+
+    let relay = Relay::spawn(
+        &server.remote(),
+        &bus.address(),
+        &["--max-message-size", "64M"],
+    );
+    let sub = Subscriber::connect(&bus.address()).await;
+    let proxy = relay_proxy(&sub.conn).await;
+    let added = wait_until_async(WAIT, || async {
+        let row: zbus::Result<Dict> = proxy.call("GetRow", &("Bridge", "br0")).await;
+        row.is_ok()
+    })
+    .await;
+    assert!(added, "the update was not applied:\n{}", relay.log());
+    assert!(!relay.log().contains("max-message-size"), "{}", relay.log());
 }

@@ -186,7 +186,7 @@ async fn setup() -> Setup {
     Setup { stack, metrics }
 }
 
-fn scrape(addr: &str) -> String {
+pub(crate) fn scrape(addr: &str) -> String {
     let reply = http_get(addr, "/metrics").unwrap_or_else(|e| panic!("scrape {addr}: {e}"));
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(
@@ -205,7 +205,7 @@ fn samples(text: &str) -> HashMap<String, f64> {
         .collect()
 }
 
-fn sample(text: &str, series: &str) -> f64 {
+pub(crate) fn sample(text: &str, series: &str) -> f64 {
     *samples(text)
         .get(series)
         .unwrap_or_else(|| panic!("{series} not in scrape:\n{text}"))

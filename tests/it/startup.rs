@@ -278,6 +278,40 @@ fn boolean_variables_take_the_usual_spellings_and_run_knows_its_version() {
     );
 }
 
+/// `--max-message-size` takes bytes, or a number with K, M or G; zero, nonsense and sizes
+/// too small for any server are refused by name before anything is started.
+#[test]
+fn max_message_size_takes_bytes_or_a_suffix() {
+    let run = |size: &str| {
+        // A timeout that is not one fails after the size is checked, without any network.
+        let args = ["run", "--db", "unix:/nonexistent", "--vswitchd-timeout=-1"];
+        let out = run_bounded(
+            relay_command(&args).arg(format!("--max-message-size={size}")),
+            EXIT_WAIT,
+        );
+        assert_eq!(out.status.code(), Some(2), "{size}: {out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    for size in [
+        "0",
+        "1000",
+        "1023K",
+        "12X",
+        "-1",
+        "1.5G",
+        "",
+        "99999999999G",
+    ] {
+        let stderr = run(size);
+        assert!(stderr.contains("--max-message-size"), "{size}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{size}: {stderr}");
+    }
+    for size in ["1M", "1048576", "64m", "2G", "4096k"] {
+        let stderr = run(size);
+        assert!(stderr.contains("--vswitchd-timeout"), "{size}: {stderr}");
+    }
+}
+
 /// A remote that accepts connections but never answers (hung, SIGSTOPped) is left for the
 /// next one after twice the inactivity probe, at start-up too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
