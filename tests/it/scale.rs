@@ -298,34 +298,23 @@ async fn one_whole_switch_reply_per_caller_at_a_time() {
     assert!(other.is_ok(), "another caller was refused: {other:?}");
 }
 
-/// The relay's resident memory, from /proc.
-fn rss_bytes(pid: u32) -> u64 {
+/// A figure of the relay's memory from /proc/PID/status (`VmRSS`, `VmHWM`), in bytes.
+fn status_bytes(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("relay status");
     let kib: u64 = status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status");
+        .unwrap_or_else(|| panic!("{field} in /proc/PID/status"));
     kib * 1024
 }
 
-/// The relay's largest resident memory while `during` runs, sampled every 20 ms.
+/// The relay's largest resident memory while `during` runs: the kernel's peak (`VmHWM`),
+/// reset first (`clear_refs` 5), so start-up does not count.
 async fn peak_rss_during<T>(pid: u32, during: impl std::future::Future<Output = T>) -> (T, u64) {
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut peak = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                peak = peak.max(rss_bytes(pid));
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            peak
-        })
-    };
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset the peak RSS");
     let out = during.await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    (out, sampler.join().unwrap())
+    (out, status_bytes(pid, "VmHWM"))
 }
 
 /// Typed-signal delays to a root subscriber: a port's tag set `samples` times, each timed
@@ -376,7 +365,7 @@ async fn unprivileged_floods_do_not_delay_signals() {
     sub.wait_ready(WAIT).await;
     let owner_before = owner(&sub.conn).await;
     let pid = relay.pid();
-    let idle = rss_bytes(pid);
+    let idle = status_bytes(pid, "VmRSS");
     let quiet = signal_delays(&db, &mut sub, 10, 1).await;
     eprintln!("idle: RSS {} MB, p99 {:?}", idle >> 20, p99(&quiet));
 
