@@ -104,13 +104,15 @@ impl Expensive {
         what: &str,
     ) -> Result<Turn<'_>, MethodError> {
         let start = Instant::now();
-        let turn = self.counted(caller, what, start + TURN_WAIT).await?;
+        let slot = self.slot(caller, what)?;
+        // The caller's own backlog first: a client that does not read must not hold one of
+        // the few permits while it is found out.
         if !caller.is_empty() {
             let unread = Backlog {
                 of: caller,
                 counter: "OutgoingBytes",
                 budget: CALLER_BACKLOG_BUDGET,
-                deadline: Instant::now() + CALLER_WAIT,
+                deadline: start + CALLER_WAIT,
             };
             self.drained(conn, unread).await.map_err(|bytes| {
                 MethodError::LimitsExceeded(format!(
@@ -119,6 +121,7 @@ impl Expensive {
                 ))
             })?;
         }
+        let permit = self.permit(what, start + TURN_WAIT).await?;
         if let Some(relay) = conn.unique_name() {
             let undelivered = Backlog {
                 of: relay.as_str(),
@@ -133,38 +136,39 @@ impl Expensive {
                 ))
             })?;
         }
-        Ok(turn)
+        Ok(Turn {
+            _permit: permit,
+            _caller: slot,
+        })
     }
 
-    /// The counted part of a turn: the caller's one slot, then one of the few permits.
-    async fn counted(
-        &self,
-        caller: &str,
-        what: &str,
-        deadline: Instant,
-    ) -> Result<Turn<'_>, MethodError> {
+    /// The caller's one slot; `LimitsExceeded` when it is taken.
+    fn slot(&self, caller: &str, what: &str) -> Result<CallerSlot<'_>, MethodError> {
         if !self.lock().insert(caller.to_owned()) {
             return Err(MethodError::LimitsExceeded(format!(
                 "{caller} already has a {what} or another whole-switch reply in progress: \
                  wait for its answer"
             )));
         }
-        let slot = CallerSlot {
+        Ok(CallerSlot {
             owner: self,
             caller: caller.to_owned(),
-        };
-        let permit = tokio::time::timeout_at(deadline, self.all.clone().acquire_owned())
-            .await
-            .map_err(|_| {
-                MethodError::LimitsExceeded(format!(
-                    "the relay is busy with other whole-switch replies: ask for the {what} again"
-                ))
-            })?
-            .expect("the semaphore is never closed");
-        Ok(Turn {
-            _permit: permit,
-            _caller: slot,
         })
+    }
+
+    /// One of the few permits, by `deadline`.
+    async fn permit(
+        &self,
+        what: &str,
+        deadline: Instant,
+    ) -> Result<OwnedSemaphorePermit, MethodError> {
+        let permit = tokio::time::timeout_at(deadline, self.all.clone().acquire_owned()).await;
+        let permit = permit.map_err(|_| {
+            MethodError::LimitsExceeded(format!(
+                "the relay is busy with other whole-switch replies: ask for the {what} again"
+            ))
+        })?;
+        Ok(permit.expect("the semaphore is never closed"))
     }
 
     /// Waits until the daemon reports `backlog.of`'s backlog within its budget; `Err` with
@@ -247,19 +251,26 @@ mod tests {
     async fn one_turn_per_caller_and_a_few_in_all() {
         let limits = Expensive::new(1);
         let soon = || Instant::now() + TURN_WAIT;
-        let first = limits.counted(":1.1", "Show", soon()).await.unwrap();
-        let again = limits.counted(":1.1", "Show", soon()).await;
-        assert!(matches!(again, Err(MethodError::LimitsExceeded(_))));
-        // Another caller waits for the one permit, and not for ever.
-        let refused = limits.counted(":1.2", "Show", soon()).await;
+        let first = (
+            limits.slot(":1.1", "Show").unwrap(),
+            limits.permit("Show", soon()).await,
+        );
+        assert!(matches!(
+            limits.slot(":1.1", "Show"),
+            Err(MethodError::LimitsExceeded(_))
+        ));
+        // Another caller has a slot of its own, and waits for the one permit, not for ever.
+        let other = limits.slot(":1.2", "Show").unwrap();
+        let refused = limits.permit("Show", soon()).await;
         assert!(matches!(refused, Err(MethodError::LimitsExceeded(_))));
-        let other = limits.counted(":1.2", "Show", soon());
-        tokio::pin!(other);
-        assert!(futures_poll_once(other.as_mut()).await.is_none());
+        let waiting = limits.permit("Show", soon());
+        tokio::pin!(waiting);
+        assert!(futures_poll_once(waiting.as_mut()).await.is_none());
         drop(first);
-        assert!(other.await.is_ok());
+        assert!(waiting.await.is_ok());
+        drop(other);
         // The first caller's slot is free again.
-        assert!(limits.counted(":1.1", "Show", soon()).await.is_ok());
+        assert!(limits.slot(":1.1", "Show").is_ok());
     }
 
     /// Polls a future once: `Some` if it is ready.
