@@ -12,10 +12,10 @@
 
 use super::error::MethodError;
 use std::collections::HashSet;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 use zbus::Connection;
 use zbus::OwnedVariant;
@@ -24,10 +24,10 @@ use zbus::OwnedVariant;
 /// a quarter of dbus-daemon's system-bus `max_incoming_bytes` (127 MiB). Two replies in
 /// the making, each at most the system bus's 32 MiB message limit, still leave room for
 /// signals.
-pub const RELAY_BACKLOG_BUDGET: u64 = 32 << 20;
+const RELAY_BACKLOG_BUDGET: u64 = 32 << 20;
 /// What a caller may leave unread before it gets another whole-switch reply: less than a
 /// reply, more than the signals a subscriber has queued in a burst.
-pub const CALLER_BACKLOG_BUDGET: u64 = 1 << 20;
+const CALLER_BACKLOG_BUDGET: u64 = 1 << 20;
 // dbus-daemon's system-bus defaults: max_incoming_bytes 127 MiB, max_message_size 32 MiB.
 // Two replies in the making on top of the budget must still fit.
 const _: () = assert!(RELAY_BACKLOG_BUDGET + 2 * (32 << 20) < 127 << 20);
@@ -43,7 +43,7 @@ const BACKLOG_POLL: Duration = Duration::from_millis(50);
 
 pub struct Expensive {
     /// Replies in the making at once, over all callers.
-    all: Arc<Semaphore>,
+    all: Semaphore,
     /// The callers with one in the making (or waiting for a turn).
     callers: Mutex<HashSet<String>>,
     /// The daemon answers `GetConnectionStats` (dbus-daemon built with stats, a policy
@@ -54,7 +54,7 @@ pub struct Expensive {
 
 /// A caller's turn; dropping it (the reply sent, or the call abandoned) frees it.
 pub struct Turn<'a> {
-    _permit: OwnedSemaphorePermit,
+    _permit: SemaphorePermit<'a>,
     _caller: CallerSlot<'a>,
 }
 
@@ -84,7 +84,7 @@ struct Backlog<'a> {
 impl Expensive {
     pub fn new(at_once: usize) -> Self {
         Self {
-            all: Arc::new(Semaphore::new(at_once)),
+            all: Semaphore::new(at_once),
             callers: Mutex::default(),
             stats: AtomicBool::new(true),
         }
@@ -161,8 +161,8 @@ impl Expensive {
         &self,
         what: &str,
         deadline: Instant,
-    ) -> Result<OwnedSemaphorePermit, MethodError> {
-        let permit = tokio::time::timeout_at(deadline, self.all.clone().acquire_owned()).await;
+    ) -> Result<SemaphorePermit<'_>, MethodError> {
+        let permit = tokio::time::timeout_at(deadline, self.all.acquire()).await;
         let permit = permit.map_err(|_| {
             MethodError::LimitsExceeded(format!(
                 "the relay is busy with other whole-switch replies: ask for the {what} again"
