@@ -10,7 +10,7 @@
 use super::relay::ManagedObjects;
 use super::signal::{Dict, Kind, Signal, What};
 use crate::replica::layout::TableId;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use zbus::{Array, OwnedVariant, Variant};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -178,7 +178,8 @@ impl Mirror {
 fn contains_all(whole: &Variant<'_>, part: &Variant<'_>) -> bool {
     match (whole, part) {
         (Variant::Array(whole), Variant::Array(part)) => {
-            part.inner().iter().all(|e| whole.inner().contains(e))
+            let whole: BTreeSet<_> = whole.inner().iter().collect();
+            part.inner().iter().all(|e| whole.contains(e))
         }
         (Variant::Dict(whole), Variant::Dict(part)) => {
             let whole: BTreeMap<_, _> = whole.iter().collect();
@@ -197,14 +198,14 @@ fn apply_delta(
 ) -> Result<OwnedVariant, String> {
     let value = match (current, left, came) {
         (Variant::Array(current), Variant::Array(left), Variant::Array(came)) => {
-            let mut elements: Vec<&Variant<'_>> = current
+            // Sets, so that a bridge of thousands of ports costs no more than sorting them.
+            let left: BTreeSet<_> = left.inner().iter().collect();
+            let elements: BTreeSet<&Variant<'_>> = current
                 .inner()
                 .iter()
-                .filter(|e| !left.inner().contains(e))
+                .filter(|e| !left.contains(e))
                 .chain(came.inner())
                 .collect();
-            elements.sort();
-            elements.dedup();
             let mut array = Array::new(current.element_signature());
             for element in elements {
                 array.append(copy(element)?).map_err(|e| e.to_string())?;
@@ -215,7 +216,7 @@ fn apply_delta(
             let zbus::Signature::Dict { key, value } = current.signature() else {
                 return Err("a map without a map signature".into());
             };
-            let left: Vec<_> = left.iter().map(|(k, _)| k).collect();
+            let left: BTreeSet<_> = left.iter().map(|(k, _)| k).collect();
             let mut entries = BTreeMap::new();
             let kept = current.iter().filter(|(k, _)| !left.contains(k));
             for (k, v) in kept.chain(came.iter()) {
